@@ -1,0 +1,108 @@
+"""``mvi-node`` command line. Each stage package adds its own sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+from mvi_node import __version__
+from mvi_node.config import ConfigError, load_settings, masked_dump
+
+# Modules exposing ``register(subparsers)``; stages add theirs here.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _settings_from(args: argparse.Namespace, extra: dict[str, Any] | None = None):
+    overrides = {"data_dir": getattr(args, "data_dir", None)}
+    overrides.update(extra or {})
+    return load_settings(getattr(args, "config", None), overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mvi_node.node import serve
+
+    settings = _settings_from(
+        args,
+        {
+            "listener.ae_title": args.ae_title,
+            "listener.port": args.port,
+            "completion.quiet_seconds": args.quiet_seconds,
+        },
+    )
+    serve(settings)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mvi_node.status import format_status, node_status
+
+    status = node_status(_settings_from(args))
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    load_settings(args.file)
+    print(f"{args.file}: OK")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    import tomli_w
+
+    print(tomli_w.dumps(_strip_none(masked_dump(_settings_from(args)))), end="")
+    return 0
+
+
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mvi-node", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mvi-node {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML configuration file")
+    common.add_argument("--data-dir", help="data directory (staging, index, jobs)")
+
+    p = sub.add_parser("serve", parents=[common], help="run the DICOM node in the foreground")
+    p.add_argument("--ae-title")
+    p.add_argument("--port", type=int)
+    p.add_argument("--quiet-seconds", type=float, help="study completion quiet period")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("status", parents=[common], help="studies, instances, duplicates, jobs by state")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("config", help="check or show the configuration")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    c = csub.add_parser("check", help="validate a TOML configuration file")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_config_check)
+    c = csub.add_parser("show", parents=[common], help="effective values, secrets masked")
+    c.set_defaults(func=cmd_config_show)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Typed settings for the node.
+
+Precedence, highest first: command-line flags, environment variables
+(``MVI_<SECTION>__<KEY>``, e.g. ``MVI_LISTENER__PORT=11113``), the TOML file,
+the built-in defaults. Every default works on one machine.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from mvi_node.receive.sop_classes import DEFAULT_SOP_CLASSES, DEFAULT_TRANSFER_SYNTAXES
+
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE VR: no backslash, no control chars
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_ae(value: str) -> str:
+    if not _AE_RE.match(value) or not value.strip():
+        raise ValueError("an AE title is 1-16 printable characters, no backslash")
+    return value.strip()
+
+
+class TlsSettings(_Section):
+    enabled: bool = False
+    certificate: Path | None = None
+    private_key: Path | None = None
+    #: CA bundle used to verify client certificates; when set, clients must present one.
+    client_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _files_present(self) -> "TlsSettings":
+        if self.enabled:
+            for name in ("certificate", "private_key"):
+                path = getattr(self, name)
+                if path is None:
+                    raise ValueError(f"{name} is required when TLS is enabled")
+                if not Path(path).is_file():
+                    raise ValueError(f"{name} file not found: {path}")
+            if self.client_ca is not None and not Path(self.client_ca).is_file():
+                raise ValueError(f"client_ca file not found: {self.client_ca}")
+        return self
+
+
+class ListenerSettings(_Section):
+    ae_title: str = "MVI_NODE"
+    #: DICOM is served on all interfaces: PACS connects from another host.
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=1, le=65535)
+    require_called_ae: bool = True
+    #: Calling AE titles allowed to associate, as ``AE`` or ``AE@host``; empty allows all.
+    allowed_callers: list[str] = Field(default_factory=list)
+    max_associations: int = Field(default=16, ge=1, le=1024)
+    max_pdu: int = Field(default=131072, ge=4096)
+    #: Listener processes sharing the port (SO_REUSEPORT); 0 means one per CPU core.
+    workers: int = Field(default=1, ge=0, le=64)
+    sop_classes: list[str] = Field(default_factory=lambda: list(DEFAULT_SOP_CLASSES))
+    transfer_syntaxes: list[str] = Field(default_factory=lambda: list(DEFAULT_TRANSFER_SYNTAXES))
+    #: Refuse new associations (and answer stores 0xA700) below this much free disk.
+    min_free_disk_mb: int = Field(default=1024, ge=0)
+    network_timeout_s: float = Field(default=60.0, gt=0)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+    _ae = field_validator("ae_title")(_check_ae)
+
+    @field_validator("allowed_callers")
+    @classmethod
+    def _callers(cls, values: list[str]) -> list[str]:
+        for entry in values:
+            ae, _, host = entry.partition("@")
+            _check_ae(ae)
+            if "@" in entry and not host:
+                raise ValueError(f"{entry!r}: host after '@' is empty")
+        return values
+
+    @field_validator("sop_classes", "transfer_syntaxes")
+    @classmethod
+    def _uids(cls, values: list[str]) -> list[str]:
+        from pydicom.uid import UID
+
+        for uid in values:
+            if not UID(uid).is_valid:
+                raise ValueError(f"{uid!r} is not a valid UID")
+        if not values:
+            raise ValueError("must not be empty")
+        return values
+
+
+class StagingSettings(_Section):
+    backend: Literal["filesystem"] = "filesystem"
+    #: "fsync": acknowledge only after the file is fsynced (default).
+    #: "batched": acknowledge after write + rename; fsync in batches (weaker; opt in).
+    durability: Literal["fsync", "batched"] = "fsync"
+
+
+class CompletionSettings(_Section):
+    quiet_seconds: float = Field(default=10.0, gt=0, le=86400)
+    poll_seconds: float = Field(default=1.0, gt=0, le=60)
+
+
+class JobSettings(_Section):
+    backend: Literal["sqlite"] = "sqlite"
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    workers: int = Field(default=1, ge=0, le=64)
+
+
+class AdminSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8642, ge=0, le=65535)
+    token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> "AdminSettings":
+        if self.host not in ("127.0.0.1", "::1", "localhost") and self.token is None:
+            raise ValueError("token is required when the admin endpoint is bound beyond loopback")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MVI_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    data_dir: Path = Path("./var")
+    listener: ListenerSettings = Field(default_factory=ListenerSettings)
+    staging: StagingSettings = Field(default_factory=StagingSettings)
+    completion: CompletionSettings = Field(default_factory=CompletionSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    _toml_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _TOML_FILE is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_TOML_FILE))
+        return tuple(sources)
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    @property
+    def index_db(self) -> Path:
+        return self.data_dir / "index.sqlite3"
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+
+_TOML_FILE: Path | None = None
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{origin}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _deep_set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[leaf] = value
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the effective settings; raise :class:`ConfigError` naming each bad key.
+
+    ``overrides`` maps dotted keys (``listener.port``) to values given on the command line.
+    """
+    global _TOML_FILE
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: configuration file not found")
+        import tomllib
+
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    init: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _deep_set(init, key, value)
+    _TOML_FILE = path
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path) if path else "configuration")) from None
+    finally:
+        _TOML_FILE = None
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """Effective values as plain data, secrets shown as ``**********``."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,70 @@
+"""The job-store interface every backend implements.
+
+A job is keyed by a caller-chosen ``key`` (e.g. ``study:<uid>:round:<n>``): enqueueing
+the same key twice returns the existing job, which makes hand-offs idempotent across
+crashes. States: ``queued`` -> ``running`` -> ``done``; a failure either goes back to
+``queued`` with a back-off (attempts left), to ``dead`` (attempts exhausted: the
+dead-letter state) or to ``failed`` (not worth retrying).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+@dataclass
+class Job:
+    id: int
+    kind: str
+    key: str
+    state: JobState
+    attempts: int
+    max_attempts: int
+    payload: dict[str, Any]
+    created_at: float
+    updated_at: float
+    not_before: float = 0.0
+    last_error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class JobStore(Protocol):
+    def enqueue(self, kind: str, key: str, payload: dict[str, Any], max_attempts: int | None = None) -> Job: ...
+
+    def claim(self, kinds: list[str] | None = None, worker: str = "") -> Job | None: ...
+
+    def complete(self, job_id: int, result: dict[str, Any] | None = None) -> None: ...
+
+    def fail(self, job_id: int, error: str, retry_in: float | None = None, permanent: bool = False) -> JobState: ...
+
+    def requeue(self, job_id: int) -> Job: ...
+
+    def recover(self) -> int: ...
+
+    def get(self, job_id: int) -> Job | None: ...
+
+    def list(self, state: JobState | None = None, limit: int = 100) -> list[Job]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+def open_job_store(backend: str, path: Path, max_attempts: int = 3) -> JobStore:
+    """Return the configured backend; a server-grade one slots in here."""
+    if backend == "sqlite":
+        from mvi_node.jobs.sqlite import SqliteJobStore
+
+        return SqliteJobStore(path, default_max_attempts=max_attempts)
+    raise ValueError(f"unknown job store backend: {backend}")

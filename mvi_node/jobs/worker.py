@@ -1,0 +1,83 @@
+"""Runs queued jobs: claim, call the handler for the job's kind, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable
+
+from mvi_node.jobs.store import Job, JobState, JobStore
+
+log = logging.getLogger("mvi_node.jobs")
+
+JobHandler = Callable[[Job], dict[str, Any]]
+
+
+class PermanentJobError(Exception):
+    """Retrying cannot help (bad input): the job goes to ``failed`` at once."""
+
+
+class JobWorker:
+    def __init__(
+        self,
+        store: JobStore,
+        handlers: dict[str, JobHandler],
+        poll_seconds: float = 0.5,
+        backoff_seconds: float = 30.0,
+        backoff_max_seconds: float = 900.0,
+        name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.handlers = handlers
+        self.poll_seconds = poll_seconds
+        self.backoff_seconds = backoff_seconds
+        self.backoff_max_seconds = backoff_max_seconds
+        self.name = name or f"{os.uname().nodename}:{os.getpid()}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_one(self) -> Job | None:
+        job = self.store.claim(list(self.handlers), worker=self.name)
+        if job is None:
+            return None
+        started = time.monotonic()
+        try:
+            result = self.handlers[job.kind](job)
+        except PermanentJobError as exc:
+            self.store.fail(job.id, str(exc), permanent=True)
+            log.error("job %d (%s) failed: %s", job.id, job.kind, exc)
+        except Exception as exc:
+            delay = min(self.backoff_seconds * 2 ** (job.attempts - 1), self.backoff_max_seconds)
+            state = self.store.fail(job.id, f"{type(exc).__name__}: {exc}", retry_in=delay)
+            log.warning(
+                "job %d (%s) attempt %d failed (%s); now %s", job.id, job.kind, job.attempts, type(exc).__name__, state.value
+            )
+        else:
+            result = dict(result or {})
+            result.setdefault("seconds", round(time.monotonic() - started, 3))
+            self.store.complete(job.id, result)
+            log.info("job %d (%s) done in %.2f s", job.id, job.kind, result["seconds"])
+        return self.store.get(job.id)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.run_one() is None:
+                    self._stop.wait(self.poll_seconds)
+            except Exception:
+                log.exception("job worker pass failed")
+                self._stop.wait(self.poll_seconds)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="job-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+__all__ = ["JobWorker", "PermanentJobError", "JobState"]

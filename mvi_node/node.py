@@ -1,0 +1,135 @@
+"""The running node: listener(s), completion watcher and job workers in one service."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+
+from mvi_node.config import Settings
+from mvi_node.jobs import open_job_store
+from mvi_node.jobs.study import make_study_handler
+from mvi_node.jobs.worker import JobWorker
+from mvi_node.logs import setup_logging
+from mvi_node.receive.handlers import ListenerHandlers
+from mvi_node.receive.policy import CallerPolicy, DiskGuard
+from mvi_node.receive.server import Listener
+from mvi_node.stage.completion import STUDY_JOB, CompletionWatcher
+from mvi_node.stage.index import StagingIndex
+from mvi_node.stage.ingest import Stager
+from mvi_node.stage.reconcile import reconcile
+
+log = logging.getLogger("mvi_node")
+
+
+def _listener_count(settings: Settings) -> int:
+    return settings.listener.workers or os.cpu_count() or 1
+
+
+def _make_listener(settings: Settings, index: StagingIndex, shared_port: bool) -> Listener:
+    stager = Stager(settings.staging_dir, index, sync=settings.staging.durability == "fsync")
+    handlers = ListenerHandlers(
+        stager,
+        CallerPolicy(settings.listener.allowed_callers),
+        DiskGuard(settings.data_dir, settings.listener.min_free_disk_mb * 1024 * 1024),
+    )
+    per_process = max(1, -(-settings.listener.max_associations // _listener_count(settings)))
+    return Listener(settings, handlers, per_process, shared_port)
+
+
+def _die_with_parent() -> None:
+    # A listener child must not outlive a killed parent and keep the port.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _child_listener(settings_json: str) -> None:
+    _die_with_parent()
+    settings = Settings.model_validate_json(settings_json)
+    setup_logging(settings.log_level, settings.log_format)
+    listener = _make_listener(settings, StagingIndex(settings.index_db), shared_port=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
+    listener.start()
+    stop.wait()
+    listener.stop()
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.index = StagingIndex(settings.index_db)
+        self.jobs = open_job_store(settings.jobs.backend, settings.jobs_db, settings.jobs.max_attempts)
+        self.listener: Listener | None = None
+        self.children: list[mp.Process] = []
+        self.watcher = CompletionWatcher(
+            self.index, self.jobs, settings.completion.quiet_seconds, settings.completion.poll_seconds
+        )
+        self.workers = [
+            JobWorker(self.jobs, {STUDY_JOB: make_study_handler(self.index)}, name=f"worker-{i}")
+            for i in range(settings.jobs.workers)
+        ]
+
+    def start(self) -> None:
+        report = reconcile(self.settings.staging_dir, self.index)
+        resumed = self.jobs.recover()
+        if resumed:
+            log.info("resumed %d jobs left running by the previous process", resumed)
+        count = _listener_count(self.settings)
+        self.listener = _make_listener(self.settings, self.index, shared_port=count > 1)
+        self.listener.start()
+        if count > 1:
+            ctx = mp.get_context("spawn")
+            payload = self.settings.model_dump_json()
+            for i in range(count - 1):
+                proc = ctx.Process(target=_child_listener, args=(payload,), name=f"listener-{i + 1}", daemon=True)
+                proc.start()
+                self.children.append(proc)
+        self.watcher.start()
+        for worker in self.workers:
+            worker.start()
+        log.info(
+            "node up: %d listener process(es), quiet period %.1f s, %d temporary files cleared, %d re-indexed",
+            count,
+            self.settings.completion.quiet_seconds,
+            report.temporary_removed,
+            report.reindexed,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self.listener is not None
+        return self.listener.port
+
+    def stop(self) -> None:
+        log.info("shutting down")
+        for proc in self.children:
+            proc.terminate()
+        if self.listener is not None:
+            self.listener.stop()
+        for proc in self.children:
+            proc.join(timeout=15)
+        self.watcher.stop()
+        for worker in self.workers:
+            worker.stop()
+        log.info("stopped")
+
+
+def serve(settings: Settings) -> None:
+    """Run in the foreground until SIGTERM or SIGINT."""
+    setup_logging(settings.log_level, settings.log_format)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    node = Node(settings)
+    node.start()
+    stop.wait()
+    node.stop()

@@ -1,0 +1,1 @@
+"""Stage: durable storage of received instances and the index that knows what is held."""

@@ -1,0 +1,237 @@
+"""SQLite index of staged instances and of each study's receive rounds.
+
+The files under ``staging/`` are the durable record; this index is how the node finds
+them quickly and knows when a study went quiet. It runs in WAL mode with
+``synchronous=NORMAL``: a killed process loses no committed row, and an operating-system
+crash that loses the last rows is repaired by :meth:`StagingIndex.reconcile`, which
+re-indexes any staged file the index does not know.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    calling_ae TEXT,
+    received_at REAL NOT NULL,
+    round INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid, series_uid);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    round INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('open', 'complete')),
+    first_received REAL NOT NULL,
+    last_received REAL NOT NULL,
+    round_instances INTEGER NOT NULL,
+    completed_at REAL,
+    -- 0 between closing a round and its job being enqueued: a crash there is
+    -- repaired by the next completion pass (enqueue is idempotent by key).
+    job_enqueued INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS studies_open ON studies(state, last_received);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    size: int
+    calling_ae: str | None = None
+
+
+@dataclass(frozen=True)
+class DueStudy:
+    study_uid: str
+    round: int
+    instances: int
+    first_received: float
+    last_received: float
+
+
+class StagingIndex:
+    """Thread-safe access to the index; one SQLite connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- receive side -------------------------------------------------------------
+
+    def contains(self, sop_instance_uid: str) -> bool:
+        row = self._conn().execute(
+            "SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+        ).fetchone()
+        return row is not None
+
+    def add(self, rec: InstanceRecord, now: float | None = None) -> bool:
+        """Index a staged instance; ``False`` (and a duplicate counted) if already known.
+
+        A new instance of a study whose round is complete opens the next round.
+        """
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            study = db.execute(
+                "SELECT round, state FROM studies WHERE study_uid = ?", (rec.study_uid,)
+            ).fetchone()
+            known = db.execute(
+                "SELECT 1 FROM instances WHERE sop_instance_uid = ?", (rec.sop_instance_uid,)
+            ).fetchone()
+            if known:
+                _bump(db, "duplicates")
+                # A resend keeps an open study open: the sender is still busy with it.
+                db.execute(
+                    "UPDATE studies SET last_received = ? WHERE study_uid = ? AND state = 'open'",
+                    (now, rec.study_uid),
+                )
+                return False
+            if study is None:
+                round_no = 1
+                db.execute(
+                    "INSERT INTO studies(study_uid, round, state, first_received, last_received, round_instances)"
+                    " VALUES (?, 1, 'open', ?, ?, 1)",
+                    (rec.study_uid, now, now),
+                )
+            elif study[1] == "complete":
+                round_no = study[0] + 1
+                db.execute(
+                    "UPDATE studies SET round = ?, state = 'open', first_received = ?, last_received = ?,"
+                    " round_instances = 1, completed_at = NULL WHERE study_uid = ?",
+                    (round_no, now, now, rec.study_uid),
+                )
+            else:
+                round_no = study[0]
+                db.execute(
+                    "UPDATE studies SET last_received = ?, round_instances = round_instances + 1"
+                    " WHERE study_uid = ?",
+                    (now, rec.study_uid),
+                )
+            db.execute(
+                "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.sop_instance_uid,
+                    rec.study_uid,
+                    rec.series_uid,
+                    rec.sop_class_uid,
+                    rec.transfer_syntax,
+                    rec.size,
+                    rec.calling_ae,
+                    now,
+                    round_no,
+                ),
+            )
+            return True
+
+    def count_duplicate(self) -> None:
+        with self._tx() as db:
+            _bump(db, "duplicates")
+
+    # -- completion side ----------------------------------------------------------
+
+    def due_studies(self, quiet_seconds: float, now: float | None = None) -> list[DueStudy]:
+        cutoff = (time.time() if now is None else now) - quiet_seconds
+        rows = self._conn().execute(
+            "SELECT study_uid, round, round_instances, first_received, last_received FROM studies"
+            " WHERE state = 'open' AND last_received <= ? ORDER BY last_received",
+            (cutoff,),
+        ).fetchall()
+        return [DueStudy(*row) for row in rows]
+
+    def mark_complete(self, due: DueStudy, now: float | None = None) -> bool:
+        """Close ``due``'s round unless an instance arrived since it was found due."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE studies SET state = 'complete', completed_at = ?, job_enqueued = 0"
+                " WHERE study_uid = ? AND round = ? AND state = 'open' AND last_received = ?",
+                (now, due.study_uid, due.round, due.last_received),
+            )
+            return cur.rowcount == 1
+
+    def awaiting_job(self) -> list[tuple[str, int, int]]:
+        """Closed rounds whose job is not yet known to be enqueued: (study, round, instances)."""
+        return self._conn().execute(
+            "SELECT study_uid, round, round_instances FROM studies WHERE state = 'complete' AND job_enqueued = 0"
+        ).fetchall()
+
+    def mark_job_enqueued(self, study_uid: str, round_no: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE studies SET job_enqueued = 1 WHERE study_uid = ? AND round = ?", (study_uid, round_no)
+            )
+
+    # -- readers ------------------------------------------------------------------
+
+    def series_of(self, study_uid: str) -> dict[str, list[str]]:
+        rows = self._conn().execute(
+            "SELECT series_uid, sop_instance_uid FROM instances WHERE study_uid = ? ORDER BY series_uid",
+            (study_uid,),
+        ).fetchall()
+        out: dict[str, list[str]] = {}
+        for series_uid, sop_uid in rows:
+            out.setdefault(series_uid, []).append(sop_uid)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        db = self._conn()
+        studies = db.execute("SELECT COUNT(*) FROM studies").fetchone()[0]
+        instances = db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+        dup = db.execute("SELECT value FROM counters WHERE name = 'duplicates'").fetchone()
+        return {"studies": studies, "instances": instances, "duplicates": dup[0] if dup else 0}
+
+
+def _bump(db: sqlite3.Connection, name: str, by: int = 1) -> None:
+    db.execute(
+        "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+        (name, by, by),
+    )

@@ -1,0 +1,32 @@
+"""Where a staged instance lives, and the UID check that keeps paths safe."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# PS3.5 §9.1: components of digits separated by dots, no leading zero, at most 64 chars.
+_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+
+TMP_PREFIX = ".tmp-"
+
+
+class InvalidUID(ValueError):
+    """A UID that must not become a path component."""
+
+
+def check_uid(value: object, what: str) -> str:
+    """Return ``value`` as a UID string or raise :class:`InvalidUID` naming ``what``."""
+    if value is None:
+        raise InvalidUID(f"{what} is missing")
+    uid = str(value).strip("\x00 ")
+    if not uid:
+        raise InvalidUID(f"{what} is empty")
+    if len(uid) > 64 or not _UID_RE.match(uid):
+        raise InvalidUID(f"{what} is not a valid UID")
+    return uid
+
+
+def instance_path(staging_dir: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+    """``<staging>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``."""
+    return staging_dir / study_uid / series_uid / f"{sop_uid}.dcm"

@@ -1,0 +1,1 @@
+"""Synthetic DICOM data: nothing real about a patient ever ships with the project."""
