@@ -33,5 +33,11 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # pydicom's value-validation warnings quote the offending value, which may be a
+    # patient's name: values are checked where they matter (UIDs), never echoed.
+    from pydicom import config as pydicom_config
+
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
     # pynetdicom logs every PDU at INFO (and dataset contents at DEBUG): keep it quiet.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)

@@ -9,16 +9,13 @@ import logging
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
-from pynetdicom.dsutils import encode_file_meta
 
 from mvi_node.receive.policy import REJECT_CALLING_AE, REJECT_CONGESTION, CallerPolicy, DiskGuard
 from mvi_node.receive.sop_classes import sop_class_name
+from mvi_node.stage.file_meta import encode_file_meta
 from mvi_node.stage.ingest import STATUS_OUT_OF_RESOURCES, RejectedInstance, Stager
 
 log = logging.getLogger("mvi_node.receive")
-
-_PREAMBLE = b"\x00" * 128 + b"DICM"
-
 
 def _status(code: int, comment: str) -> Dataset:
     ds = Dataset()
@@ -78,15 +75,12 @@ class ListenerHandlers:
             log.error("store refused from %r: free disk below the floor (%s)", calling, sop_uid)
             return _status(STATUS_OUT_OF_RESOURCES, "node storage is below its free-disk floor")
         dataset = request.DataSet.getvalue()
-        chunks = [_PREAMBLE + encode_file_meta(event.file_meta), dataset]
+        sop_class = str(request.AffectedSOPClassUID or "")
+        transfer_syntax = str(event.context.transfer_syntax)
         try:
+            meta = encode_file_meta(sop_class, sop_uid, transfer_syntax, calling)
             outcome = self.stager.store(
-                chunks,
-                dataset,
-                event.context.transfer_syntax,
-                str(request.AffectedSOPClassUID),
-                sop_uid,
-                calling_ae=calling,
+                [meta, dataset], dataset, transfer_syntax, sop_class, sop_uid, calling_ae=calling
             )
         except RejectedInstance as exc:
             log.warning("store refused from %r, instance %s: %s", calling, sop_uid or "-", exc.reason)

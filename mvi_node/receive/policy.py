@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +64,23 @@ class CallerPolicy:
 class DiskGuard:
     """Back-pressure: below ``min_free_bytes`` free, the node takes nothing new."""
 
+    #: statvfs is cheap but runs per instance; free space does not move that fast.
+    CACHE_SECONDS = 0.5
+
     def __init__(self, path: Path, min_free_bytes: int) -> None:
         self.path = Path(path)
         self.min_free_bytes = min_free_bytes
+        self._checked_at = -1e9
+        self._low = False
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.path).free
 
     def low(self) -> bool:
-        return self.min_free_bytes > 0 and self.free_bytes() < self.min_free_bytes
+        if self.min_free_bytes <= 0:
+            return False
+        now = time.monotonic()
+        if now - self._checked_at > self.CACHE_SECONDS:
+            self._low = self.free_bytes() < self.min_free_bytes
+            self._checked_at = now
+        return self._low

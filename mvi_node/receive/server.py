@@ -8,7 +8,7 @@ import ssl
 import threading
 import time
 
-from pynetdicom import AE
+from pynetdicom import AE, _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -40,6 +40,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def build_ae(settings: Settings, max_associations: int) -> AE:
+    # pynetdicom's default handlers format every PDU and DIMSE message for its debug
+    # log: a large share of the per-instance CPU, and the dumps can carry patient data.
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     cfg = settings.listener
     ae = AE(ae_title=cfg.ae_title)
     ae.maximum_associations = max_associations
@@ -68,6 +71,8 @@ class Listener:
             evt_handlers=handlers.handlers(),
             server_class=SharedPortServer if shared_port else ThreadedAssociationServer,
         )
+        # make_server() does not register the server; shutdown() expects it registered.
+        self.ae._servers.append(self.server)
         self._thread: threading.Thread | None = None
 
     @property

@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import logging
 import os
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset
+from pydicom.filereader import data_element_generator
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from mvi_node.stage.durable import write_durably
@@ -58,11 +59,16 @@ class ParsedHeader:
     series_uid: str
 
 
+_WANTED = {0x00080016: "SOPClassUID", 0x00080018: "SOPInstanceUID", 0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID"}
+
+
 def parse_header(raw: bytes, transfer_syntax: str) -> ParsedHeader:
     """Check that ``raw`` (a dataset without file meta) is whole; return its UIDs.
 
-    Every element header is walked so a truncated or malformed dataset is refused
-    before anything is acknowledged; large values are skipped, not copied.
+    Every element header is walked, so a truncated or malformed dataset is refused
+    before anything is acknowledged. pydicom's raw element generator is used rather
+    than a full Dataset: values above 1 KiB are skipped, not read, and only the four
+    UIDs are decoded (this runs once per received instance).
     """
     ts = UID(transfer_syntax)
     data = raw
@@ -71,32 +77,32 @@ def parse_header(raw: bytes, transfer_syntax: str) -> ParsedHeader:
             data = zlib.decompress(raw, -zlib.MAX_WBITS)
         except zlib.error as exc:
             raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, f"deflated dataset does not inflate: {exc}") from None
-    implicit = ts == ImplicitVRLittleEndian
     fp = io.BytesIO(data)
+    found: dict[int, bytes] = {}
+    count = 0
     try:
-        ds = read_dataset(fp, is_implicit_VR=implicit, is_little_endian=True, defer_size=_DEFER)
-    except (EOFError, InvalidDicomError, ValueError, KeyError, NotImplementedError, OverflowError) as exc:
+        for elem in data_element_generator(fp, ts == ImplicitVRLittleEndian, True, defer_size=_DEFER):
+            count += 1
+            if elem.tag in _WANTED and isinstance(elem.value, bytes):
+                found[elem.tag] = elem.value
+    except (EOFError, InvalidDicomError, ValueError, KeyError, NotImplementedError, OverflowError, struct.error) as exc:
         raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed: {type(exc).__name__}") from None
-    if fp.tell() != len(data) or len(ds) == 0:
+    # A deferred value is skipped by seeking: running past the end means truncation.
+    if fp.tell() != len(data) or count == 0:
         raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, "dataset is truncated")
     try:
-        return ParsedHeader(
-            sop_class_uid=check_uid(_value(ds, 0x00080016), "SOPClassUID"),
-            sop_instance_uid=check_uid(_value(ds, 0x00080018), "SOPInstanceUID"),
-            study_uid=check_uid(_value(ds, 0x0020000D), "StudyInstanceUID"),
-            series_uid=check_uid(_value(ds, 0x0020000E), "SeriesInstanceUID"),
-        )
+        uids = {
+            name: check_uid(found[tag].decode("ascii", "replace") if tag in found else None, name)
+            for tag, name in _WANTED.items()
+        }
     except InvalidUID as exc:
         raise RejectedInstance(STATUS_DATASET_MISMATCH, str(exc)) from None
-
-
-def _value(ds, tag: int) -> object:
-    if tag not in ds:
-        return None
-    try:
-        return ds[tag].value
-    except Exception:  # a malformed value reads as missing: refused by check_uid
-        return None
+    return ParsedHeader(
+        sop_class_uid=uids["SOPClassUID"],
+        sop_instance_uid=uids["SOPInstanceUID"],
+        study_uid=uids["StudyInstanceUID"],
+        series_uid=uids["SeriesInstanceUID"],
+    )
 
 
 class Stager:

@@ -1,0 +1,132 @@
+"""Shared fixtures: real node processes on loopback, DCMTK tools, synthetic series."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mvi_node.synth.plain_series import plain_ct_series
+
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+STORESCU = "/usr/bin/storescu"
+ECHOSCU = "/usr/bin/echoscu"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def echoscu(port: int, calling: str = "ECHOSCU", called: str = "MVI_NODE") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [ECHOSCU, "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
+        env=DCMTK_ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def storescu(port: int, *paths: Path, calling: str = "STORESCU", extra: list[str] | None = None, **kw):
+    cmd = [STORESCU, "-aet", calling, "-aec", "MVI_NODE", "--max-pdu", "131072", *(extra or [])]
+    cmd += ["+sd", "+r", "-nh", "127.0.0.1", str(port), *map(str, paths)]
+    return subprocess.run(cmd, env=DCMTK_ENV, capture_output=True, text=True, timeout=300, **kw)
+
+
+class NodeProcess:
+    """``mvi-node serve`` in a child process with its own data dir and port."""
+
+    def __init__(self, data_dir: Path, port: int, config: Path | None = None, quiet: float = 1.0, env=None):
+        self.data_dir = data_dir
+        self.port = port
+        self.config = config
+        self.quiet = quiet
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-node.log"
+
+    def start(self) -> "NodeProcess":
+        cmd = [sys.executable, "-m", "mvi_node.cli", "serve", "--data-dir", str(self.data_dir)]
+        cmd += ["--port", str(self.port), "--quiet-seconds", str(self.quiet)]
+        if self.config:
+            cmd += ["--config", str(self.config)]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        wait_port(self.port)
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self._log.close()
+
+    def status(self) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-m", "mvi_node.cli", "status", "--json", "--data-dir", str(self.data_dir)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(out.stdout)
+
+    def wait_jobs(self, n: int, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status()
+            if sum(st["jobs"].values()) >= n and st["jobs"]["queued"] == 0 and st["jobs"]["running"] == 0:
+                return st
+            time.sleep(0.25)
+        raise TimeoutError(f"expected {n} jobs, status {self.status()}")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A started node with a 1 s quiet period; stopped (SIGTERM) after the test."""
+    started: list[NodeProcess] = []
+
+    def make(**kw) -> NodeProcess:
+        n = NodeProcess(tmp_path / f"var{len(started)}", kw.pop("port", None) or free_port(), **kw)
+        started.append(n)
+        return n.start()
+
+    yield make
+    for n in started:
+        n.stop()
+
+
+@pytest.fixture(scope="session")
+def ct300(tmp_path_factory) -> list[Path]:
+    """One 300-slice 512x512 CT series (about 150 MB)."""
+    return plain_ct_series(tmp_path_factory.mktemp("ct300"), slices=300, matrix=512, seed=300)
