@@ -1,0 +1,348 @@
+"""Roles for every series of an exam: grouping, two rule passes, timing, preferences.
+
+1. **Exams.** Studies of one patient (PatientID) that share a non-empty AccessionNumber
+   or a FrameOfReferenceUID are one exam: some sites send one StudyInstanceUID per phase.
+2. **First pass.** Rules are tried without the exam-relative features (timing, rank,
+   exam agent). What this pass says about a phase (from descriptions, or the absence of
+   ContrastBolusAgent beside series that have one) anchors the timeline, and it decides
+   which series take part in it (CT axial images; MR T1 gradient-echo) and which never
+   do (localizers, MIPs, DWI...).
+3. **Timeline** (timeline.py): delay after contrast from ContrastBolusStartTime, or
+   estimated from the order and spacing of the acquisitions.
+4. **Agent.** ContrastBolusAgent / ContrastBolusAgentSequence name it; when missing, an
+   MR series >= 10 min after contrast implies gadoxetate (such a phase only exists with
+   Gd-EOB) and the reason says so.
+5. **Second pass.** All rules; the first match (highest priority) gives role and reason.
+6. **Preferences.** One series per role (seg/annotation excepted); see :func:`preference`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydicom.dataset import Dataset
+
+from mvi_node.select import timeline
+from mvi_node.select.rules import RuleSet, load_rules
+from mvi_node.select.series import Unit, build_units, read_headers
+
+CT_PHASE_ROLES = {"ct_non_contrast", "ct_arterial", "ct_portal_venous", "ct_delayed"}
+MR_DYNAMIC_ROLES = {"mr_t1_pre", "mr_arterial", "mr_portal_venous", "mr_transitional", "mr_hepatobiliary"}
+MULTI_ROLES = {"seg", "annotation", "other"}  # roles several series may hold
+ROLE_PHASE = {
+    "ct_non_contrast": "non_contrast",
+    "mr_t1_pre": "non_contrast",
+    "ct_arterial": "arterial",
+    "mr_arterial": "arterial",
+    "ct_portal_venous": "portal_venous",
+    "mr_portal_venous": "portal_venous",
+    "ct_delayed": "delayed",
+    "mr_transitional": "delayed",
+    "mr_hepatobiliary": "hepatobiliary",
+}
+_EARLY_RE = re.compile(r"early|früh|frueh|precoce|tempran|(?<![a-z])(eap|ea)(?![a-z])|早期動脈|动脉早期|早期动脉", re.I)
+_LATE_ART_RE = re.compile(r"late|spät|spaet|tardi|(?<![a-z])lap(?![a-z])|後期動脈|动脉晚期|晚期动脉", re.I)
+
+
+@dataclass
+class Exam:
+    study_uids: list[str]
+    patient_id: str
+    accession_number: str
+    units: list[Unit]
+    agent: str = "n/a"
+    agent_basis: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def winners(self) -> dict[str, Unit]:
+        return {u.role: u for u in self.units if u.role and u.role not in MULTI_ROLES}
+
+
+def _text(ds: Dataset, kw: str) -> str:
+    return str(ds.get(kw, "") or "").strip()
+
+
+def group_exams(units: list[Unit]) -> list[list[Unit]]:
+    """Union of studies sharing PatientID and (AccessionNumber or FrameOfReferenceUID)."""
+    by_study: dict[str, list[Unit]] = {}
+    for u in units:
+        by_study.setdefault(u.study_uid, []).append(u)
+    parent = {s: s for s in by_study}
+
+    def find(s: str) -> str:
+        while parent[s] != s:
+            parent[s] = parent[parent[s]]
+            s = parent[s]
+        return s
+
+    seen: dict[tuple, str] = {}
+    for study, items in sorted(by_study.items()):
+        patient = _text(items[0].ds, "PatientID")
+        keys = set()
+        for u in items:
+            acc = _text(u.ds, "AccessionNumber")
+            if acc:
+                keys.add(("acc", patient, acc))
+            for_uid = _text(u.ds, "FrameOfReferenceUID")
+            if for_uid:
+                keys.add(("for", patient, for_uid))
+        for key in sorted(keys):
+            if key in seen:
+                parent[find(study)] = find(seen[key])
+            else:
+                seen[key] = study
+    groups: dict[str, list[Unit]] = {}
+    for study, items in sorted(by_study.items()):
+        groups.setdefault(find(study), []).extend(items)
+    return list(groups.values())
+
+
+def _agent(units: list[Unit]) -> tuple[str, str]:
+    """Exam agent from the MR series' ContrastBolusAgent[Sequence]."""
+    found = Counter()
+    names: dict[str, str] = {}
+    for u in units:
+        if str(u.ds.get("Modality", "")) != "MR":
+            continue
+        cls = u.features.get("agent_class", "unknown")
+        found[cls] += 1
+        names.setdefault(cls, u.features.get("agent_text", ""))
+    for cls in ("hepatobiliary", "extracellular"):
+        if found[cls]:
+            return cls, f"ContrastBolusAgent {names[cls]!r}"
+    if not found:
+        return "n/a", ""
+    if found["other"]:
+        return "unknown", f"ContrastBolusAgent {names['other']!r} is not a known agent"
+    return "unknown", "ContrastBolusAgent missing"
+
+
+def _family(u: Unit, modality: str) -> bool:
+    f = u.features
+    if str(u.ds.get("Modality", "")) != modality or not f.get("is_image") or f.get("orientation") not in ("axial", "unknown"):
+        return False
+    first = getattr(u, "pass1", None)
+    if modality == "CT":
+        return first is None or first in CT_PHASE_ROLES
+    return first in MR_DYNAMIC_ROLES or (first is None and f.get("mr_sequence") == "t1_gre")
+
+
+def _run_timeline(units: list[Unit], modality: str) -> list[timeline.Point]:
+    members = [u for u in units if _family(u, modality) and u.features.get("acquisition_seconds") is not None]
+    points = timeline.cluster([(u.features["acquisition_seconds"], u.series_uid, u) for u in members])
+    with_agent = any(u.features.get("agent_class") not in ("unknown", "none") for u in members)
+    for p in points:
+        known = {ROLE_PHASE[u.pass1] for u in p.members if u.pass1 in ROLE_PHASE}
+        if len(known) == 1:
+            p.known = known.pop()
+        elif not known:
+            classes = {u.features.get("agent_class") for u in p.members}
+            # "NONE" in ContrastBolusAgent, or no agent while other acquisitions name one
+            if classes == {"none"} or (with_agent and classes <= {"unknown", "none"}):
+                p.known = "non_contrast"
+        starts = [u.features.get("bolus_start_seconds") for u in p.members]
+        p.bolus_start = next((s for s in starts if s is not None), None)
+    timeline.solve(points, modality)
+    enhanced = [p for p in points if p.phase != "non_contrast"]
+    for i, p in enumerate(points):
+        gap = round(p.time - points[i - 1].time, 1) if i else None
+        rank = enhanced.index(p) + 1 if p in enhanced else None
+        if p.basis == "bolus_start":
+            how = f"{p.delay:g} s after ContrastBolusStartTime"
+        elif p.basis == "order":
+            how = (
+                f"estimated {p.delay:g} s after injection from the order and spacing of "
+                f"{len(points)} acquisition(s) (this one #{i + 1}"
+                + (f", {gap:g} s after the previous" if gap is not None else "")
+                + ")"
+            )
+        else:
+            how = "no timing"
+        if p.note:
+            how += f"; {p.note}"
+        for u in p.members:
+            u.features.update(
+                timing_phase=p.phase,
+                delay_s=p.delay,
+                timing_basis=p.basis,
+                contrast_rank=rank,
+                contrast_count=len(enhanced),
+                gap_prev_s=gap,
+            )
+            u.timing_note = how
+    return points
+
+
+def _reason(rule, evidence: list[str], unit: Unit, exam: Exam) -> str:
+    origin = "" if rule.origin == "default.toml" else f" from {rule.origin}"
+    text = f"{rule.reason or rule.name} (rule {rule.name!r}{origin}, priority {rule.priority}): " + "; ".join(evidence)
+    ctx = rule.when.context_features
+    if ctx - {"exam_agent"} and getattr(unit, "timing_note", ""):
+        text += f"; timing: {unit.timing_note}"
+    if "exam_agent" in ctx or rule.role in ("mr_hepatobiliary", "mr_transitional"):
+        text += f"; agent: {exam.agent} ({exam.agent_basis})"
+    return text
+
+
+def _unmatched(unit: Unit) -> str:
+    ds, f = unit.ds, unit.features
+    shown = [
+        f"Modality={_text(ds, 'Modality') or '(absent)'}",
+        f"SeriesDescription={_text(ds, 'SeriesDescription') or '(absent)'}",
+        f"orientation={f.get('orientation')}",
+    ]
+    if "mr_sequence" in f:
+        shown.append(f"mr_sequence={f['mr_sequence']}")
+    if "timing_phase" in f:
+        shown.append(f"timing_phase={f['timing_phase']}")
+    text = "no rule matched: " + ", ".join(shown)
+    note = getattr(unit, "timing_note", "")
+    return text + (f"; timing: {note}" if note else "")
+
+
+# --- preferences -----------------------------------------------------------------------
+def _band(thickness: float | None) -> int:
+    if thickness is None:
+        return 0
+    if 3.0 <= thickness <= 5.0:
+        return 2
+    return 1 if thickness < 3.0 else 0
+
+
+def preference(unit: Unit) -> list[tuple[str, Any, str]]:
+    """Criteria, most important first; higher value wins. Documented order:
+
+    1. arterial roles: not called *early* by the description, then called *late*, then
+       the later delay (late arterial over early: the papers' input is late arterial);
+    2. slice thickness 3-5 mm over thin (< 3 mm) over thick (> 5 mm);
+    3. more coverage (extent of the slice positions, 1 cm steps);
+    4. MR: fat-suppressed (ScanOptions/ImageType);
+    5. ImageType ORIGINAL over DERIVED;
+    6. lower SeriesNumber, then lower phase number, then UID: deterministic, never random.
+    """
+    ds, f = unit.ds, unit.features
+    desc = _text(ds, "SeriesDescription")
+    crit: list[tuple[str, Any, str]] = []
+    if unit.role in ("ct_arterial", "mr_arterial"):
+        crit.append(("not early", not _EARLY_RE.search(desc), "late arterial over early (description)"))
+        crit.append(("late", bool(_LATE_ART_RE.search(desc)), "late arterial over early (description)"))
+        crit.append(("delay", f.get("delay_s") or 0.0, "late arterial over early (later delay)"))
+    thick = f.get("slice_thickness")
+    crit.append(("band", _band(thick), "3-5 mm over thin over thick slices"))
+    crit.append(("coverage", round((f.get("coverage_mm") or 0.0) / 10.0), "more coverage"))
+    if "fat_sat" in f:
+        crit.append(("fat_sat", bool(f.get("fat_sat")), "fat-suppressed"))
+    itype = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    crit.append(("original", bool(itype) and itype[0] == "ORIGINAL", "ORIGINAL over DERIVED"))
+    try:
+        number = -int(ds.get("SeriesNumber") or 0)
+    except (TypeError, ValueError):
+        number = 0
+    crit.append(("series number", number, "lower SeriesNumber (tie)"))
+    crit.append(("phase", -(unit.phase or 0), "lower phase number (tie)"))
+    crit.append(("uid", tuple(-ord(c) for c in unit.uid), "lower UID (tie)"))
+    return crit
+
+
+def _describe(unit: Unit, name: str) -> str:
+    f = unit.features
+    if name in ("band",):
+        return f"{f.get('slice_thickness')} mm"
+    if name == "coverage":
+        return f"{f.get('coverage_mm')} mm coverage"
+    if name == "delay":
+        return f"delay {f.get('delay_s')} s"
+    if name in ("not early", "late"):
+        return repr(_text(unit.ds, "SeriesDescription"))
+    if name == "series number":
+        return f"SeriesNumber {unit.ds.get('SeriesNumber')}"
+    return {"fat_sat": f"fat_sat={f.get('fat_sat')}", "original": f"ImageType={list(unit.ds.get('ImageType') or [])}"}.get(
+        name, unit.uid
+    )
+
+
+def _prefer(exam: Exam) -> None:
+    by_role: dict[str, list[Unit]] = {}
+    for u in exam.units:
+        if u.role not in MULTI_ROLES:
+            by_role.setdefault(u.role, []).append(u)
+    for role, cands in by_role.items():
+        if len(cands) < 2:
+            continue
+        keyed = [(tuple(c[1] for c in preference(u)), u) for u in cands]
+        keyed.sort(key=lambda x: x[0], reverse=True)
+        winner = keyed[0][1]
+        wcrit = preference(winner)
+        for _key, loser in keyed[1:]:
+            lcrit = preference(loser)
+            why = next(
+                (w for w, l in zip(wcrit, lcrit) if w[1] != l[1]),
+                wcrit[-1],
+            )
+            loser.reason = (
+                f"{role} candidate not chosen: {winner.uid} preferred, {why[2]} "
+                f"({_describe(winner, why[0])} vs {_describe(loser, why[0])}); was: {loser.reason}"
+            )
+            loser.candidate_role = role
+            loser.role = "other"
+
+
+# --- entry points ------------------------------------------------------------------------
+def select_exam(units: list[Unit], rules: RuleSet) -> Exam:
+    ds = units[0].ds
+    exam = Exam(
+        study_uids=sorted({u.study_uid for u in units}),
+        patient_id=_text(ds, "PatientID"),
+        accession_number=_text(ds, "AccessionNumber"),
+        units=sorted(units, key=_unit_order),
+    )
+    for u in exam.units:
+        m = rules.first_match(u.ds, u.features, skip_context=True)
+        u.pass1 = m[0].role if m else None
+        u.timing_note = ""
+        u.candidate_role = None
+    exam.agent, exam.agent_basis = _agent(exam.units)
+    _run_timeline(exam.units, "CT")
+    mr_points = _run_timeline(exam.units, "MR")
+    late = [p for p in mr_points if p.phase == "hepatobiliary"]
+    if late and exam.agent == "unknown":
+        exam.agent = "hepatobiliary"
+        exam.agent_basis = (
+            f"{exam.agent_basis}; inferred from timing: a T1 series {late[0].delay / 60:.0f} min after contrast "
+            "only exists with a hepatocyte-specific agent (Gd-EOB-DTPA)"
+        )
+        exam.notes.append("contrast agent inferred as Gd-EOB-DTPA from timing")
+    for u in exam.units:
+        u.features["exam_agent"] = exam.agent
+    for u in exam.units:
+        m = rules.first_match(u.ds, u.features)
+        if m is None:
+            u.role, u.rule, u.reason = "other", None, _unmatched(u)
+        else:
+            u.role, u.rule, u.reason = m[0].role, m[0].name, _reason(m[0], m[1], u, exam)
+    _prefer(exam)
+    return exam
+
+
+def _unit_order(u: Unit) -> tuple:
+    try:
+        number = int(u.ds.get("SeriesNumber") or 0)
+    except (TypeError, ValueError):
+        number = 0
+    return (u.study_uid, number, u.series_uid, u.phase or 0)
+
+
+def select_datasets(datasets: Iterable[Dataset], rules: RuleSet | None = None) -> list[Exam]:
+    """Exams with roles for every unit, from headers (pixel data not needed)."""
+    rules = rules or load_rules()
+    units = build_units(datasets)
+    return [select_exam(group, rules) for group in group_exams(units)]
+
+
+def select_path(path: Path, rules: RuleSet | None = None) -> list[Exam]:
+    """:func:`select_datasets` for every DICOM file under ``path``."""
+    return select_datasets([ds for _p, ds in read_headers(Path(path))], rules)

@@ -1,0 +1,415 @@
+"""Series summaries from headers: the units the engine gives roles to.
+
+A *unit* is a whole series, or one dynamic phase of a series that holds several
+(``<SeriesInstanceUID>#<TemporalPositionIdentifier>``). Only headers are read
+(``stop_before_pixels``); the representative dataset of a unit (lowest InstanceNumber)
+is what rules look at, and :func:`unit_features` adds values computed from all of its
+instances.
+
+DICOM attributes used: SOPClassUID, Modality, SeriesInstanceUID, StudyInstanceUID,
+InstanceNumber, ImagePositionPatient, ImageOrientationPatient, SliceThickness,
+TemporalPositionIdentifier, TriggerTime, AcquisitionTime/AcquisitionDateTime,
+ContentTime, SeriesTime, ContrastBolusStartTime, ContrastBolusAgent,
+ContrastBolusAgentSequence, RepetitionTime, EchoTime, FlipAngle, ScanningSequence,
+SequenceVariant, ScanOptions, MRAcquisitionType, DiffusionBValue, SequenceName,
+NumberOfFrames.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+log = logging.getLogger(__name__)
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+# SOP classes without pixel data that still carry a role (seg/annotation) or `other`.
+_NON_IMAGE_HINTS = ("SR Storage", "Presentation State", "Segmentation", "RT Structure", "Key Object", "Waveform")
+
+# Hepatocyte-specific agent names (gadoxetate); anything else gadolinium-based is
+# extracellular for this purpose (gadobenate's 3-5 % biliary uptake gives no 20 min HBP).
+HEPATOBILIARY_AGENT_RE = re.compile(r"eob|gadoxet|primovist|eovist|gd[- ]?eob", re.I)
+EXTRACELLULAR_AGENT_RE = re.compile(
+    r"gado(?!xet|lin)|gd[- ]?(dtpa|dota|bt|hp)|dotarem|clariscan|gadovist|gadavist|magnevist|prohance|"
+    r"multihance|omniscan|optimark|elucirem|vueway|artirem|dotagraf|cyclolux",
+    re.I,
+)
+_NO_AGENT_RE = re.compile(r"^\s*(none|no|nil|n/?a|without|keine?|ninguno|aucun|nessuno|0)\s*$", re.I)
+
+
+def read_headers(path: Path) -> list[tuple[Path, Dataset]]:
+    """Every DICOM header under ``path`` (recursive), pixel data not read.
+
+    Non-DICOM files and DICOMDIR (Media Storage Directory) are skipped: a DICOMDIR read
+    as a series is a known failure of other selectors.
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    out = []
+    seen: set[str] = set()
+    for f in files:
+        if f.name.upper() == "DICOMDIR" or f.name.startswith("."):
+            continue
+        try:
+            ds = dcmread(f, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
+            log.debug("skipping %s: %s", f, exc)
+            continue
+        meta_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+        if meta_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+            continue
+        sop = str(ds.get("SOPInstanceUID", "") or "")
+        if not sop or "SeriesInstanceUID" not in ds or sop in seen:
+            continue
+        seen.add(sop)
+        out.append((f, ds))
+    return out
+
+
+def tm_seconds(value: Any) -> float | None:
+    """DICOM TM (``HHMMSS.FFFFFF``, also the old ``HH:MM:SS``) -> seconds of the day."""
+    if value is None:
+        return None
+    text = str(value).strip().replace(":", "")
+    if not text:
+        return None
+    if "T" in text or len(text.split(".")[0]) > 6:  # a DT: keep its time part
+        text = text.split("+")[0].split("-")[0]
+        text = text[8:] if len(text.split(".")[0]) >= 14 else text[-6:]
+    m = re.match(r"^(\d{2})(\d{2})?(\d{2})?(\.\d+)?$", text)
+    if not m:
+        return None
+    h, mi, s, frac = m.groups()
+    return int(h) * 3600 + int(mi or 0) * 60 + int(s or 0) + float(frac or 0)
+
+
+def time_diff(later: float, earlier: float) -> float:
+    """``later - earlier`` in seconds, across midnight when that is the shorter way."""
+    d = later - earlier
+    if d < -12 * 3600:
+        d += 24 * 3600
+    elif d > 12 * 3600:
+        d -= 24 * 3600
+    return d
+
+
+def _float(value: Any) -> float | None:
+    try:
+        if value is None or value == "":
+            return None
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+            value = value[0] if len(value) else None
+        return None if value is None else float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _strs(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def instance_time(ds: Dataset) -> tuple[float | None, str]:
+    """Acquisition start of an instance and the attribute it came from.
+
+    AcquisitionTime first (reconstructions of one acquisition share it); then
+    AcquisitionDateTime, ContentTime and SeriesTime, which drift with reconstruction.
+    """
+    for kw in ("AcquisitionTime", "AcquisitionDateTime", "ContentTime", "SeriesTime"):
+        t = tm_seconds(ds.get(kw))
+        if t is not None:
+            return t, kw
+    return None, ""
+
+
+@dataclass
+class Unit:
+    """One series, or one phase of a multi-phase series."""
+
+    uid: str
+    series_uid: str
+    study_uid: str
+    phase: int | None
+    datasets: list[Dataset]
+    features: dict[str, Any] = field(default_factory=dict)
+    #: filled by the engine: role, reason, rule name, exam index
+    role: str | None = None
+    reason: str = ""
+    rule: str | None = None
+    pass1: str | None = None  # role of the first (context-free) pass
+    timing_note: str = ""
+    candidate_role: str | None = None  # role lost to a preferred series
+
+    @property
+    def ds(self) -> Dataset:
+        return self.datasets[0]
+
+
+def _instance_key(ds: Dataset) -> tuple:
+    return (_float(ds.get("InstanceNumber")) or 0.0, str(ds.get("SOPInstanceUID", "")))
+
+
+def _position(ds: Dataset) -> tuple | None:
+    pos = ds.get("ImagePositionPatient")
+    if pos is None or len(pos) != 3:
+        return None
+    return tuple(round(float(v), 1) for v in pos)
+
+
+def _split_phases(datasets: list[Dataset]) -> list[tuple[int, list[Dataset]]] | None:
+    """Split a series holding several dynamic phases, or return None.
+
+    Phases are told apart by TemporalPositionIdentifier (Philips, Canon), else TriggerTime
+    (GE multiphase), else by the order of AcquisitionTime at repeated slice positions
+    (Siemens). Repeated positions from several b-values or echo times are *not* phases:
+    DWI and multi-echo series stay whole.
+    """
+    if len(datasets) < 2:
+        return None
+    for kw in ("DiffusionBValue", "EchoTime"):
+        if len({str(d.get(kw)) for d in datasets if d.get(kw) is not None}) > 1:
+            return None
+    tpis = {d.get("TemporalPositionIdentifier") for d in datasets}
+    tpis.discard(None)
+    if len(tpis) > 1:
+        groups: dict[int, list[Dataset]] = {}
+        for d in datasets:
+            groups.setdefault(int(d.get("TemporalPositionIdentifier") or 0), []).append(d)
+        return sorted(groups.items())
+    positions = [_position(d) for d in datasets]
+    distinct = set(positions)
+    if None in distinct or len(distinct) == len(datasets):
+        return None
+    triggers = {_float(d.get("TriggerTime")) for d in datasets}
+    if len(triggers) > 1 and None not in triggers:
+        order = sorted(triggers)
+        groups = {}
+        for d in datasets:
+            groups.setdefault(order.index(_float(d.get("TriggerTime"))) + 1, []).append(d)
+        return sorted(groups.items())
+    by_pos: dict[tuple, list[Dataset]] = {}
+    for d, p in zip(datasets, positions):
+        by_pos.setdefault(p, []).append(d)
+    counts = {len(v) for v in by_pos.values()}
+    if len(counts) != 1 or counts == {1}:
+        return None
+    groups = {}
+    for items in by_pos.values():
+        items.sort(key=lambda d: ((instance_time(d)[0] or 0.0), _instance_key(d)))
+        if len({instance_time(d)[0] for d in items}) < len(items):
+            return None  # same time at one position: not distinct acquisitions
+        for i, d in enumerate(items):
+            groups.setdefault(i + 1, []).append(d)
+    return sorted(groups.items())
+
+
+def build_units(headers: Iterable[Dataset]) -> list[Unit]:
+    """Group headers into units, splitting multi-phase series."""
+    series: dict[str, list[Dataset]] = {}
+    for ds in headers:
+        series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+    units = []
+    for series_uid, items in series.items():
+        items.sort(key=_instance_key)
+        study_uid = str(items[0].get("StudyInstanceUID", ""))
+        phases = _split_phases(items)
+        if phases:
+            for phase, group in phases:
+                units.append(Unit(f"{series_uid}#{phase}", series_uid, study_uid, phase, group))
+        else:
+            units.append(Unit(series_uid, series_uid, study_uid, None, items))
+    for unit in units:
+        unit.features = unit_features(unit.datasets)
+    _trigger_offsets([u for u in units if u.phase is not None])
+    return units
+
+
+def _trigger_offsets(phases: list[Unit]) -> None:
+    """GE multiphase: phases share AcquisitionTime and differ by TriggerTime (ms).
+
+    Their time is then AcquisitionTime + TriggerTime, so the timeline can order them.
+    """
+    by_series: dict[str, list[Unit]] = {}
+    for u in phases:
+        by_series.setdefault(u.series_uid, []).append(u)
+    for group in by_series.values():
+        acq = {u.features["acquisition_seconds"] for u in group}
+        trig = [u.features["trigger_time_ms"] for u in group]
+        if len(acq) == 1 and None not in acq and None not in trig and len(set(trig)) == len(group):
+            for u in group:
+                u.features["acquisition_seconds"] += u.features["trigger_time_ms"] / 1000.0
+                u.features["time_source"] = "AcquisitionTime+TriggerTime"
+
+
+def orientation(ds: Dataset) -> str:
+    """axial / coronal / sagittal / oblique / unknown from ImageOrientationPatient.
+
+    Axial means the slice normal lies within ~30 degrees of the patient z axis.
+    """
+    iop = ds.get("ImageOrientationPatient")
+    if iop is None or len(iop) != 6:
+        iop = _functional_group_iop(ds)
+    if iop is None:
+        return "unknown"
+    r, c = [float(v) for v in iop[:3]], [float(v) for v in iop[3:]]
+    n = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
+    axis = max(range(3), key=lambda i: abs(n[i]))
+    if abs(n[axis]) < 0.866:
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]
+
+
+def _functional_group_iop(ds: Dataset):
+    # Enhanced CT/MR multi-frame: PlaneOrientationSequence in the shared groups.
+    try:
+        return ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+    except (AttributeError, IndexError, KeyError):
+        return None
+
+
+def agent_class(text: str) -> str:
+    """hepatobiliary / extracellular / none / unknown / other from an agent name."""
+    if not text.strip():
+        return "unknown"
+    if _NO_AGENT_RE.match(text):
+        return "none"
+    if HEPATOBILIARY_AGENT_RE.search(text):
+        return "hepatobiliary"
+    if EXTRACELLULAR_AGENT_RE.search(text):
+        return "extracellular"
+    return "other"
+
+
+def agent_text(ds: Dataset) -> str:
+    """ContrastBolusAgent plus the code meanings of ContrastBolusAgentSequence."""
+    parts = [str(ds.get("ContrastBolusAgent", "") or "")]
+    for item in ds.get("ContrastBolusAgentSequence", []) or []:
+        parts.append(str(item.get("CodeMeaning", "") or ""))
+    return " ".join(p for p in parts if p.strip())
+
+
+def _b_value(ds: Dataset) -> float | None:
+    b = _float(ds.get("DiffusionBValue"))
+    if b is not None:
+        return b
+    # GE keeps it in (0043,1039), first value, sometimes offset by 1e9
+    elem = ds.get((0x0043, 0x1039))
+    if elem is not None:
+        v = _float(elem.value if hasattr(elem, "value") else elem)
+        if v is not None:
+            return v % 1_000_000_000
+    # Siemens SequenceName "*ep_b800t", Philips/Canon "b800" in descriptions is left to rules
+    m = re.search(r"ep_b(\d+)", str(ds.get("SequenceName", "") or ""))
+    return float(m.group(1)) if m else None
+
+
+def mr_sequence(ds: Dataset, b_max: float | None) -> str:
+    """Coarse MR weighting from acquisition parameters (not from the description).
+
+    dwi: a b-value > 0 (DiffusionBValue, GE private, Siemens SequenceName) or ImageType
+    DIFFUSION/TRACE; adc: ImageType ADC; t1_gre: gradient echo (ScanningSequence GR) with
+    TR < 15 ms and TE < 5 ms (VIBE/LAVA/THRIVE dynamics); t1_2d: gradient echo with
+    TR < 400 ms and TE < 10 ms (in/opposed-phase); t2: TE >= 60 ms.
+    """
+    itype = " ".join(_strs(ds.get("ImageType"))).upper()
+    if re.search(r"\bADC\b|APPARENT", itype):
+        return "adc"
+    if (b_max or 0) > 0 or re.search(r"DIFFUSION|TRACE", itype):
+        return "dwi"
+    tr, te = _float(ds.get("RepetitionTime")), _float(ds.get("EchoTime"))
+    seq = " ".join(_strs(ds.get("ScanningSequence"))).upper()
+    if te is not None and te >= 60:
+        return "t2"
+    gre = "GR" in seq.split() or (tr is not None and tr < 15 and "SE" not in seq.split())
+    if gre and tr is not None and te is not None:
+        if tr < 15 and te < 5:
+            return "t1_gre"
+        if tr < 400 and te < 10:
+            return "t1_2d"
+    return "unknown"
+
+
+def _fat_sat(ds: Dataset) -> bool | None:
+    """Fat suppression from ScanOptions (FS, SFS, SPAIR, CHESS, FAT_SAT...) or ImageType."""
+    opts = " ".join(_strs(ds.get("ScanOptions")) + _strs(ds.get("ImageType"))).upper()
+    if not opts.strip():
+        return None
+    return bool(re.search(r"\b(FS|SFS|SPAIR|SPIR|CHESS|FAT[_ ]?SAT|FSAT|FATSAT|WATER|W)\b|FAT_SAT", opts))
+
+
+def unit_features(datasets: list[Dataset]) -> dict[str, Any]:
+    """Values computed from all instances of a unit; rules read them with ``feature =``."""
+    ds = datasets[0]
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    sop_name = UID(sop_class).name if sop_class else ""
+    frames = sum(int(_float(d.get("NumberOfFrames")) or 1) for d in datasets)
+    positions = {p for p in (_position(d) for d in datasets) if p is not None}
+    is_image = "PixelData" in ds or "Rows" in ds
+    is_image = is_image and not any(h in sop_name for h in _NON_IMAGE_HINTS)
+    times = [(instance_time(d)) for d in datasets]
+    valid = [t for t, _ in times if t is not None]
+    acq = None
+    if valid:
+        # the earliest, across midnight: the one every other is at most 12 h after
+        acq = min(valid, key=lambda t: sum(time_diff(o, t) < 0 for o in valid))
+    trig = _float(ds.get("TriggerTime"))
+    # GE multiphase: all phases share AcquisitionTime; TriggerTime (ms) is the offset
+    features: dict[str, Any] = {
+        "sop_class": sop_name or sop_class,
+        "is_image": is_image,
+        "instances": len(datasets),
+        "frames": frames,
+        "distinct_positions": len(positions),
+        "orientation": orientation(ds) if is_image else "none",
+        "slice_thickness": _float(ds.get("SliceThickness")),
+        "acquisition_seconds": acq,
+        "time_source": next((src for t, src in times if t is not None), ""),
+        "trigger_time_ms": trig,
+    }
+    if len(positions) > 1:
+        # extent along the slice normal approximated by the largest coordinate spread
+        spans = [max(p[i] for p in positions) - min(p[i] for p in positions) for i in range(3)]
+        features["coverage_mm"] = round(max(spans) + (features["slice_thickness"] or 0.0), 1)
+    else:
+        features["coverage_mm"] = features["slice_thickness"] or 0.0
+    if "ContentSequence" in ds:
+        features["sr_roi"] = _has_coordinates(ds.ContentSequence)
+    bolus = None
+    for d in datasets[:1] + datasets[-1:]:
+        bolus = bolus if bolus is not None else tm_seconds(d.get("ContrastBolusStartTime"))
+    features["bolus_start_seconds"] = bolus
+    text = agent_text(ds)
+    features["agent_text"] = text
+    features["agent_class"] = agent_class(text)
+    if str(ds.get("Modality", "")) == "MR":
+        bvals = [b for b in (_b_value(d) for d in datasets) if b is not None]
+        features["b_value_max"] = max(bvals) if bvals else None
+        features["mr_sequence"] = mr_sequence(ds, features["b_value_max"])
+        features["fat_sat"] = _fat_sat(ds)
+        features["repetition_time"] = _float(ds.get("RepetitionTime"))
+        features["echo_time"] = _float(ds.get("EchoTime"))
+        features["flip_angle"] = _float(ds.get("FlipAngle"))
+    return features
+
+
+def _has_coordinates(items, depth: int = 0) -> bool:
+    """True when an SR content tree holds SCOORD/SCOORD3D items (a planar ROI)."""
+    if depth > 8:
+        return False
+    for item in items:
+        if str(item.get("ValueType", "")) in ("SCOORD", "SCOORD3D"):
+            return True
+        if "ContentSequence" in item and _has_coordinates(item.ContentSequence, depth + 1):
+            return True
+    return False
