@@ -73,8 +73,11 @@ class Node:
         self.watcher = CompletionWatcher(
             self.index, self.jobs, settings.completion.quiet_seconds, settings.completion.poll_seconds
         )
+        # a site rules file for selection: `[select] rules = FILE`, once the settings have it
+        rules_file = getattr(getattr(settings, "select", None), "rules", None)
+        handler = make_study_handler(self.index, settings.staging_dir, rules_file)
         self.workers = [
-            JobWorker(self.jobs, {STUDY_JOB: make_study_handler(self.index)}, name=f"worker-{i}")
+            JobWorker(self.jobs, {STUDY_JOB: handler}, name=f"worker-{i}")
             for i in range(settings.jobs.workers)
         ]
 
@@ -115,9 +118,11 @@ class Node:
             proc.terminate()
         if self.listener is not None:
             self.listener.stop()
+        log.debug("listener stopped")
         for proc in self.children:
             proc.join(timeout=15)
         self.watcher.stop()
+        log.debug("completion watcher stopped")
         for worker in self.workers:
             worker.stop()
         log.info("stopped")

@@ -50,10 +50,17 @@ class ListenerHandlers:
         address = event.assoc.requestor.address
         if not self.callers.admits(calling, address):
             log.warning("association rejected: calling AE %r from %s is not on the allow-list", calling, address)
-            event.assoc.acse.send_reject(*REJECT_CALLING_AE)
+            self._reject(event, REJECT_CALLING_AE)
         elif self.disk.low():
             log.error("association rejected: free disk below the floor (calling AE %r)", calling)
-            event.assoc.acse.send_reject(*REJECT_CONGESTION)
+            self._reject(event, REJECT_CONGESTION)
+
+    @staticmethod
+    def _reject(event, codes: tuple[int, int, int]) -> None:
+        event.assoc.acse.send_reject(*codes)
+        # kill() waits until the DUL has sent the A-ASSOCIATE-RJ; without it the socket
+        # is closed first and the peer only sees an abort, with no reason.
+        event.assoc.kill()
 
     def on_accepted(self, event) -> None:
         # Senders such as storescu +sd propose every storage class they know; one

@@ -62,6 +62,7 @@ class Listener:
 
     def __init__(self, settings: Settings, handlers: ListenerHandlers, max_associations: int, shared_port: bool) -> None:
         self.settings = settings
+        self.handlers = handlers
         self.ae = build_ae(settings, max_associations)
         cfg = settings.listener
         self.server = self.ae.make_server(
@@ -92,7 +93,9 @@ class Listener:
         self.server.shutdown()
         self.server.server_close()
         deadline = time.monotonic() + grace_seconds
-        while self.ae.active_associations and time.monotonic() < deadline:
+        # Only established associations can be mid-transfer; a bare TCP probe (a load
+        # balancer's health check) would otherwise hold shutdown until the ACSE timeout.
+        while any(a.is_established for a in self.ae.active_associations) and time.monotonic() < deadline:
             time.sleep(0.05)
         for assoc in list(self.ae.active_associations):
             # Nothing unacknowledged is lost: the sender sees an abort and resends.
