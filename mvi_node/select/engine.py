@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ ROLE_PHASE = {
     "mr_transitional": "delayed",
     "mr_hepatobiliary": "hepatobiliary",
 }
+_TARGET_DELAY = {"ct_delayed": 180.0, "mr_transitional": 180.0, "mr_hepatobiliary": 1200.0}
 _EARLY_RE = re.compile(r"early|früh|frueh|precoce|tempran|(?<![a-z])(eap|ea)(?![a-z])|早期動脈|动脉早期|早期动脉", re.I)
 _LATE_ART_RE = re.compile(r"late|spät|spaet|tardi|(?<![a-z])lap(?![a-z])|後期動脈|动脉晚期|晚期动脉", re.I)
 
@@ -218,6 +220,7 @@ def preference(unit: Unit) -> list[tuple[str, Any, str]]:
 
     1. arterial roles: not called *early* by the description, then called *late*, then
        the later delay (late arterial over early: the papers' input is late arterial);
+       delayed/transitional: closest to 3 min; hepatobiliary: closest to 20 min;
     2. slice thickness 3-5 mm over thin (< 3 mm) over thick (> 5 mm);
     3. more coverage (extent of the slice positions, 1 cm steps);
     4. MR: fat-suppressed (ScanOptions/ImageType);
@@ -231,6 +234,10 @@ def preference(unit: Unit) -> list[tuple[str, Any, str]]:
         crit.append(("not early", not _EARLY_RE.search(desc), "late arterial over early (description)"))
         crit.append(("late", bool(_LATE_ART_RE.search(desc)), "late arterial over early (description)"))
         crit.append(("delay", f.get("delay_s") or 0.0, "late arterial over early (later delay)"))
+    if unit.role in _TARGET_DELAY and f.get("delay_s") is not None and f["delay_s"] > 0:
+        # closest to the protocol time: 3 min delayed/transitional, 20 min hepatobiliary
+        off = -round(abs(math.log(f["delay_s"] / _TARGET_DELAY[unit.role])), 2)
+        crit.append(("target delay", off, f"closer to {_TARGET_DELAY[unit.role] / 60:g} min after contrast"))
     thick = f.get("slice_thickness")
     crit.append(("band", _band(thick), "3-5 mm over thin over thick slices"))
     crit.append(("coverage", round((f.get("coverage_mm") or 0.0) / 10.0), "more coverage"))
@@ -254,7 +261,7 @@ def _describe(unit: Unit, name: str) -> str:
         return f"{f.get('slice_thickness')} mm"
     if name == "coverage":
         return f"{f.get('coverage_mm')} mm coverage"
-    if name == "delay":
+    if name in ("delay", "target delay"):
         return f"delay {f.get('delay_s')} s"
     if name in ("not early", "late"):
         return repr(_text(unit.ds, "SeriesDescription"))

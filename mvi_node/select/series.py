@@ -189,7 +189,8 @@ def _split_phases(datasets: list[Dataset]) -> list[tuple[int, list[Dataset]]] | 
         return sorted(groups.items())
     positions = [_position(d) for d in datasets]
     distinct = set(positions)
-    if None in distinct or len(distinct) == len(datasets):
+    # one or two table positions repeated over time is a bolus-tracking monitor, not phases
+    if None in distinct or len(distinct) == len(datasets) or len(distinct) < 3:
         return None
     triggers = {_float(d.get("TriggerTime")) for d in datasets}
     if len(triggers) > 1 and None not in triggers:

@@ -26,19 +26,23 @@ from dataclasses import dataclass, field
 # (phase, start, centre, scale, log-scaled cost)
 _WINDOWS = {
     "CT": [
-        ("arterial", 8, 38, 10, False),
+        ("arterial", 8, 38, 12, False),
         ("portal_venous", 50, 70, 15, False),
         ("delayed", 110, 180, 1.0, True),
     ],
     "MR": [
-        ("arterial", 8, 30, 10, False),
+        ("arterial", 8, 30, 15, False),
         ("portal_venous", 50, 70, 15, False),
         ("delayed", 110, 180, 1.0, True),
         ("hepatobiliary", 600, 1200, 1.0, True),
     ],
 }
-# At most this many distinct acquisitions per phase (early + late arterial, two delayed).
-_MAX_PER_PHASE = {"non_contrast": 1, "arterial": 2, "portal_venous": 1, "delayed": 2, "hepatobiliary": 99}
+# At most this many distinct acquisitions per phase (early + late arterial).
+# MR multi-arterial acquisitions (DISCO, TWIST-VIBE) give up to six arterial phases.
+_MAX_PER_PHASE = {
+    "CT": {"non_contrast": 1, "arterial": 2, "portal_venous": 1, "delayed": 1, "hepatobiliary": 99},
+    "MR": {"non_contrast": 1, "arterial": 6, "portal_venous": 1, "delayed": 1, "hepatobiliary": 99},
+}
 # A non-contrast scan precedes the first enhanced one by at least this (s): CT bolus
 # tracking needs monitoring scans; MR needs the injection after the pre scan.
 _NC_GAP = {"CT": 45.0, "MR": 25.0}
@@ -113,7 +117,7 @@ def _assign(points: list[Point], injection: float, modality: str) -> tuple[float
         phases.append(phase)
         total += cost
     counts = Counter(phases)
-    if any(n > _MAX_PER_PHASE.get(ph, 99) for ph, n in counts.items()):
+    if any(n > _MAX_PER_PHASE[modality].get(ph, 99) for ph, n in counts.items()):
         return None
     if counts["non_contrast"] == len(points) and len(points) > 1:
         return None
