@@ -1,0 +1,117 @@
+"""Radiologist annotations as they arrive at a node: a DICOM SEG or a circle GSPS.
+
+Every recipe needs an ROI; sites deliver it either as a segmentation object or as
+circles drawn on key images (the 000 paper's workflow). Both are produced with
+highdicom so their structure matches what real viewers write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from mvi_node.synth.dicomio import ExamContext, SeriesPlan, derive_uid, pin_dataset
+from mvi_node.synth.vendors import VENDOR_PROFILES
+
+
+def _sources(paths: list[Path], indices: list[int]) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(paths[i], stop_before_pixels=True) for i in indices]
+
+
+def write_seg(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: list[int], mask: np.ndarray,
+              number: int, when: dt.datetime) -> tuple[str, Path]:
+    """DICOM SEG (one segment "Tumor") of ``mask`` (slices matching ``indices`` of ``ref``)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    src = _sources(paths, indices)
+    desc = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Tumor",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+    )
+    uid = derive_uid(ctx.spec.key(), "seg")
+    seg = hd.seg.Segmentation(
+        source_images=src,
+        pixel_array=(mask > 0).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[desc],
+        series_instance_uid=uid,
+        series_number=number,
+        sop_instance_uid=derive_uid(uid, 0),
+        instance_number=1,
+        manufacturer="mvi-node synthetic",
+        manufacturer_model_name="synth-annotator",
+        software_versions="1",
+        device_serial_number="SYN0001",
+        content_label="TUMOR",
+        content_description="Tumour outline",
+        content_creator_name="SYNTH^RADIOLOGIST",
+        series_description="Tumor SEG",
+    )
+    pin_dataset(seg, uid, when)
+    out = ctx.series_dir(number) / "I0001.dcm"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(out, enforce_file_format=True)
+    return uid, out
+
+
+def circles(mask2d: np.ndarray, labels2d: np.ndarray, pixel_mm: float) -> list[tuple[float, float, float]]:
+    """(column, row, radius px) per lesion in the slice, ~1 cm wider than the lesion."""
+    out = []
+    for k in np.unique(labels2d[mask2d]):
+        rr, cc = np.nonzero(labels2d == k)
+        cy, cx = rr.mean(), cc.mean()
+        r = float(np.sqrt(((rr - cy) ** 2 + (cc - cx) ** 2).max())) + 0.5 + 5.0 / pixel_mm
+        out.append((float(cx) + 0.5, float(cy) + 0.5, r))
+    return out
+
+
+def write_gsps(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: list[int], truth: np.ndarray,
+               number: int, when: dt.datetime) -> tuple[str, Path]:
+    """Grayscale Softcopy Presentation State with a CIRCLE on each slice showing tumour."""
+    import highdicom as hd
+
+    keep = [(i, z) for z, i in enumerate(indices) if truth[z].any()]
+    src = _sources(paths, [i for i, _ in keep])
+    layer = hd.pr.GraphicLayer(layer_name="ROI", order=1, description="tumour circles")
+    anns = []
+    for ds, (_, z) in zip(src, keep):
+        objs = [
+            hd.pr.GraphicObject(
+                graphic_type=hd.pr.GraphicTypeValues.CIRCLE,
+                graphic_data=np.array([[cx, cy], [cx + r, cy]]),
+                units=hd.pr.AnnotationUnitsValues.PIXEL,
+            )
+            for cx, cy, r in circles(truth[z] > 0, truth[z], float(ref.pixel_spacing[1]))
+        ]
+        anns.append(hd.pr.GraphicAnnotation(referenced_images=[ds], graphic_layer=layer, graphic_objects=objs))
+    uid = derive_uid(ctx.spec.key(), "gsps")
+    vendor = VENDOR_PROFILES[ctx.spec.vendor]
+    pr = hd.pr.GrayscaleSoftcopyPresentationState(
+        referenced_images=src,
+        series_instance_uid=uid,
+        series_number=number,
+        sop_instance_uid=derive_uid(uid, 0),
+        instance_number=1,
+        manufacturer=vendor.manufacturer,
+        manufacturer_model_name="synth-viewer",
+        software_versions="1",
+        device_serial_number="SYN0001",
+        content_label="TUMOR",
+        content_description="Tumour circles",
+        graphic_annotations=anns,
+        graphic_layers=[layer],
+        content_creator_name="SYNTH^RADIOLOGIST",
+    )
+    pr.SeriesDescription = "Key images ROI"
+    pin_dataset(pr, uid, when)
+    out = ctx.series_dir(number) / "I0001.dcm"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pr.save_as(out, enforce_file_format=True)
+    return uid, out
