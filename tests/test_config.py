@@ -71,3 +71,10 @@ def test_status_json_keys(tmp_path):
     data = json.loads(out.stdout)
     assert set(data) == {"studies", "instances", "duplicates", "jobs"}
     assert set(data["jobs"]) == {"queued", "running", "done", "failed", "dead"}
+
+
+def test_shipped_example_config_is_valid_and_matches_defaults():
+    from pathlib import Path
+
+    example = load_settings(Path(__file__).parents[1] / "deploy" / "mvi-node.toml")
+    assert masked_dump(example) == masked_dump(load_settings())

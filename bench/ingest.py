@@ -1,0 +1,210 @@
+"""Ingest benchmark: one 300-slice 512x512 CT series, 1 and 4 parallel associations.
+
+Measured in the same run, same sender (DCMTK storescu, TCP_NODELAY=1, 128 KiB PDU):
+  dcmtk-storescp   writes files, no fsync: the speed peer
+  orthanc          Debian's Orthanc: the staging peer
+  fsync-floor      a loop writing the same bytes with fsync + rename (+ folder fsync
+                   variant), no network: the limit of durable storage on this disk
+  mvi-node         fsync durability (default), 1 listener process and one per core
+  mvi-node-batched the opt-in weaker mode, reported separately
+
+Usage: python bench/ingest.py [--runs 3] [--out bench/out/ingest.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mvi_node.synth.plain_series import plain_ct_series  # noqa: E402
+
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+SLICES = 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(port)
+
+
+def send(port: int, folders: list[Path], called: str) -> float:
+    """Send each folder on its own association, all at once; return instances/s."""
+    procs: list[subprocess.Popen] = []
+    start = time.perf_counter()
+    for folder in folders:
+        procs.append(
+            subprocess.Popen(
+                ["/usr/bin/storescu", "-aec", called, "--max-pdu", "131072", "+sd", "+r", "-nh", "127.0.0.1", str(port), str(folder)],
+                env=ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        )
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError(err.decode())
+    return SLICES * len(folders) / (time.perf_counter() - start)
+
+
+class Server:
+    def __init__(self, cmd: list[str], port: int, workdir: Path, env=None):
+        self.cmd, self.port, self.workdir, self.env = cmd, port, workdir, env or ENV
+
+    def __enter__(self):
+        self.log = open(self.workdir / "server.log", "wb")
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port)
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def storescp(workdir: Path) -> Server:
+    port = free_port()
+    out = workdir / "in"
+    out.mkdir()
+    return Server(["/usr/bin/storescp", "--max-pdu", "131072", "-od", str(out), "-aet", "STORESCP", str(port)], port, workdir)
+
+
+def orthanc(workdir: Path) -> Server:
+    port, http = free_port(), free_port()
+    cfg = {
+        "Name": "bench",
+        "StorageDirectory": str(workdir / "storage"),
+        "IndexDirectory": str(workdir / "index"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": port,
+        "HttpPort": http,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "Plugins": [],
+        "ConcurrentJobs": 2,
+    }
+    (workdir / "orthanc.json").write_text(json.dumps(cfg))
+    return Server(["/usr/sbin/Orthanc", str(workdir / "orthanc.json")], port, workdir)
+
+
+def mvi_node(workdir: Path, workers: int, durability: str = "fsync") -> Server:
+    port = free_port()
+    env = {**ENV, "MVI_LISTENER__WORKERS": str(workers), "MVI_STAGING__DURABILITY": durability, "MVI_LOG_LEVEL": "WARNING"}
+    cmd = [sys.executable, "-m", "mvi_node.cli", "serve", "--data-dir", str(workdir / "var"), "--port", str(port), "--quiet-seconds", "3600"]
+    return Server(cmd, port, workdir, env)
+
+
+def fsync_floor(files: list[Path], workdir: Path, folder_sync: bool) -> float:
+    blobs = [f.read_bytes() for f in files]
+    out = workdir / "floor"
+    out.mkdir()
+    start = time.perf_counter()
+    for i, blob in enumerate(blobs):
+        tmp = out / f".tmp{i}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        os.write(fd, blob)
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(tmp, out / f"{i}.dcm")
+        if folder_sync:
+            dfd = os.open(out, os.O_RDONLY)
+            os.fsync(dfd)
+            os.close(dfd)
+    return len(blobs) / (time.perf_counter() - start)
+
+
+def fsync_floor_parallel(series: list[list[Path]], workdir: Path) -> float:
+    rates: list[float] = []
+    start = time.perf_counter()
+    threads = [
+        threading.Thread(target=lambda s=s, i=i: rates.append(fsync_floor(s, workdir / f"p{i}", True)))
+        for i, s in enumerate(series)
+    ]
+    for i in range(len(series)):
+        (workdir / f"p{i}").mkdir()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return SLICES * len(series) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", default="bench/out/ingest.json")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="mvi-bench-"))
+    series = [plain_ct_series(root / f"series{i}", slices=SLICES, matrix=512, seed=900 + i, patient_id=f"B{i}") for i in range(4)]
+    folders = [s[0].parent for s in series]
+    cpus = os.cpu_count() or 1
+    peers = {
+        "dcmtk-storescp": (storescp, "STORESCP"),
+        "orthanc": (orthanc, "ORTHANC"),
+        "mvi-node": (lambda w: mvi_node(w, 1), "MVI_NODE"),
+        f"mvi-node-{cpus}proc": (lambda w: mvi_node(w, cpus), "MVI_NODE"),
+        "mvi-node-batched": (lambda w: mvi_node(w, 1, "batched"), "MVI_NODE"),
+    }
+    results: dict[str, dict[str, list[float]]] = {}
+    for run in range(args.runs):
+        for name, (make, aet) in peers.items():
+            for assocs in (1, 4):
+                work = root / f"{name}-{assocs}-{run}"
+                work.mkdir()
+                with make(work) as srv:
+                    rate = send(srv.port, folders[:assocs], aet)
+                results.setdefault(name, {}).setdefault(str(assocs), []).append(rate)
+                shutil.rmtree(work, ignore_errors=True)
+                print(f"run {run} {name:18s} {assocs} assoc: {rate:7.1f} inst/s", flush=True)
+        for name, fn in {
+            "fsync-floor": lambda w: fsync_floor(series[0], w, False),
+            "fsync-floor+dir": lambda w: fsync_floor(series[0], w, True),
+        }.items():
+            work = root / f"{name}-{run}"
+            work.mkdir()
+            results.setdefault(name, {}).setdefault("1", []).append(fn(work))
+            shutil.rmtree(work)
+        work = root / f"floor4-{run}"
+        work.mkdir()
+        results.setdefault("fsync-floor+dir", {}).setdefault("4", []).append(fsync_floor_parallel(series, work))
+        shutil.rmtree(work)
+    medians = {n: {a: statistics.median(v) for a, v in by.items()} for n, by in results.items()}
+    report = {"runs": args.runs, "slices": SLICES, "matrix": 512, "cpus": cpus, "raw": results, "median": medians}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(medians, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
