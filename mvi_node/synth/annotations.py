@@ -110,6 +110,7 @@ def write_gsps(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: li
         content_creator_name="SYNTH^RADIOLOGIST",
     )
     pr.SeriesDescription = "Key images ROI"
+    pr.BodyPartExamined = "ABDOMEN"  # lets validators decide Laterality (2C) is not needed
     pin_dataset(pr, uid, when)
     out = ctx.series_dir(number) / "I0001.dcm"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -180,7 +180,7 @@ def ct_plans(sim: CTSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
     add("scout", "other", v.ct_scout, to_stored(scout, 1.0, 0.0, False, 12),
         [[g.xs[0], 0.0, g.zs[0] + 2.5]], coronal, (5.0 / rep, g.pixel_spacing[1]), 0.6,
         ("ORIGINAL", "PRIMARY", "LOCALIZER"), start + dt.timedelta(seconds=20), [start + dt.timedelta(seconds=20)],
-        extra={**tags(None, kvp=120, ma=35), "RescaleIntercept": 0, "RescaleType": "US"},
+        extra={**tags(None, kvp=120, ma=35), "RescaleIntercept": 0, "RescaleType": None},
         px={"BitsAllocated": 16, "BitsStored": 12, "HighBit": 11, "PixelRepresentation": 0})
 
     # native 5 mm

@@ -208,6 +208,8 @@ def pin_dataset(ds: Dataset, key: str, when: dt.datetime) -> None:
             if elem.VR == "SQ":
                 for item in elem.value:
                     walk(item)
+            elif elem.keyword == "ContributionDateTime":
+                elem.value = da(when) + tm(when).split(".")[0]
             elif elem.keyword == "DimensionOrganizationUID":
                 elem.value = mapping.setdefault(str(elem.value), derive_uid(key, "dimorg", len(mapping)))
 

@@ -106,10 +106,14 @@ def write_exam(spec: ExamSpec, out: Path | str) -> dict[str, Any]:
         uid, _ = write_seg(ctx, ref, paths[ref.uid], indices, sim.truth, 300, when)
         entry["series"][uid] = "seg"
         entry["seg_reference"] = ref_tag
+        entry["series_detail"][uid] = {"number": 300, "description": "Tumor SEG", "instances": 1,
+                                       "study_instance_uid": ctx.study_uids[ref.study]}
     elif spec.annotations == "circle":
         uid, _ = write_gsps(ctx, ref, paths[ref.uid], indices, sim.truth, 301, when)
         entry["series"][uid] = "annotation"
         entry["annotation_reference"] = ref_tag
+        entry["series_detail"][uid] = {"number": 301, "description": "Key images ROI", "instances": 1,
+                                       "study_instance_uid": ctx.study_uids[ref.study]}
     elif spec.annotations != "none":
         raise ValueError(f"annotations must be seg|circle|none, not {spec.annotations!r}")
     entry["lesions"] = [lesion_summary(les) for les in sim.lesions]

@@ -250,7 +250,7 @@ def mr_plans(sim: MRSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
     add("localizer", "other", v.mr_name("localizer", lang), np.stack([loc_src[:, j, :] for j in js]), None,
         after(30), {"ScanningSequence": "GR", "SequenceVariant": "SP", "MRAcquisitionType": "2D",
                     "SequenceName": "*fl2d1" if v.key == "siemens" else "LOC", "RepetitionTime": 8.6,
-                    "EchoTime": 4.0, "FlipAngle": 20, "ScanOptions": ""},
+                    "EchoTime": 4.0, "FlipAngle": 20, "ScanOptions": "", "EchoTrainLength": 1},
         itype=("ORIGINAL", "PRIMARY", "LOCALIZER"), positions=[[g2.xs[0], g2.ys[j], g2.zs[0]] for j in js],
         orientation=coronal, spacing=(6.0, g2.pixel_spacing[1]), thick=8.0)
 
