@@ -56,7 +56,7 @@ def ct_contrast(phase: str, enh: float = 1.0) -> Contrast:
     mix = lambda t: t[0] + (t[i] - t[0]) * enh  # noqa: E731
     lut = np.array([mix(_HU[L(k)]) for k in range(N_LABELS)], np.float32)
     return Contrast(lut, mix(_TUMOR), _NECROSIS[i], mix(_CAPSULE), _PERI[i] * enh, _ARTERIES[i] * enh,
-                    _HALO[i], 0.0, texture=7.0)
+                    _HALO[i], 0.0, texture=12.0 if i else 4.0)
 
 
 def aorta_hu(t: float, enh: float = 1.0) -> float:
@@ -281,7 +281,7 @@ def ct_plans(sim: CTSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
     dose = add("dose", "other", v.ct_dose, to_stored(img, 1.0, 0.0, False, 12), [[0, 0, 0]], axial, (1, 1), 1,
                ("DERIVED", "SECONDARY", "OTHER"), last + dt.timedelta(seconds=60), [last + dt.timedelta(seconds=60)],
                study=n_studies - 1, plane=False,
-               extra={"ConversionType": "WSD", "ImageComments": "CTDIvol 11.8 mGy; DLP 1420 mGy*cm",
+               extra={"ConversionType": "WSD", "PatientOrientation": "", "ImageComments": "CTDIvol 11.8 mGy; DLP 1420 mGy*cm",
                       "ProtocolName": "LIVER 3PHASE", "BodyPartExamined": "ABDOMEN"},
                px={"BitsAllocated": 16, "BitsStored": 12, "HighBit": 11, "PixelRepresentation": 0})
     dose.number = v.dose_series_number

@@ -25,12 +25,15 @@ from mvi_node.synth.manifest import recipes, write_json
 from mvi_node.synth.spec import ExamSpec
 
 
-def simulate(spec: ExamSpec):
-    """In-memory exam (CTSim or MRSim) without writing anything."""
+def simulate(spec: ExamSpec, phases: tuple[str, ...] | None = None):
+    """In-memory exam (CTSim or MRSim) without writing anything.
+
+    ``phases`` (CT only) limits rendering, e.g. ("arterial",) for training crops.
+    """
     if spec.modality == "ct":
         from mvi_node.synth.ct import simulate_ct
 
-        return simulate_ct(spec)
+        return simulate_ct(spec, phases)
     from mvi_node.synth.mr import simulate_mr
 
     return simulate_mr(spec)

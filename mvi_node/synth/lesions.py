@@ -90,7 +90,7 @@ def _one(rng: np.random.Generator, body: Body, mvi: bool, grade: str, diam: floa
         signs[name] = round(amp, 3) if present else 0.0
     capsule = 0.0 if signs["capsule_absent"] > 0 else float(rng.uniform(0.6, 1.0))
     n_lobes = int(rng.integers(2, 5))
-    lobes = tuple((int(rng.integers(2, 6)), int(rng.integers(1, 4)),
+    lobes = tuple((int(rng.integers(3, 8)), int(rng.integers(2, 5)),
                    float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0, 2 * np.pi))) for _ in range(n_lobes))
     w = rng.normal(size=3)
     arteries = tuple(tuple(float(x) for x in v / np.linalg.norm(v)) for v in rng.normal(size=(3, 3)))
@@ -154,7 +154,7 @@ def lesion_fields(les: Lesion, grid: Grid) -> LesionFields | None:
     bump = np.zeros_like(rho0)
     for m, n, p1, p2 in les.lobes:
         bump += np.sin(m * theta + p1) * np.sin(n * phi + p2)
-    rho = rho0 / (1 + amp * bump / max(1, len(les.lobes)) * 1.6)
+    rho = rho0 / (1 + amp * bump / np.sqrt(max(1, len(les.lobes))) * 1.3)
     tumor = rho < 1.0
     r_mean = float(np.mean(les.radii))
     shell = lambda t_mm: (rho >= 1.0) & (rho < 1.0 + t_mm / r_mean)  # noqa: E731

@@ -166,7 +166,7 @@ def simulate_mr(spec: ExamSpec) -> MRSim:
     labd = label_volume(body, gd)
     fd = [lesion_fields(les, gd) for les in lesions]
     adc_tumor = {"M0": 1000.0, "M1": 870.0, "M2": 800.0}[spec.grade]
-    adc = render(labd, fd, Contrast(_lut(_ADC), adc_tumor, 2200.0, 1200.0, texture=60.0), nrng, 0.0, smooth=False)
+    adc = render(labd, fd, Contrast(_lut(_ADC), adc_tumor, 2200.0, 1200.0, texture=60.0), nrng, 0.0)
     s0_lut = _lut(_T2) * 1.4
     s0 = render(labd, fd, Contrast(s0_lut, 620.0, 1000.0, 300.0, texture=20.0), nrng, 0.0)
     for b in B_VALUES:
@@ -316,8 +316,10 @@ def mr_plans(sim: MRSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
         mp = add("dynamic", "other", t1_name("dynamic", 1), vols, g, pre_t, {**dyn, "NumberOfTemporalPositions":
                  len(dyn_phases)}, positions=pos, acq=acq, study=0)
         mp.tags.update(contrast)  # the series spans the injection
-        mp.per_instance = [{"TemporalPositionIdentifier": i + 1,
-                            "TriggerTime": round((times[p] - pre_t).total_seconds() * 1000.0, 1)}
+        # GE writes the phase offset as TriggerTime (ms); the others only TPI + AcquisitionTime
+        mp.per_instance = [{"TemporalPositionIdentifier": i + 1, **(
+                            {"TriggerTime": round((times[p] - pre_t).total_seconds() * 1000.0, 1)}
+                            if v.key == "ge" else {})}
                            for i, p in enumerate(dyn_phases) for _ in range(n)]
         mp.note["phases"] = {str(i + 1): ROLE[p] for i, p in enumerate(dyn_phases)}
         if "early_arterial" in dyn_phases:

@@ -68,6 +68,12 @@ def make_exam(out: Path | str, modality: str, seed: int = 0, index: int = 0, **c
     return write_exam(exam_spec(modality, seed, index, **choices), Path(out))
 
 
-def simulate_exam(modality: str, seed: int = 0, index: int = 0, **choices: Any):
-    """In-memory exam (volumes, truth, lesions, clinical) without DICOM; ~0.5 s CT at 256."""
-    return simulate(exam_spec(modality, seed, index, **choices))
+def simulate_exam(modality: str, seed: int = 0, index: int = 0, phases: tuple[str, ...] | None = None,
+                  **choices: Any):
+    """In-memory exam (volumes, truth, lesions, clinical) without DICOM.
+
+    CT at matrix 256: ~0.2 s for all phases, less with ``phases=("arterial",)``. The
+    result has ``volumes[phase]`` (HU, slices x rows x cols), ``truth`` (lesion index),
+    ``labels`` (tissues), ``grid`` (mm coordinates), ``lesions`` and ``clinical``.
+    """
+    return simulate(exam_spec(modality, seed, index, **choices), phases)
