@@ -61,7 +61,16 @@ class Exam:
     notes: list[str] = field(default_factory=list)
 
     def winners(self) -> dict[str, Unit]:
-        return {u.role: u for u in self.units if u.role and u.role not in MULTI_ROLES}
+        """The unit holding each single role (for mr_dwi: the highest b-value)."""
+        out: dict[str, Unit] = {}
+        for u in self.units:
+            if not u.role or u.role in MULTI_ROLES:
+                continue
+            if u.role == "mr_dwi" and u.role in out:
+                if (u.features.get("b_value_max") or 0) <= (out[u.role].features.get("b_value_max") or 0):
+                    continue
+            out[u.role] = u
+        return out
 
 
 def _text(ds: Dataset, kw: str) -> str:
@@ -273,11 +282,14 @@ def _describe(unit: Unit, name: str) -> str:
 
 
 def _prefer(exam: Exam) -> None:
-    by_role: dict[str, list[Unit]] = {}
+    by_role: dict[tuple, list[Unit]] = {}
     for u in exam.units:
         if u.role not in MULTI_ROLES:
-            by_role.setdefault(u.role, []).append(u)
-    for role, cands in by_role.items():
+            # DWI exported one series per b-value (Canon, some Philips) is one acquisition:
+            # series of different b-values complement each other and do not compete
+            key = (u.role, u.features.get("b_value_max")) if u.role == "mr_dwi" else (u.role,)
+            by_role.setdefault(key, []).append(u)
+    for (role, *_), cands in by_role.items():
         if len(cands) < 2:
             continue
         keyed = [(tuple(c[1] for c in preference(u)), u) for u in cands]

@@ -40,8 +40,8 @@ _WINDOWS = {
 # At most this many distinct acquisitions per phase (early + late arterial).
 # MR multi-arterial acquisitions (DISCO, TWIST-VIBE) give up to six arterial phases.
 _MAX_PER_PHASE = {
-    "CT": {"non_contrast": 1, "arterial": 2, "portal_venous": 1, "delayed": 1, "hepatobiliary": 99},
-    "MR": {"non_contrast": 1, "arterial": 6, "portal_venous": 1, "delayed": 1, "hepatobiliary": 99},
+    "CT": {"non_contrast": 1, "arterial": 2, "portal_venous": 1, "delayed": 1, "hepatobiliary": 2},
+    "MR": {"non_contrast": 1, "arterial": 6, "portal_venous": 1, "delayed": 1, "hepatobiliary": 2},
 }
 # A non-contrast scan precedes the first enhanced one by at least this (s): CT bolus
 # tracking needs monitoring scans; MR needs the injection after the pre scan.
