@@ -190,8 +190,20 @@ def test_hard_cases_in_headers(tmp_path: Path) -> None:
     assert m["series"][uid] == "other"
     assert set(phases.values()) >= {"mr_t1_pre", "mr_arterial", "mr_portal_venous", "mr_transitional"}
     files = _series_files(tmp_path / "mp", m, uid)
-    tpis = {int(pydicom.dcmread(f, stop_before_pixels=True).TemporalPositionIdentifier) for f in files}
-    assert tpis == {int(k) for k in phases}
+    heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    assert {int(d.TemporalPositionIdentifier) for d in heads} == {int(k) for k in phases}
+    # GE: one AcquisitionTime, phase offsets in TriggerTime (ms)
+    assert len({d.AcquisitionTime for d in heads}) == 1
+    trig = {int(d.TemporalPositionIdentifier): float(d.TriggerTime) for d in heads}
+    arterial = next(int(k) for k, r in phases.items() if r == "mr_arterial")
+    assert 15_000 < trig[arterial] - trig[1] < 100_000
+    assert "ContrastBolusAgent" in heads[0] and heads[0].SeriesDescription in ("3D GRE", "3D GRE +C", "Series 3",
+                                                                                   "Recon 1", "Ax 3D T1 +C")
+    s = make_exam(tmp_path / "sm", "mr", 5, 2, matrix=64, vendor="siemens", agent="gd-eob", multiphase_series=True,
+                  annotations="none", hard_cases="none")
+    (uid2,) = s["phases"]
+    heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in _series_files(tmp_path / "sm", s, uid2)]
+    assert "TriggerTime" not in heads[0] and len({d.AcquisitionTime for d in heads}) == len(s["phases"][uid2])
     assert m["recipes"]["mr_3seq_grade"]["mr_t1_pre"].startswith(uid + "#")
     assert m["seg_reference"].startswith(uid + "#")
 

@@ -43,8 +43,8 @@ def draw_clinical(spec: ExamSpec) -> dict[str, Any]:
 
 def patient_attributes(clinical: dict[str, Any], study_date: dt.datetime, birth_day: int) -> dict[str, Any]:
     """PatientAge/Sex/BirthDate (synthetic, consistent with the study date)."""
-    year = study_date.year - clinical["age"] - 1
-    birth = dt.date(year, 1 + birth_day % 12, 1 + birth_day % 28)
+    anchor = study_date.date().replace(month=1 if study_date.month == 2 and study_date.day == 29 else study_date.month)
+    birth = anchor.replace(year=anchor.year - clinical["age"]) - dt.timedelta(days=1 + birth_day % 360)
     return {
         "PatientBirthDate": birth.strftime("%Y%m%d"),
         "PatientSex": clinical["sex"],

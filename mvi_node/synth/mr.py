@@ -312,11 +312,12 @@ def mr_plans(sim: MRSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
         vols = np.concatenate([sim.volumes[p] for p in dyn_phases])
         n = sim.volumes["pre"].shape[0]
         pos = [g.position(k) for k in range(n)] * len(dyn_phases)
-        acq = [times[p] for p in dyn_phases for _ in range(n)]
+        # GE keeps one AcquisitionTime for the whole series and puts each phase's offset in
+        # TriggerTime (ms); the others stamp every phase with its own AcquisitionTime.
+        acq = [pre_t if v.key == "ge" else times[p] for p in dyn_phases for _ in range(n)]
         mp = add("dynamic", "other", t1_name("dynamic", 1), vols, g, pre_t, {**dyn, "NumberOfTemporalPositions":
                  len(dyn_phases)}, positions=pos, acq=acq, study=0)
         mp.tags.update(contrast)  # the series spans the injection
-        # GE writes the phase offset as TriggerTime (ms); the others only TPI + AcquisitionTime
         mp.per_instance = [{"TemporalPositionIdentifier": i + 1, **(
                             {"TriggerTime": round((times[p] - pre_t).total_seconds() * 1000.0, 1)}
                             if v.key == "ge" else {})}
