@@ -117,6 +117,17 @@ def test_roles_per_vendor_and_agent(tmp_path: Path) -> None:
             assert set(e["recipes"]["mr_3seq_grade"]) == {"mr_t1_pre", "mr_portal_venous", "mr_transitional"}
 
 
+def test_seg_on_portal_references_portal_series(tmp_path: Path) -> None:
+    import highdicom as hd
+
+    e = make_exam(tmp_path, "ct", 6, 0, matrix=64, seg_on="portal", hard_cases="none")
+    assert e["series"][e["seg_reference"]] == "ct_portal_venous"
+    seg_uid = next(u for u, r in e["series"].items() if r == "seg")
+    seg = hd.seg.segread(_series_files(tmp_path, e, seg_uid)[0])
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == e["seg_reference"]
+    assert seg.FrameOfReferenceUID == e["frame_of_reference_uid"]
+
+
 def test_population_clinical_and_hard_cases_present() -> None:
     specs = [draw_spec("ct", 0, i) for i in range(40)] + [draw_spec("mr", 0, i) for i in range(40)]
     pos = [s for s in specs if s.mvi]

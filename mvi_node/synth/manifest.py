@@ -3,6 +3,24 @@
 Roles come only from ROLES; anything a recipe must not consume (localizers, scouts,
 monitoring, dose screen saves, MIP/reformats, thin duplicates, early arterial,
 in/opposed phase) is "other", with notes saying what it duplicates.
+
+``manifest.json``: {"version", "generator", "modality", "seed", "patients", "options",
+"roles", "studies": [...]}; each study (one exam = one accession):
+- patient_id, accession_number, modality, study_instance_uids (several when the exam is
+  split; all share PatientID, AccessionNumber and frame_of_reference_uid), mvi, grade
+  (M0/M1/M2), vendor, agent + field_strength (MR), hard_cases (the switches used);
+- series {uid: role}; series_detail {uid: number, description, instances,
+  study_instance_uid}; phases {uid: {TemporalPositionIdentifier: role}} for a
+  multiphase series (whose own role is "other");
+- early_arterial: uid (or "uid#tpi") of an early arterial series kept as "other" when a
+  late one exists; duplicates {uid: uid of the preferred 3-5 mm axial series} for thin
+  recons, thick averages, coronal reformats and MIPs;
+- seg_reference / annotation_reference: the series ("uid#tpi") the SEG / GSPS was drawn on;
+- lesions [{center_mm (LPS), diameter_mm, radii_mm, mvi_signs {sign: strength 0..1,
+  capsule}, necrosis}], clinical {age, sex, afp_ng_ml, child_pugh, hbsag, hcv,
+  tumor_count, mtd_mm}, recipes {"ct_ap_resnet18": {"ct_arterial": uid}} /
+  {"mr_3seq_grade": {"mr_t1_pre", "mr_portal_venous", "mr_transitional"}},
+  truth {dir, series}, dicom_dir.
 """
 
 from __future__ import annotations
