@@ -30,6 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "listener.ae_title": args.ae_title,
             "listener.port": args.port,
             "completion.quiet_seconds": args.quiet_seconds,
+            "admin.port": args.admin_port,
         },
     )
     serve(settings)
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ae-title")
     p.add_argument("--port", type=int)
     p.add_argument("--quiet-seconds", type=float, help="study completion quiet period")
+    p.add_argument("--admin-port", type=int, help="admin HTTP port (health, metrics, jobs)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("status", parents=[common], help="studies, instances, duplicates, jobs by state")

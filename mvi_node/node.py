@@ -8,12 +8,15 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+from typing import Callable
 
+from mvi_node.admin.clinical import ClinicalFactorStore
 from mvi_node.config import Settings
 from mvi_node.jobs import open_job_store
 from mvi_node.jobs.study import make_study_handler
 from mvi_node.jobs.worker import JobWorker
 from mvi_node.logs import setup_logging
+from mvi_node.metrics import NodeCollector
 from mvi_node.receive.handlers import ListenerHandlers
 from mvi_node.receive.policy import CallerPolicy, DiskGuard
 from mvi_node.receive.server import Listener
@@ -73,13 +76,49 @@ class Node:
         self.watcher = CompletionWatcher(
             self.index, self.jobs, settings.completion.quiet_seconds, settings.completion.poll_seconds
         )
-        # a site rules file for selection: `[select] rules = FILE`, once the settings have it
-        rules_file = getattr(getattr(settings, "select", None), "rules", None)
-        handler = make_study_handler(self.index, settings.staging_dir, rules_file)
+        handler = make_study_handler(self.index, settings.staging_dir, settings.select.rules)
         self.workers = [
             JobWorker(self.jobs, {STUDY_JOB: handler}, name=f"worker-{i}")
             for i in range(settings.jobs.workers)
         ]
+        self.clinical = ClinicalFactorStore(settings.data_dir / "clinical")
+        #: readiness probes by name; later stages add theirs (model loaded, destinations)
+        self.readiness: dict[str, Callable[[], tuple[bool, str]]] = {
+            "storage": self._storage_writable,
+            "job_store": self._job_store_reachable,
+        }
+        self.admin = None
+        self._collector: NodeCollector | None = None
+
+    def _storage_writable(self) -> tuple[bool, str]:
+        probe = self.settings.staging_dir / ".ready-probe"
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        if self.listener is not None and self.listener.handlers.disk.low():
+            return False, "free disk below the floor"
+        return True, "writable"
+
+    def _job_store_reachable(self) -> tuple[bool, str]:
+        counts = self.jobs.counts()
+        return True, f"{counts.get('queued', 0)} queued"
+
+    def _start_admin(self) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from mvi_node.admin.app import create_app
+        from mvi_node.admin.server import AdminServer
+
+        handlers = self.listener.handlers if self.listener else None
+        self._collector = NodeCollector(
+            self.index, self.jobs, self.settings.data_dir, lambda: handlers.active if handlers else 0
+        )
+        registry = CollectorRegistry()
+        registry.register(self._collector)
+        token = self.settings.admin.token.get_secret_value() if self.settings.admin.token else None
+        app = create_app(self.jobs, self.readiness, self.clinical, token, registry)
+        self.admin = AdminServer(app, self.settings.admin.host, self.settings.admin.port)
+        self.admin.start()
 
     def start(self) -> None:
         report = reconcile(self.settings.staging_dir, self.index)
@@ -99,6 +138,8 @@ class Node:
         self.watcher.start()
         for worker in self.workers:
             worker.start()
+        if self.settings.admin.enabled:
+            self._start_admin()
         log.info(
             "node up: %d listener process(es), quiet period %.1f s, %d temporary files cleared, %d re-indexed",
             count,
@@ -114,6 +155,8 @@ class Node:
 
     def stop(self) -> None:
         log.info("shutting down")
+        if self.admin is not None:
+            self.admin.stop()
         for proc in self.children:
             proc.terminate()
         if self.listener is not None:

@@ -62,12 +62,13 @@ class NodeProcess:
         self.config = config
         self.quiet = quiet
         self.env = {**os.environ, **(env or {})}
+        self.admin_port = free_port()
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-node.log"
 
     def start(self) -> "NodeProcess":
         cmd = [sys.executable, "-m", "mvi_node.cli", "serve", "--data-dir", str(self.data_dir)]
-        cmd += ["--port", str(self.port), "--quiet-seconds", str(self.quiet)]
+        cmd += ["--port", str(self.port), "--quiet-seconds", str(self.quiet), "--admin-port", str(self.admin_port)]
         if self.config:
             cmd += ["--config", str(self.config)]
         self._log = open(self.log_path, "ab")

@@ -48,7 +48,7 @@ def test_disk_floor_refuses_associations(node, tmp_path):
 
 
 def test_disk_floor_crossed_mid_association_answers_a700(tmp_path):
-    settings = load_settings(None, {"data_dir": str(tmp_path / "var"), "listener.port": free_port()})
+    settings = load_settings(None, {"data_dir": str(tmp_path / "var"), "listener.port": free_port(), "admin.enabled": False})
     node = Node(settings)
     node.start()
     try:

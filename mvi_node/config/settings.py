@@ -110,6 +110,18 @@ class CompletionSettings(_Section):
     poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
 
+class SelectSettings(_Section):
+    #: a site rules file layered over the shipped defaults (add, override or disable rules)
+    rules: Path | None = None
+
+    @field_validator("rules")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"rules file not found: {value}")
+        return value
+
+
 class JobSettings(_Section):
     backend: Literal["sqlite"] = "sqlite"
     max_attempts: int = Field(default=3, ge=1, le=100)
@@ -117,6 +129,7 @@ class JobSettings(_Section):
 
 
 class AdminSettings(_Section):
+    enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8642, ge=0, le=65535)
     token: SecretStr | None = None
@@ -137,6 +150,7 @@ class Settings(BaseSettings):
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     staging: StagingSettings = Field(default_factory=StagingSettings)
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
+    select: SelectSettings = Field(default_factory=SelectSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log_format: Literal["text", "json"] = "text"

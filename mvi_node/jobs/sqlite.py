@@ -171,6 +171,12 @@ class SqliteJobStore:
             out[state] = n
         return out
 
+    def oldest_created_at(self, state: JobState) -> float | None:
+        row = self._conn().execute(
+            "SELECT MIN(created_at) FROM jobs WHERE state = ?", (JobState(state).value,)
+        ).fetchone()
+        return row[0]
+
 
 def _job(row: sqlite3.Row) -> Job:
     return Job(

@@ -172,9 +172,13 @@ class StagingIndex:
             )
             return True
 
-    def count_duplicate(self) -> None:
+    def bump(self, name: str, by: int = 1) -> None:
+        """Count an event (a rejection, say) so every listener process shares one tally."""
         with self._tx() as db:
-            _bump(db, "duplicates")
+            _bump(db, name, by)
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._conn().execute("SELECT name, value FROM counters").fetchall())
 
     # -- completion side ----------------------------------------------------------
 
@@ -221,6 +225,13 @@ class StagingIndex:
         for series_uid, sop_uid in rows:
             out.setdefault(series_uid, []).append(sop_uid)
         return out
+
+    def completed_rounds(self) -> int:
+        """Rounds closed so far, over all studies."""
+        row = self._conn().execute(
+            "SELECT COALESCE(SUM(CASE WHEN state = 'complete' THEN round ELSE round - 1 END), 0) FROM studies"
+        ).fetchone()
+        return int(row[0])
 
     def counts(self) -> dict[str, int]:
         db = self._conn()

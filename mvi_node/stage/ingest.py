@@ -29,12 +29,17 @@ _DEFER = 1024
 
 
 class RejectedInstance(ValueError):
-    """The dataset cannot be staged; ``status`` is the DIMSE status to answer."""
+    """The dataset cannot be staged; ``status`` is the DIMSE status to answer.
 
-    def __init__(self, status: int, reason: str) -> None:
+    ``code`` is a short fixed label (metrics, alerting); ``reason`` is the sentence
+    sent back as ErrorComment and logged.
+    """
+
+    def __init__(self, status: int, reason: str, code: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.code = code
 
 
 # PS3.4 Annex B.2.3 Storage Service statuses
@@ -76,7 +81,7 @@ def parse_header(raw: bytes, transfer_syntax: str) -> ParsedHeader:
         try:
             data = zlib.decompress(raw, -zlib.MAX_WBITS)
         except zlib.error as exc:
-            raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, f"deflated dataset does not inflate: {exc}") from None
+            raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, f"deflated dataset does not inflate: {exc}", "undecodable") from None
     fp = io.BytesIO(data)
     found: dict[int, bytes] = {}
     count = 0
@@ -86,17 +91,17 @@ def parse_header(raw: bytes, transfer_syntax: str) -> ParsedHeader:
             if elem.tag in _WANTED and isinstance(elem.value, bytes):
                 found[elem.tag] = elem.value
     except (EOFError, InvalidDicomError, ValueError, KeyError, NotImplementedError, OverflowError, struct.error) as exc:
-        raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed: {type(exc).__name__}") from None
+        raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed: {type(exc).__name__}", "undecodable") from None
     # A deferred value is skipped by seeking: running past the end means truncation.
     if fp.tell() != len(data) or count == 0:
-        raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, "dataset is truncated")
+        raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, "dataset is truncated", "truncated")
     try:
         uids = {
             name: check_uid(found[tag].decode("ascii", "replace") if tag in found else None, name)
             for tag, name in _WANTED.items()
         }
     except InvalidUID as exc:
-        raise RejectedInstance(STATUS_DATASET_MISMATCH, str(exc)) from None
+        raise RejectedInstance(STATUS_DATASET_MISMATCH, str(exc), "invalid_uid") from None
     return ParsedHeader(
         sop_class_uid=uids["SOPClassUID"],
         sop_instance_uid=uids["SOPInstanceUID"],
@@ -130,9 +135,9 @@ class Stager:
         """
         header = parse_header(dataset, transfer_syntax)
         if header.sop_instance_uid != command_sop_instance:
-            raise RejectedInstance(STATUS_UID_MISMATCH, "SOPInstanceUID differs from the C-STORE request")
+            raise RejectedInstance(STATUS_UID_MISMATCH, "SOPInstanceUID differs from the C-STORE request", "uid_mismatch")
         if header.sop_class_uid != command_sop_class:
-            raise RejectedInstance(STATUS_DATASET_MISMATCH, "SOPClassUID differs from the C-STORE request")
+            raise RejectedInstance(STATUS_DATASET_MISMATCH, "SOPClassUID differs from the C-STORE request", "sop_class_mismatch")
         record = InstanceRecord(
             sop_instance_uid=header.sop_instance_uid,
             study_uid=header.study_uid,
@@ -150,6 +155,8 @@ class Stager:
         try:
             write_durably(path, file_meta_and_dataset, sync=self.sync)
         except OSError as exc:
-            raise RejectedInstance(STATUS_OUT_OF_RESOURCES, f"cannot write staged file: {os.strerror(exc.errno or 0)}") from None
+            raise RejectedInstance(
+                STATUS_OUT_OF_RESOURCES, f"cannot write staged file: {os.strerror(exc.errno or 0)}", "write_error"
+            ) from None
         is_new = self.index.add(record)
         return StoreOutcome(path, record, duplicate=not is_new)

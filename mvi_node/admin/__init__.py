@@ -1,0 +1,1 @@
+"""Admin HTTP API: health, readiness, metrics, jobs, clinical factors."""

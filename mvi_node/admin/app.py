@@ -1,0 +1,183 @@
+"""The admin API (FastAPI). Bound to 127.0.0.1 by default; a bearer token guards it
+whenever one is configured (and configuration insists on one off loopback).
+
+Responses carry UIDs, states and timings; never patient names, IDs or birth dates.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Callable
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from pydantic import BaseModel, Field
+
+from mvi_node import __version__
+from mvi_node.admin.clinical import ClinicalFactorsIn, ClinicalFactorStore
+from mvi_node.jobs.store import Job, JobState, JobStore
+
+#: a readiness check returns (ok, detail); detail is shown to operators
+ReadinessCheck = Callable[[], tuple[bool, str]]
+
+
+class JobSummary(BaseModel):
+    id: int
+    kind: str
+    state: JobState
+    attempts: int
+    max_attempts: int
+    created_at: float
+    updated_at: float
+    last_error: str | None = None
+
+
+class JobDetail(JobSummary):
+    key: str
+    not_before: float
+    payload: dict[str, Any]
+    result: dict[str, Any]
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, Check]
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    version: str = __version__
+
+
+class Stored(BaseModel):
+    key: str = Field(description="accession number or patient ID the factors are filed under")
+    stored: bool = True
+
+
+def _summary(job: Job) -> JobSummary:
+    return JobSummary(
+        id=job.id,
+        kind=job.kind,
+        state=job.state,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        last_error=job.last_error,
+    )
+
+
+def create_app(
+    jobs: JobStore,
+    checks: dict[str, ReadinessCheck],
+    clinical: ClinicalFactorStore,
+    token: str | None = None,
+    node_registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """``node_registry`` holds this node's store-backed collector; the process-wide
+    registry holds what stages record. Both are exposed on ``/metrics``."""
+    app = FastAPI(
+        title="mvi-node admin API",
+        version=__version__,
+        description="Health, readiness, metrics and job control of an mvi-node DICOM node.",
+    )
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorised(creds: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+        if creds is None or not hmac.compare_digest(creds.credentials.encode(), (token or "").encode()):
+            raise HTTPException(status_code=401, detail="bearer token required", headers={"WWW-Authenticate": "Bearer"})
+
+    # The spec declares bearer security only when a token is configured, so what
+    # /openapi.json promises is what the server enforces.
+    guarded = [Depends(authorised)] if token else []
+
+    @app.get("/healthz", response_model=Health, summary="The process is alive")
+    def healthz() -> Health:
+        return Health()
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "a check failed"}},
+        dependencies=guarded,
+        summary="Model loaded, storage writable, job store reachable, destinations answer C-ECHO",
+    )
+    def readyz(response: Response) -> Readiness:
+        results = {}
+        for name, check in checks.items():
+            try:
+                ok, detail = check()
+            except Exception as exc:  # a failing probe is a "not ready", not a 500
+                ok, detail = False, f"{type(exc).__name__}"
+            results[name] = Check(ok=ok, detail=detail)
+        ready = all(c.ok for c in results.values())
+        if not ready:
+            response.status_code = 503
+        return Readiness(ready=ready, checks=results)
+
+    @app.get(
+        "/metrics",
+        dependencies=guarded,
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
+    def metrics() -> Response:
+        body = generate_latest(REGISTRY)
+        if node_registry is not None:
+            body += generate_latest(node_registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/jobs", response_model=list[JobSummary], dependencies=guarded, summary="Jobs, newest first")
+    def list_jobs(
+        state: JobState | None = Query(default=None),
+        limit: int = Query(default=100, ge=1, le=1000),
+    ) -> list[JobSummary]:
+        return [_summary(j) for j in jobs.list(state, limit=limit)]
+
+    @app.get(
+        "/jobs/{job_id}",
+        response_model=JobDetail,
+        responses={404: {"description": "no such job"}},
+        dependencies=guarded,
+        summary="One job: selection report, timings, outputs, errors",
+    )
+    def get_job(job_id: int) -> JobDetail:
+        job = jobs.get(job_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail="no such job")
+        return JobDetail(**_summary(job).model_dump(), key=job.key, not_before=job.not_before, payload=job.payload, result=job.result)
+
+    @app.post(
+        "/jobs/{job_id}/retry",
+        response_model=JobSummary,
+        responses={404: {"description": "no such job"}, 409: {"description": "the job is running"}},
+        dependencies=guarded,
+        summary="Queue a job again with a fresh attempt budget",
+    )
+    def retry_job(job_id: int) -> JobSummary:
+        if jobs.get(job_id) is None:
+            raise HTTPException(status_code=404, detail="no such job")
+        try:
+            return _summary(jobs.requeue(job_id))
+        except ValueError:
+            raise HTTPException(status_code=409, detail="the job is running") from None
+
+    @app.post(
+        "/clinical-factors",
+        response_model=Stored,
+        status_code=201,
+        responses={400: {"description": "the body is not JSON"}},
+        dependencies=guarded,
+        summary="File clinical factors for an exam (by accession number or patient ID)",
+    )
+    def post_clinical_factors(body: ClinicalFactorsIn) -> Stored:
+        return Stored(key=clinical.put(body))
+
+    return app
