@@ -483,3 +483,64 @@ def test_job_result_holds_selection_of_the_whole_exam(tmp_path):
     got = {s["series_instance_uid"]: s["role"] for s in study["series"]}
     first, second = e.datasets[0].SeriesInstanceUID, e.datasets[-1].SeriesInstanceUID
     assert got == {first: "ct_arterial", second: "ct_portal_venous"}
+
+
+# --- real-world header habits -----------------------------------------------------------
+def test_exam_across_midnight():
+    e = Exam()
+    start = 86400 - 100  # 23:58:20
+    for t in (start, start + 100, start + 135, start + 300):  # the last two after midnight
+        e.series("Abdomen", time=t)
+    assert [u.role for u in one(select_datasets(e.datasets)).units] == [
+        "ct_non_contrast", "ct_arterial", "ct_portal_venous", "ct_delayed",
+    ]
+    e = Exam()
+    e.series("Abdomen", time=5.0, ContrastBolusStartTime=hms(86400 - 35))  # 40 s, across midnight
+    assert one(select_datasets(e.datasets)).units[0].role == "ct_arterial"
+
+
+def test_private_b_value_and_epi_without_b_value():
+    e = Exam(modality="MR")
+    (s,) = [e.series("", time=T0, Manufacturer="Philips", RepetitionTime=3000, EchoTime=30)]
+    for ds in s:
+        ds.add_new((0x2001, 0x1003), "FL", 800.0)
+    e.series("", time=T0 + 10, ScanningSequence=["SE", "EP"], RepetitionTime=4000, EchoTime=58)
+    exam = one(select_datasets(e.datasets))
+    assert [u.role for u in exam.units] == ["mr_dwi", "mr_dwi"]
+    assert exam.units[0].features["b_value_max"] == 800.0
+
+
+def test_t1_gre_without_tr_te_from_sequence_name():
+    e = Exam(modality="MR")
+    for t in (T0 - 60, T0, T0 + 40, T0 + 160):
+        e.series("", time=t, SequenceName="*fl3d1", ScanningSequence="GR")
+    assert [u.role for u in one(select_datasets(e.datasets)).units] == [
+        "mr_t1_pre", "mr_arterial", "mr_portal_venous", "mr_transitional",
+    ]
+
+
+def test_phases_sharing_one_time_are_not_guessed():
+    e = Exam(modality="MR")
+    s = e.series("dyn", time=T0, phases=3, phase_gap=0, **t1_gre())
+    for ds in s:
+        ds.AcquisitionTime = hms(T0)
+    exam = one(select_datasets(e.datasets))
+    assert len(exam.units) == 3 and {u.role for u in exam.units} == {"other"}
+    assert all("no rule matched" in u.reason for u in exam.units)
+
+
+@pytest.mark.parametrize(
+    "modality, description, role",
+    [
+        ("CT", "VNC 3mm", "other"),
+        ("CT", "Iodine map PV", "other"),
+        ("MR", "Locator", "other"),
+        ("MR", "ep2d_diff_EADC", "other"),
+        ("MR", "T1 fase simple", "mr_t1_pre"),
+        ("CT", "Fase simple", "ct_non_contrast"),
+    ],
+)
+def test_more_description_habits(modality, description, role):
+    e = Exam(modality=modality)
+    e.series(description, time=T0)
+    assert one(select_datasets(e.datasets)).units[0].role == role

@@ -46,7 +46,7 @@ ROLE_PHASE = {
     "mr_hepatobiliary": "hepatobiliary",
 }
 _TARGET_DELAY = {"ct_delayed": 180.0, "mr_transitional": 180.0, "mr_hepatobiliary": 1200.0}
-_EARLY_RE = re.compile(r"early|früh|frueh|precoce|tempran|(?<![a-z])(eap|ea)(?![a-z])|早期動脈|动脉早期|早期动脉", re.I)
+_EARLY_RE = re.compile(r"early|früh|frueh|precoce|precoz|tempran|(?<![a-z])(eap|ea)(?![a-z])|早期動脈|动脉早期|早期动脉", re.I)
 _LATE_ART_RE = re.compile(r"late|spät|spaet|tardi|(?<![a-z])lap(?![a-z])|後期動脈|动脉晚期|晚期动脉", re.I)
 
 
@@ -144,7 +144,11 @@ def _family(u: Unit, modality: str) -> bool:
 
 def _run_timeline(units: list[Unit], modality: str) -> list[timeline.Point]:
     members = [u for u in units if _family(u, modality) and u.features.get("acquisition_seconds") is not None]
-    points = timeline.cluster([(u.features["acquisition_seconds"], u.series_uid, u) for u in members])
+    times = [u.features["acquisition_seconds"] for u in members]
+    if times and max(times) - min(times) > 43200:
+        # an exam across midnight: after-midnight times continue the day before
+        times = [t + 86400 if t < 43200 else t for t in times]
+    points = timeline.cluster([(t, u.series_uid, u) for t, u in zip(times, members)])
     with_agent = any(u.features.get("agent_class") not in ("unknown", "none") for u in members)
     for p in points:
         known = {ROLE_PHASE[u.pass1] for u in p.members if u.pass1 in ROLE_PHASE}

@@ -247,10 +247,17 @@ def _trigger_offsets(phases: list[Unit]) -> None:
     for group in by_series.values():
         acq = {u.features["acquisition_seconds"] for u in group}
         trig = [u.features["trigger_time_ms"] for u in group]
-        if len(acq) == 1 and None not in acq and None not in trig and len(set(trig)) == len(group):
+        if len(acq) != 1 or None in acq:
+            continue
+        if None not in trig and len(set(trig)) == len(group):
             for u in group:
                 u.features["acquisition_seconds"] += u.features["trigger_time_ms"] / 1000.0
                 u.features["time_source"] = "AcquisitionTime+TriggerTime"
+        else:
+            # one time for every phase: their order is known, their spacing is not
+            for u in group:
+                u.features["acquisition_seconds"] = None
+                u.features["time_source"] = "phases share one acquisition time"
 
 
 def orientation(ds: Dataset) -> str:
@@ -300,17 +307,28 @@ def agent_text(ds: Dataset) -> str:
     return " ".join(p for p in parts if p.strip())
 
 
+# Private b-value elements, trusted only for their manufacturer (no creator check needed
+# for a hint): GE (0043,1039) first value (sometimes + 1e9), Siemens CSA (0019,100C),
+# Philips (2001,1003).
+_PRIVATE_B = (("GE", (0x0043, 0x1039)), ("SIEMENS", (0x0019, 0x100C)), ("PHILIPS", (0x2001, 0x1003)))
+_T1_GRE_NAME = re.compile(r"fl3d|vibe|lava|thrive|tfe3d|t1ffe|quick ?3d|disco|twist|star[- ]?vibe|fame|radial vibe", re.I)
+
+
 def _b_value(ds: Dataset) -> float | None:
     b = _float(ds.get("DiffusionBValue"))
     if b is not None:
         return b
-    # GE keeps it in (0043,1039), first value, sometimes offset by 1e9
-    elem = ds.get((0x0043, 0x1039))
-    if elem is not None:
-        v = _float(elem.value if hasattr(elem, "value") else elem)
-        if v is not None:
-            return v % 1_000_000_000
-    # Siemens SequenceName "*ep_b800t", Philips/Canon "b800" in descriptions is left to rules
+    maker = str(ds.get("Manufacturer", "") or "").upper()
+    for vendor, tag in _PRIVATE_B:
+        elem = ds.get(tag)
+        if elem is not None and vendor in maker:
+            raw = elem.value if hasattr(elem, "value") else elem
+            if isinstance(raw, bytes):
+                raw = raw.decode("ascii", "ignore").strip("\x00 ").split("\\")[0]
+            v = _float(raw)
+            if v is not None:
+                return v % 1_000_000_000
+    # Siemens SequenceName "*ep_b800t"
     m = re.search(r"ep_b(\d+)", str(ds.get("SequenceName", "") or ""))
     return float(m.group(1)) if m else None
 
@@ -318,10 +336,12 @@ def _b_value(ds: Dataset) -> float | None:
 def mr_sequence(ds: Dataset, b_max: float | None) -> str:
     """Coarse MR weighting from acquisition parameters (not from the description).
 
-    dwi: a b-value > 0 (DiffusionBValue, GE private, Siemens SequenceName) or ImageType
-    DIFFUSION/TRACE; adc: ImageType ADC; t1_gre: gradient echo (ScanningSequence GR) with
-    TR < 15 ms and TE < 5 ms (VIBE/LAVA/THRIVE dynamics); t1_2d: gradient echo with
-    TR < 400 ms and TE < 10 ms (in/opposed-phase); t2: TE >= 60 ms.
+    adc: ImageType ADC; dwi: a b-value > 0 (DiffusionBValue, vendor private, Siemens
+    SequenceName), ImageType DIFFUSION/TRACE, or spin-echo EPI (ScanningSequence EP) with
+    TE >= 40 ms; t2: TE >= 60 ms; t1_gre: gradient echo (ScanningSequence GR) with
+    TR < 15 ms and TE < 5 ms (VIBE/LAVA/THRIVE dynamics), or without TR/TE a 3D GR
+    (MRAcquisitionType) or a 3D T1 SequenceName (fl3d, LAVA, THRIVE, Quick3D...);
+    t1_2d: gradient echo with TR < 400 ms and TE < 10 ms (in/opposed-phase).
     """
     itype = " ".join(_strs(ds.get("ImageType"))).upper()
     if re.search(r"\bADC\b|APPARENT", itype):
@@ -329,15 +349,21 @@ def mr_sequence(ds: Dataset, b_max: float | None) -> str:
     if (b_max or 0) > 0 or re.search(r"DIFFUSION|TRACE", itype):
         return "dwi"
     tr, te = _float(ds.get("RepetitionTime")), _float(ds.get("EchoTime"))
-    seq = " ".join(_strs(ds.get("ScanningSequence"))).upper()
+    seq = " ".join(_strs(ds.get("ScanningSequence"))).upper().split()
+    if "EP" in seq and "GR" not in seq and te is not None and te >= 40:
+        return "dwi"
     if te is not None and te >= 60:
         return "t2"
-    gre = "GR" in seq.split() or (tr is not None and tr < 15 and "SE" not in seq.split())
+    gre = "GR" in seq or (tr is not None and tr < 15 and "SE" not in seq)
     if gre and tr is not None and te is not None:
         if tr < 15 and te < 5:
             return "t1_gre"
         if tr < 400 and te < 10:
             return "t1_2d"
+    if tr is None or te is None:
+        three_d = str(ds.get("MRAcquisitionType", "") or "").upper() == "3D"
+        if (three_d and "GR" in seq) or _T1_GRE_NAME.search(str(ds.get("SequenceName", "") or "")):
+            return "t1_gre"
     return "unknown"
 
 

@@ -70,6 +70,11 @@ class Point:
     note: str = ""
 
 
+def _diff(later: float, earlier: float) -> float:
+    """Seconds from ``earlier`` to ``later`` on a 24 h clock (an exam may cross midnight)."""
+    return (later - earlier + 43200) % 86400 - 43200
+
+
 def phase_of(delay: float, modality: str) -> str:
     if delay < NON_CONTRAST_MAX:
         return "non_contrast"
@@ -137,7 +142,7 @@ def solve(points: list[Point], modality: str) -> None:
     starts = [p.bolus_start for p in points if p.bolus_start is not None]
     if starts:
         common = Counter(starts).most_common(1)[0][0]
-        delays = [p.time - (p.bolus_start if p.bolus_start is not None else common) for p in points]
+        delays = [_diff(p.time, p.bolus_start if p.bolus_start is not None else common) for p in points]
         # a start after every acquisition is a clock or entry error: do not trust it
         if any(d >= NON_CONTRAST_MAX for d in delays):
             for p, d in zip(points, delays):
