@@ -544,3 +544,22 @@ def test_more_description_habits(modality, description, role):
     e = Exam(modality=modality)
     e.series(description, time=T0)
     assert one(select_datasets(e.datasets)).units[0].role == role
+
+
+def test_enhanced_mr_parameters_from_functional_groups():
+    e = Exam(modality="MR")
+    (s,) = [e.series("", time=T0, slices=1, SOPClassUID="1.2.840.10008.5.1.4.1.1.4.1", NumberOfFrames=40)]
+    ds = s[0]
+    del ds.ImageOrientationPatient
+    timing, echo, orient = Dataset(), Dataset(), Dataset()
+    timing.RepetitionTime, timing.FlipAngle = 1500.0, 150
+    echo.EffectiveEchoTime = 95.0
+    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared = Dataset()
+    shared.MRTimingAndRelatedParametersSequence = [timing]
+    shared.MREchoSequence = [echo]
+    shared.PlaneOrientationSequence = [orient]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.EchoPulseSequence = "SPIN"
+    unit = one(select_datasets(e.datasets)).units[0]
+    assert unit.features["orientation"] == "axial" and unit.role == "mr_t2"

@@ -224,3 +224,33 @@ def test_ruleset_first_match_respects_only_filter():
     ds = _ds(Modality="CT")
     assert rules.first_match(ds, {})[0].name == "a"
     assert rules.first_match(ds, {}, only=lambda r: r.name == "b")[0].name == "b"
+
+
+def test_site_rule_on_rank_and_spacing_of_contrast_series(tmp_path):
+    exam = Exam()
+    exam.series("Abdomen", time=36000)
+    exam.series("Abdomen", time=36300)  # native + one contrast scan: its phase is ambiguous
+    units = select_datasets(exam.datasets)[0].units
+    assert [u.role for u in units] == ["ct_non_contrast", "other"] and "ambiguous" in units[1].reason
+
+    site = tmp_path / "site.toml"
+    site.write_text(
+        """
+[[rule]]
+name = "site-single-phase-is-portal"
+role = "ct_portal_venous"
+priority = 310
+reason = "site protocol: a lone contrast scan >= 2 min after the native one is portal venous"
+when.all = [
+  { tag = "Modality", in = ["CT"] },
+  { feature = "contrast_count", in = [1] },
+  { feature = "contrast_rank", in = [1] },
+  { feature = "gap_prev_s", min = 120 },
+  { feature = "timing_phase", not_in = ["non_contrast"] },
+]
+""",
+        encoding="utf-8",
+    )
+    units = select_datasets(exam.datasets, load_rules(site))[0].units
+    assert [u.role for u in units] == ["ct_non_contrast", "ct_portal_venous"]
+    assert "gap_prev_s=300.0" in units[1].reason and "site protocol" in units[1].reason

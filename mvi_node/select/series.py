@@ -156,6 +156,37 @@ class Unit:
         return self.datasets[0]
 
 
+# Enhanced (multi-frame) MR/CT keep acquisition parameters in functional groups, some
+# under other names; EchoPulseSequence stands for ScanningSequence.
+_ENHANCED_NAMES = {"EchoTime": "EffectiveEchoTime", "ScanningSequence": "EchoPulseSequence"}
+_PULSE = {"GRADIENT": "GR", "SPIN": "SE", "BOTH": "GR"}
+
+
+def param(ds: Dataset, keyword: str) -> Any:
+    """An attribute at the top level, else in the shared (then first per-frame)
+    functional groups of an enhanced multi-frame object (e.g. RepetitionTime in
+    MRTimingAndRelatedParametersSequence, SliceThickness in PixelMeasuresSequence)."""
+    value = ds.get(keyword)
+    if value is not None and value != "":
+        return value
+    alt = _ENHANCED_NAMES.get(keyword, keyword)
+    if alt != keyword and ds.get(alt) not in (None, ""):
+        value = ds.get(alt)
+        return _PULSE.get(str(value).upper(), value) if keyword == "ScanningSequence" else value
+    for groups_kw in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(groups_kw)
+        if not groups:
+            continue
+        for elem in groups[0]:
+            if elem.VR != "SQ" or not elem.value:
+                continue
+            item = elem.value[0]
+            for kw in (keyword, alt):
+                if kw in item and item.get(kw) not in (None, ""):
+                    return item.get(kw)
+    return None
+
+
 def _instance_key(ds: Dataset) -> tuple:
     return (_float(ds.get("InstanceNumber")) or 0.0, str(ds.get("SOPInstanceUID", "")))
 
@@ -315,7 +346,7 @@ _T1_GRE_NAME = re.compile(r"fl3d|vibe|lava|thrive|tfe3d|t1ffe|quick ?3d|disco|tw
 
 
 def _b_value(ds: Dataset) -> float | None:
-    b = _float(ds.get("DiffusionBValue"))
+    b = _float(param(ds, "DiffusionBValue"))
     if b is not None:
         return b
     maker = str(ds.get("Manufacturer", "") or "").upper()
@@ -348,8 +379,8 @@ def mr_sequence(ds: Dataset, b_max: float | None) -> str:
         return "adc"
     if (b_max or 0) > 0 or re.search(r"DIFFUSION|TRACE", itype):
         return "dwi"
-    tr, te = _float(ds.get("RepetitionTime")), _float(ds.get("EchoTime"))
-    seq = " ".join(_strs(ds.get("ScanningSequence"))).upper().split()
+    tr, te = _float(param(ds, "RepetitionTime")), _float(param(ds, "EchoTime"))
+    seq = " ".join(_strs(param(ds, "ScanningSequence"))).upper().split()
     if "EP" in seq and "GR" not in seq and te is not None and te >= 40:
         return "dwi"
     if te is not None and te >= 60:
@@ -399,7 +430,7 @@ def unit_features(datasets: list[Dataset]) -> dict[str, Any]:
         "frames": frames,
         "distinct_positions": len(positions),
         "orientation": orientation(ds) if is_image else "none",
-        "slice_thickness": _float(ds.get("SliceThickness")),
+        "slice_thickness": _float(param(ds, "SliceThickness")),
         "acquisition_seconds": acq,
         "time_source": next((src for t, src in times if t is not None), ""),
         "trigger_time_ms": trig,
@@ -424,9 +455,9 @@ def unit_features(datasets: list[Dataset]) -> dict[str, Any]:
         features["b_value_max"] = max(bvals) if bvals else None
         features["mr_sequence"] = mr_sequence(ds, features["b_value_max"])
         features["fat_sat"] = _fat_sat(ds)
-        features["repetition_time"] = _float(ds.get("RepetitionTime"))
-        features["echo_time"] = _float(ds.get("EchoTime"))
-        features["flip_angle"] = _float(ds.get("FlipAngle"))
+        features["repetition_time"] = _float(param(ds, "RepetitionTime"))
+        features["echo_time"] = _float(param(ds, "EchoTime"))
+        features["flip_angle"] = _float(param(ds, "FlipAngle"))
     return features
 
 
