@@ -131,3 +131,27 @@ def node(tmp_path):
 def ct300(tmp_path_factory) -> list[Path]:
     """One 300-slice 512x512 CT series (about 150 MB)."""
     return plain_ct_series(tmp_path_factory.mktemp("ct300"), slices=300, matrix=512, seed=300)
+
+
+@pytest.fixture
+def raw_sender():
+    """A pynetdicom SCU that sends CT files byte-for-byte (no re-encoding, so broken
+    datasets reach the node as they are)."""
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE, _config as pynetdicom_config
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+    ae = AE(ae_title="BADSENDER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+
+    def send(port: int, path: Path):
+        assoc = ae.associate("127.0.0.1", port, ae_title="MVI_NODE")
+        assert assoc.is_established
+        try:
+            return assoc.send_c_store(path)
+        finally:
+            assoc.release()
+
+    yield send
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = False

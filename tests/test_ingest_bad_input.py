@@ -6,34 +6,13 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
-from pynetdicom import AE, _config as pynetdicom_config
-from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+from pydicom.uid import SecondaryCaptureImageStorage
 
 from conftest import echoscu, storescu
 from mvi_node.synth.plain_series import plain_ct_series
 
 SECRET_NAME = "SECRETNAME^TOPSECRET"
 SECRET_ID = "PID-7731-SECRET"
-
-
-@pytest.fixture
-def raw_sender():
-    """A pynetdicom SCU that sends files byte-for-byte (no re-encoding)."""
-    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
-    ae = AE(ae_title="BADSENDER")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-
-    def send(port: int, path: Path):
-        assoc = ae.associate("127.0.0.1", port, ae_title="MVI_NODE")
-        assert assoc.is_established
-        try:
-            return assoc.send_c_store(path)
-        finally:
-            assoc.release()
-
-    yield send
-    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = False
 
 
 def _one_ct(tmp_path: Path) -> Path:

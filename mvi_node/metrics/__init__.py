@@ -20,6 +20,7 @@ from mvi_node.metrics.registry import (
     STAGE_SECONDS,
     STAGES,
     observe_stage,
+    record_stage,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "STAGES",
     "STAGE_SECONDS",
     "observe_stage",
+    "record_stage",
 ]

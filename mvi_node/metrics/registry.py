@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from prometheus_client import Counter, Gauge, Histogram
+
+log = logging.getLogger("mvi_node.stages")
 
 #: the stages an exam passes through; ``end_to_end`` spans study complete -> last result sent
 STAGES = (
@@ -26,10 +29,10 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
 )
-SERIES_SELECTED = Counter("mvi_series_selected_total", "Series given a role by selection", ["role"])
-EXAMS_SKIPPED = Counter("mvi_exams_skipped_total", "Exams not inferred, by reason", ["reason"])
-RESULTS_SENT = Counter("mvi_results_sent_total", "Result instances acknowledged by a destination", ["destination"])
-RESULTS_FAILED = Counter("mvi_results_failed_total", "Result sends that failed, by destination", ["destination"])
+SERIES_SELECTED = Counter("mvi_series_selected", "Series given a role by selection", ["role"])
+EXAMS_SKIPPED = Counter("mvi_exams_skipped", "Exams not inferred, by reason", ["reason"])
+RESULTS_SENT = Counter("mvi_results_sent", "Result instances acknowledged by a destination", ["destination"])
+RESULTS_FAILED = Counter("mvi_results_failed", "Result sends that failed, by destination", ["destination"])
 PREDICTED_PROBABILITY = Histogram(
     "mvi_predicted_probability",
     "Predicted MVI probability per exam (watch for drift)",
@@ -44,13 +47,24 @@ for _stage in STAGES:
     STAGE_SECONDS.labels(stage=_stage)
 
 
-@contextmanager
-def observe_stage(stage: str) -> Iterator[None]:
-    """Time a block into ``mvi_stage_duration_seconds{stage=...}``."""
+def record_stage(stage: str, seconds: float, job_id: int | None = None, study_uid: str | None = None) -> None:
+    """One histogram sample and one log line (``stage``, ``job_id``, ``seconds`` fields)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
+    STAGE_SECONDS.labels(stage=stage).observe(seconds)
+    extra = {"stage": stage, "seconds": round(seconds, 4)}
+    if job_id is not None:
+        extra["job_id"] = job_id
+    if study_uid is not None:
+        extra["study_uid"] = study_uid
+    log.info("stage %s took %.3f s (job %s)", stage, seconds, job_id if job_id is not None else "-", extra=extra)
+
+
+@contextmanager
+def observe_stage(stage: str, job_id: int | None = None, study_uid: str | None = None) -> Iterator[None]:
+    """Time a block into ``mvi_stage_duration_seconds{stage=...}`` and the stage log."""
     start = time.monotonic()
     try:
         yield
     finally:
-        STAGE_SECONDS.labels(stage=stage).observe(time.monotonic() - start)
+        record_stage(stage, time.monotonic() - start, job_id, study_uid)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from mvi_node.jobs.store import JobStore
+from mvi_node.metrics import record_stage
 from mvi_node.stage.index import StagingIndex
 
 log = logging.getLogger("mvi_node.stage")
@@ -38,6 +40,7 @@ class CompletionWatcher:
         for due in self.index.due_studies(self.quiet_seconds):
             if self.index.mark_complete(due):
                 closed += 1
+                record_stage("receive_to_complete", time.time() - due.first_received, study_uid=due.study_uid)
                 log.info("study %s round %d complete: %d instances", due.study_uid, due.round, due.instances)
         for study_uid, round_no, instances in self.index.awaiting_job():
             job = self.jobs.enqueue(
