@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from mvi_node.synth import generate_ct, generate_mr, make_exam, simulate_exam
+from mvi_node.synth import generate_ct, make_exam, simulate_exam
 from mvi_node.synth.anatomy import L
 from mvi_node.synth.clinical import draw_clinical
 from mvi_node.synth.manifest import ROLES

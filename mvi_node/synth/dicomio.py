@@ -1,8 +1,9 @@
 """Turn rendered arrays into DICOM files with the modules a PACS and a selector read.
 
 UIDs are derived from the exam key and fixed dates/times are used, so a seed always
-produces the same bytes; one Dataset per series is reused and only its per-instance
-attributes are rewritten, which keeps writing a 200-image exam well under a second.
+produces the same bytes. Each series' shared attributes are encoded once and only the
+per-instance elements are encoded per file (pydicom's ``save_as`` per image was ~80% of
+the generation time), which keeps writing a 200-image exam well under a second.
 """
 
 from __future__ import annotations
@@ -13,11 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+import pydicom
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import correct_ambiguous_vr, write_data_element
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
 from mvi_node.synth.spec import ExamSpec
 from mvi_node.synth.vendors import VENDOR_PROFILES
+
+
+IMPLEMENTATION_VERSION = f"PYDICOM {pydicom.__version__}"[:16]
 
 
 def derive_uid(*parts: Any) -> str:
@@ -156,34 +166,57 @@ def write_series(ctx: ExamContext, plan: SeriesPlan) -> list[Path]:
     for k, v in plan.tags.items():
         if v is not None:
             setattr(ds, k, v)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = plan.sop_class
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
     out_dir = ctx.series_dir(plan.number)
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = np.int16 if px["PixelRepresentation"] else np.uint16
+    correct_ambiguous_vr(ds, True)
+    encodings = convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
+    static = {e.tag: _encode(e, encodings) for e in ds}
+    axial = list(plan.orientation[:6]) == [1, 0, 0, 0, 1, 0]
     paths = []
     for i in range(n):
         sop = derive_uid(plan.uid, i)
-        ds.SOPInstanceUID = sop
-        meta.MediaStorageSOPInstanceUID = sop
-        ds.InstanceNumber = i + 1
+        dyn = Dataset()
+        dyn.SOPInstanceUID = sop
+        dyn.InstanceNumber = i + 1
         if plan.plane:
-            ds.ImagePositionPatient = [round(float(v), 4) for v in plan.positions[i]]
-            if list(plan.orientation[:6]) == [1, 0, 0, 0, 1, 0]:
-                ds.SliceLocation = round(float(plan.positions[i][2]), 4)
-        ds.AcquisitionTime = tm(plan.acq_times[i])
-        ds.ContentTime = tm(plan.acq_times[i])
-        if plan.per_instance:
-            for k, v in plan.per_instance[i].items():
-                setattr(ds, k, v)
-        ds.PixelData = np.ascontiguousarray(plan.images[i], dtype=dtype).tobytes()
+            dyn.ImagePositionPatient = [round(float(v), 4) for v in plan.positions[i]]
+            if axial:
+                dyn.SliceLocation = round(float(plan.positions[i][2]), 4)
+        dyn.AcquisitionTime = tm(plan.acq_times[i])
+        dyn.ContentTime = tm(plan.acq_times[i])
+        for k, v in (plan.per_instance[i] if plan.per_instance else {}).items():
+            setattr(dyn, k, v)
+        elems = dict(static)
+        elems.update({e.tag: _encode(e, encodings) for e in dyn})
+        pixels = np.ascontiguousarray(plan.images[i], dtype=dtype).tobytes()
+        elems[Tag(0x7FE00010)] = _encode(DataElement(0x7FE00010, "OW", pixels), encodings)
         path = out_dir / f"I{i + 1:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        path.write_bytes(_file_meta(plan.sop_class, sop) + b"".join(elems[t] for t in sorted(elems)))
         paths.append(path)
     return paths
+
+
+def _encode(elem: DataElement, encodings: list[str]) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    write_data_element(fp, elem, encodings)
+    return fp.getvalue()
+
+
+def _file_meta(sop_class: str, sop_instance: str) -> bytes:
+    """Preamble, DICM and the group 2 elements (Explicit VR Little Endian)."""
+    items = [
+        DataElement(0x00020001, "OB", b"\x00\x01"),
+        DataElement(0x00020002, "UI", sop_class),
+        DataElement(0x00020003, "UI", sop_instance),
+        DataElement(0x00020010, "UI", ExplicitVRLittleEndian),
+        DataElement(0x00020012, "UI", PYDICOM_IMPLEMENTATION_UID),
+        DataElement(0x00020013, "SH", IMPLEMENTATION_VERSION),
+    ]
+    body = b"".join(_encode(e, ["iso8859"]) for e in items)
+    return b"\x00" * 128 + b"DICM" + _encode(DataElement(0x00020000, "UL", len(body)), ["iso8859"]) + body
 
 
 def to_stored(values: np.ndarray, slope: float, intercept: float, signed: bool, bits: int) -> np.ndarray:

@@ -209,7 +209,8 @@ def mr_plans(sim: MRSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
               "BodyPartExamined": "ABDOMEN", "NumberOfAverages": 1, "PatientPosition": "HFS",
               "ProtocolName": "LIVER EOB" if eob else "LIVER DYN", "AcquisitionNumber": 1}
     dyn = {"ScanningSequence": "GR", "SequenceVariant": v.mr_dyn_variant, "ScanOptions": v.mr_dyn_options,
-           "MRAcquisitionType": "3D", "SequenceName": v.mr_dyn_seq,
+           "MRAcquisitionType": "3D",
+           "SequenceName": "THRIVE" if (v.key == "philips" and fs == 1.5) else v.mr_dyn_seq,
            "RepetitionTime": 3.9 if fs == 1.5 else 3.2, "EchoTime": 1.8 if fs == 1.5 else 1.3,
            "FlipAngle": 10 if eob else 12, "EchoTrainLength": 1, "WindowCenter": 500, "WindowWidth": 1000}
 
