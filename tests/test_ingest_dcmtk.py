@@ -154,3 +154,32 @@ def test_sigterm_shuts_down_cleanly(node):
     assert echoscu(n.port).returncode == 0
     assert n.stop() == 0
     assert "stopped" in n.log_text()
+
+
+def test_listener_processes_share_the_port(node, tmp_path):
+    n = node(quiet=1.5, env={"MVI_LISTENER__WORKERS": "2"})
+    folders = []
+    for i in range(4):
+        folder = tmp_path / f"s{i}"
+        plain_ct_series(folder, slices=10, matrix=128, seed=2000 + i, patient_id=f"W{i}")
+        folders.append(folder)
+    results = [None] * 4
+
+    def send(i: int) -> None:
+        results[i] = storescu(n.port, folders[i], calling=f"W{i}")
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.returncode == 0 for r in results)
+    st = n.wait_jobs(4)
+    assert st["instances"] == 40 and st["jobs"]["done"] == 4
+    assert n.log_text().count("listening as MVI_NODE") == 2  # parent + one child
+    # A killed parent takes its listener children with it: the port is free again.
+    n.kill9()
+    time.sleep(1.0)
+    assert echoscu(n.port).returncode != 0
+    n.start()
+    assert echoscu(n.port).returncode == 0
