@@ -563,3 +563,15 @@ def test_enhanced_mr_parameters_from_functional_groups():
     ds.EchoPulseSequence = "SPIN"
     unit = one(select_datasets(e.datasets)).units[0]
     assert unit.features["orientation"] == "axial" and unit.role == "mr_t2"
+
+
+def test_bolus_start_contradicting_descriptions_falls_back_to_order():
+    e = Exam()
+    wrong = hms(T0 + 95)  # the console stored the tracking scan's start, not the injection
+    e.series("Abdomen nativ", time=T0, ContrastBolusStartTime=wrong)
+    e.series("Abdomen arteriell", time=T0 + 100, ContrastBolusStartTime=wrong)
+    e.series("Abdomen", time=T0 + 135, ContrastBolusStartTime=wrong)
+    e.series("Abdomen", time=T0 + 300, ContrastBolusStartTime=wrong)
+    exam = one(select_datasets(e.datasets))
+    assert [u.role for u in exam.units] == ["ct_non_contrast", "ct_arterial", "ct_portal_venous", "ct_delayed"]
+    assert "contradicts the descriptions" in exam.units[2].reason

@@ -356,7 +356,7 @@ def _unit_order(u: Unit) -> tuple:
         number = int(u.ds.get("SeriesNumber") or 0)
     except (TypeError, ValueError):
         number = 0
-    return (u.study_uid, number, u.series_uid, u.phase or 0)
+    return (number, u.study_uid, u.series_uid, u.phase or 0)
 
 
 def select_datasets(datasets: Iterable[Dataset], rules: RuleSet | None = None) -> list[Exam]:

@@ -231,7 +231,8 @@ class Condition:
         parts = []
         for op, arg in self.ops:
             if op == "regex":
-                parts.append(f"~ /{arg.pattern}/")
+                pattern = arg.pattern if len(arg.pattern) <= 60 else arg.pattern[:57] + "..."
+                parts.append(f"~ /{pattern}/")
             elif op == "min":
                 parts.append(f">= {arg:g}")
             elif op == "max":

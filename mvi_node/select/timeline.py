@@ -136,7 +136,12 @@ def _assign(points: list[Point], injection: float, modality: str) -> tuple[float
 
 
 def solve(points: list[Point], modality: str) -> None:
-    """Give every point a phase, a delay and the basis it was decided on."""
+    """Give every point a phase, a delay and the basis it was decided on.
+
+    ContrastBolusStartTime is used unless it contradicts what descriptions/agent tags
+    say while the order and spacing agree with them (some consoles store the start of
+    the bolus-tracking scan, not of the injection): then the order wins, with a note.
+    """
     if not points:
         return
     starts = [p.bolus_start for p in points if p.bolus_start is not None]
@@ -145,10 +150,23 @@ def solve(points: list[Point], modality: str) -> None:
         delays = [_diff(p.time, p.bolus_start if p.bolus_start is not None else common) for p in points]
         # a start after every acquisition is a clock or entry error: do not trust it
         if any(d >= NON_CONTRAST_MAX for d in delays):
-            for p, d in zip(points, delays):
-                p.delay, p.basis = round(d, 1), "bolus_start"
-                p.phase = phase_of(d, modality)
+            phases = [phase_of(d, modality) for d in delays]
+            conflicts = sum(1 for p, ph in zip(points, phases) if p.known and p.known != ph)
+            if not conflicts or not _solve_by_order(points, modality, max_conflicts=conflicts - 1):
+                for p, d, ph in zip(points, delays, phases):
+                    p.delay, p.basis, p.phase, p.note = round(d, 1), "bolus_start", ph, ""
+                return
+            for p in points:
+                p.note = (p.note + "; " if p.note else "") + (
+                    "ContrastBolusStartTime contradicts the descriptions; order and spacing used"
+                )
             return
+    _solve_by_order(points, modality)
+
+
+def _solve_by_order(points: list[Point], modality: str, max_conflicts: int | None = None) -> bool:
+    """Estimate the injection time; False (points untouched) when no reading fits or
+    the best one contradicts more than ``max_conflicts`` stated phases."""
     candidates = set()
     centres = [0.0, 22.0] + [c for _n, _s, c, *_ in _WINDOWS[modality]]
     for p in points:
@@ -160,11 +178,15 @@ def solve(points: list[Point], modality: str) -> None:
         if result is not None:
             scored.append((result[0], inj, result[1]))
     if not scored:
-        for p in points:
-            p.note = "order and spacing fit no liver protocol"
-        return
+        if max_conflicts is None:
+            for p in points:
+                p.note = "order and spacing fit no liver protocol"
+        return False
     scored.sort(key=lambda s: (s[0], s[1]))
     best_cost, best_inj, best = scored[0]
+    if max_conflicts is not None:
+        if sum(1 for p, ph in zip(points, best) if p.known and p.known != ph) > max_conflicts:
+            return False
     rivals = [s for s in scored[1:] if s[0] - best_cost < _AMBIGUOUS and s[2] != best]
     for i, p in enumerate(points):
         p.delay, p.basis = round(p.time - best_inj, 1), "order"
@@ -174,3 +196,4 @@ def solve(points: list[Point], modality: str) -> None:
             p.note = f"timing ambiguous: {best[i]} or {disagree[0][2][i]} fit the order and spacing equally well"
         else:
             p.phase = best[i]
+    return True
