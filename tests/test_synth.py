@@ -117,6 +117,18 @@ def test_roles_per_vendor_and_agent(tmp_path: Path) -> None:
             assert set(e["recipes"]["mr_3seq_grade"]) == {"mr_t1_pre", "mr_portal_venous", "mr_transitional"}
 
 
+def test_roi_sr_annotation(tmp_path: Path) -> None:
+    e = make_exam(tmp_path, "mr", 8, 0, matrix=64, annotations="sr", hard_cases="none", agent="gd-eob")
+    (uid,) = [u for u, r in e["series"].items() if r == "annotation"]
+    sr = pydicom.dcmread(_series_files(tmp_path, e, uid)[0])
+    assert sr.Modality == "SR" and sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    refs = {i.ReferencedSeriesSequence[0].SeriesInstanceUID for i in sr.CurrentRequestedProcedureEvidenceSequence}
+    assert refs == {e["annotation_reference"]}
+    if DCIODVFY:
+        res = subprocess.run([DCIODVFY, str(_series_files(tmp_path, e, uid)[0])], capture_output=True, text=True)
+        assert not [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+
+
 def test_seg_on_portal_references_portal_series(tmp_path: Path) -> None:
     import highdicom as hd
 

@@ -1,8 +1,9 @@
-"""Radiologist annotations as they arrive at a node: a DICOM SEG or a circle GSPS.
+"""Radiologist annotations as they arrive at a node: DICOM SEG, circle GSPS, ROI SR.
 
-Every recipe needs an ROI; sites deliver it either as a segmentation object or as
-circles drawn on key images (the 000 paper's workflow). Both are produced with
-highdicom so their structure matches what real viewers write.
+Every recipe needs an ROI; sites deliver it as a segmentation object, as circles drawn
+on key images (the 000 paper's workflow; GSPS) or as a TID 1500 measurement report with
+planar circle ROIs. All are produced with highdicom so their structure matches what
+real viewers write.
 """
 
 from __future__ import annotations
@@ -115,4 +116,58 @@ def write_gsps(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: li
     out = ctx.series_dir(number) / "I0001.dcm"
     out.parent.mkdir(parents=True, exist_ok=True)
     pr.save_as(out, enforce_file_format=True)
+    return uid, out
+
+
+def write_roi_sr(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: list[int], truth: np.ndarray,
+                 number: int, when: dt.datetime) -> tuple[str, Path]:
+    """TID 1500 measurement report: one planar CIRCLE ROI per lesion on its largest slice."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    uid = derive_uid(ctx.spec.key(), "roi-sr")
+    groups, evidence = [], []
+    for k in [int(v) for v in np.unique(truth) if v]:
+        z = int(np.argmax((truth == k).sum(axis=(1, 2))))
+        (src,) = _sources(paths, [indices[z]])
+        evidence.append(src)
+        cx, cy, r = next(c for c in circles(truth[z] == k, np.where(truth[z] == k, k, 0),
+                                            float(ref.pixel_spacing[1])))
+        region = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
+            graphic_data=np.array([[cx, cy], [cx + r, cy]]),
+            source_image=hd.sr.SourceImageForRegion.from_source_image(src),
+        )
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=derive_uid(uid, "lesion", k),
+                                                         identifier=f"Lesion {k}"),
+            referenced_region=region,
+            finding_type=codes.SCT.Neoplasm,
+        ))
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Person,
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name="SYNTH^RADIOLOGIST"),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_person_context=observer),
+        procedure_reported=(codes.LN.CTUnspecifiedBodyRegion if ctx.spec.modality == "ct"
+                            else codes.LN.MRIUnspecifiedBodyRegion),
+        imaging_measurements=groups,
+    )
+    unique = {d.SOPInstanceUID: d for d in evidence}
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=list(unique.values()),
+        content=report,
+        series_instance_uid=uid,
+        series_number=number,
+        sop_instance_uid=derive_uid(uid, 0),
+        instance_number=1,
+        manufacturer="mvi-node synthetic",
+        is_complete=True,
+    )
+    sr.SeriesDescription = "Tumor ROI report"
+    pin_dataset(sr, uid, when)
+    out = ctx.series_dir(number) / "I0001.dcm"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sr.save_as(out, enforce_file_format=True)
     return uid, out

@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--vendor", choices=["mixed", *VENDORS], default="mixed")
     p.add_argument("--agent", choices=["gd-eob", "extracellular"], default=None,
                    help="MR contrast agent (default: seeded mix, ~65%% gd-eob)")
-    p.add_argument("--annotations", choices=["seg", "circle", "none"], default="seg")
+    p.add_argument("--annotations", choices=["seg", "circle", "sr", "none"], default="seg",
+                   help="seg: DICOM SEG; circle: GSPS circles on every tumour slice; sr: TID 1500 circle ROIs")
     p.add_argument("--seg-on", choices=["arterial", "portal", "mixed"], default="mixed",
                    help="phase the annotation is drawn on (mixed: ~20%% portal)")
     p.add_argument("--matrix", type=int, default=256)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mvi_node.synth.anatomy import L
-from mvi_node.synth.annotations import write_gsps, write_seg
+from mvi_node.synth.annotations import write_gsps, write_roi_sr, write_seg
 from mvi_node.synth.clinical import patient_attributes
 from mvi_node.synth.dicomio import SeriesPlan, make_context, write_series
 from mvi_node.synth.lesions import lesion_summary
@@ -117,8 +117,14 @@ def write_exam(spec: ExamSpec, out: Path | str) -> dict[str, Any]:
         entry["annotation_reference"] = ref_tag
         entry["series_detail"][uid] = {"number": 301, "description": "Key images ROI", "instances": 1,
                                        "study_instance_uid": ctx.study_uids[ref.study]}
+    elif spec.annotations == "sr":
+        uid, _ = write_roi_sr(ctx, ref, paths[ref.uid], indices, sim.truth, 302, when)
+        entry["series"][uid] = "annotation"
+        entry["annotation_reference"] = ref_tag
+        entry["series_detail"][uid] = {"number": 302, "description": "Tumor ROI report", "instances": 1,
+                                       "study_instance_uid": ctx.study_uids[ref.study]}
     elif spec.annotations != "none":
-        raise ValueError(f"annotations must be seg|circle|none, not {spec.annotations!r}")
+        raise ValueError(f"annotations must be seg|circle|sr|none, not {spec.annotations!r}")
     entry["lesions"] = [lesion_summary(les) for les in sim.lesions]
     clinical = {k: v for k, v in sim.clinical.items() if k != "main_diameter_mm"}
     entry["clinical"] = clinical

@@ -66,7 +66,7 @@ class ExamSpec:
     vendor: str
     agent: str | None = None  # MR: gd-eob | extracellular
     hard: HardCases = field(default_factory=HardCases)
-    annotations: str = "seg"  # seg | circle | none
+    annotations: str = "seg"  # seg | circle | sr | none
     seg_on: str = "arterial"  # arterial | portal
     matrix: int = 256
     thin: bool = False
