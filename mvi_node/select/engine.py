@@ -134,7 +134,9 @@ def _agent(units: list[Unit]) -> tuple[str, str]:
 
 def _family(u: Unit, modality: str) -> bool:
     f = u.features
-    if str(u.ds.get("Modality", "")) != modality or not f.get("is_image") or f.get("orientation") not in ("axial", "unknown"):
+    if str(u.ds.get("Modality", "")) != modality or not f.get("is_image"):
+        return False
+    if f.get("orientation") not in ("axial", "unknown"):
         return False
     first = getattr(u, "pass1", None)
     if modality == "CT":
@@ -280,9 +282,11 @@ def _describe(unit: Unit, name: str) -> str:
         return repr(_text(unit.ds, "SeriesDescription"))
     if name == "series number":
         return f"SeriesNumber {unit.ds.get('SeriesNumber')}"
-    return {"fat_sat": f"fat_sat={f.get('fat_sat')}", "original": f"ImageType={list(unit.ds.get('ImageType') or [])}"}.get(
-        name, unit.uid
-    )
+    if name == "fat_sat":
+        return f"fat_sat={f.get('fat_sat')}"
+    if name == "original":
+        return f"ImageType={list(unit.ds.get('ImageType') or [])}"
+    return unit.uid
 
 
 def _prefer(exam: Exam) -> None:

@@ -25,11 +25,14 @@ log = logging.getLogger(__name__)
 RELATED_WINDOW_S = 2 * 86400
 
 
+_KEYS = ["PatientID", "AccessionNumber", "FrameOfReferenceUID"]
+
+
 def _first_header(study_dir: Path):
     for series_dir in sorted(p for p in study_dir.iterdir() if p.is_dir()):
         for f in sorted(series_dir.glob("*.dcm")):
             try:
-                return dcmread(f, stop_before_pixels=True, specific_tags=["PatientID", "AccessionNumber", "FrameOfReferenceUID"])
+                return dcmread(f, stop_before_pixels=True, specific_tags=_KEYS)
             except Exception:  # noqa: BLE001 - an unreadable sibling is simply not related
                 continue
     return None
@@ -45,7 +48,9 @@ def related_studies(staging_dir: Path, study_uid: str, headers) -> list[Path]:
     keys = {k for k in keys if k[1]}
     try:
         mine = me.stat().st_mtime
-        siblings = [p for p in staging_dir.iterdir() if p.is_dir() and p.name != study_uid and not p.name.startswith(".")]
+        siblings = [
+            p for p in staging_dir.iterdir() if p.is_dir() and p.name != study_uid and not p.name.startswith(".")
+        ]
     except OSError:
         return []
     out = []
@@ -58,7 +63,10 @@ def related_studies(staging_dir: Path, study_uid: str, headers) -> list[Path]:
         ds = _first_header(sib)
         if ds is None or str(ds.get("PatientID", "")) not in patient:
             continue
-        theirs = {("acc", str(ds.get("AccessionNumber", "") or "")), ("for", str(ds.get("FrameOfReferenceUID", "") or ""))}
+        theirs = {
+            ("acc", str(ds.get("AccessionNumber", "") or "")),
+            ("for", str(ds.get("FrameOfReferenceUID", "") or "")),
+        }
         if keys & theirs:
             out.append(sib)
     return out
