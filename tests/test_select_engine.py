@@ -474,8 +474,9 @@ def test_job_result_holds_selection_of_the_whole_exam(tmp_path):
             return {d.name: [f.stem for f in d.iterdir()] for d in (staging / study_uid).iterdir()}
 
     handler = make_study_handler(Index(), staging)
-    job = Job.__new__(Job)
-    job.payload = {"study_uid": uid_a}
+    from mvi_node.jobs.store import JobState
+
+    job = Job(1, "study", uid_a, JobState.RUNNING, 1, 3, {"study_uid": uid_a}, 0.0, 0.0)
     result = handler(job)
     json.dumps(result)
     (study,) = result["selection"]["studies"]
