@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mvi_node.synth.anatomy import Body, Grid
+from mvi_node.synth.anatomy import FOV_MM, Body, Grid, L, axial_grid, label_volume
 
 SIGN_NAMES: tuple[str, ...] = (
     "non_smooth_margin",
@@ -48,35 +48,57 @@ def draw_lesions(rng: np.random.Generator, body: Body, mvi: bool, grade: str, co
                  main_diameter: float, sign_strength: float) -> list[Lesion]:
     """``count`` lesions; the first has ``main_diameter``, satellites are smaller."""
     lesions: list[Lesion] = []
+    liver = _liver_points(body)
     for k in range(count):
         diam = main_diameter if k == 0 else float(rng.uniform(10, min(25, main_diameter)))
-        lesions.append(_one(rng, body, mvi, grade, diam, sign_strength, lesions))
+        lesions.append(_one(rng, liver, mvi, grade, diam, sign_strength, lesions))
     return lesions
 
 
-def _place(rng: np.random.Generator, body: Body, radius: float, placed: list[Lesion]) -> tuple[float, float, float]:
-    c, r = np.array(body.liver_c), np.array(body.liver_r)
-    best, best_d = None, -1.0
-    for _ in range(30):
-        u = rng.normal(size=3)
-        u /= np.linalg.norm(u)
-        reach = np.clip(1 - (radius + 8) / r.min(), 0.05, 0.75) * rng.uniform(0.2, 1.0) ** (1 / 3)
-        p = c + u * r * reach
-        p[0] = min(p[0], -25.0)  # keep in the right lobe
-        p[2] = np.clip(p[2], -92 + radius, 94 - radius)  # inside the scanned range
-        d = min((np.linalg.norm(p - np.array(q.center)) - max(q.radii) for q in placed), default=999.0)
-        if d > radius + 5:
-            return tuple(float(v) for v in p)
-        if d > best_d:
-            best, best_d = p, d
-    return tuple(float(v) for v in best)
+def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
+    m = mask.copy()
+    for _ in range(steps):
+        e = m.copy()
+        e[1:] &= m[:-1]
+        e[:-1] &= m[1:]
+        e[:, 1:] &= m[:, :-1]
+        e[:, :-1] &= m[:, 1:]
+        e[:, :, 1:] &= m[:, :, :-1]
+        e[:, :, :-1] &= m[:, :, 1:]
+        e[0] = e[-1] = False
+        m = e
+    return m
 
 
-def _one(rng: np.random.Generator, body: Body, mvi: bool, grade: str, diam: float,
+def _liver_points(body: Body) -> tuple[Grid, np.ndarray]:
+    """Coarse liver mask (4 mm voxels) to place lesions inside the real organ."""
+    grid = axial_grid(96, 4.0, fov=FOV_MM)
+    return grid, label_volume(body, grid) == int(L.LIVER)
+
+
+def _place(rng: np.random.Generator, liver: tuple[Grid, np.ndarray], radius: float,
+           placed: list[Lesion]) -> tuple[float, float, float]:
+    grid, mask = liver
+    depth = int(np.clip(radius * 0.6, 4, 24) // 4)
+    pts = np.argwhere(mask)
+    for d in range(depth, -1, -1):
+        cand = np.argwhere(_erode(mask, d)) if d else pts
+        if len(cand) == 0:
+            continue
+        for _ in range(40):
+            z, y, x = cand[int(rng.integers(len(cand)))]
+            p = np.array([grid.xs[x], grid.ys[y], grid.zs[z]]) + rng.uniform(-2, 2, 3)
+            if all(np.linalg.norm(p - np.array(q.center)) > radius + max(q.radii) + 3 for q in placed):
+                return tuple(float(v) for v in p)
+    z, y, x = pts[int(rng.integers(len(pts)))]
+    return (float(grid.xs[x]), float(grid.ys[y]), float(grid.zs[z]))
+
+
+def _one(rng: np.random.Generator, liver: tuple[Grid, np.ndarray], mvi: bool, grade: str, diam: float,
          strength: float, placed: list[Lesion]) -> Lesion:
     r = diam / 2
     radii = (r, r * float(rng.uniform(0.8, 1.0)), r * float(rng.uniform(0.8, 1.0)))
-    center = _place(rng, body, r, placed)
+    center = _place(rng, liver, r, placed)
     boost = 0.15 if grade == "M2" else 0.0
     signs: dict[str, float] = {}
     for name in SIGN_NAMES:
