@@ -85,8 +85,15 @@ def test_mr_every_vendor_and_agent_all_hard_cases(tmp_path, capsys, vendor, agen
     assert _check(out) > 0
 
 
+@pytest.mark.parametrize("annotations", ["circle", "sr", "none"])
+def test_annotation_kinds(tmp_path, capsys, annotations):
+    modality = "mr" if annotations == "sr" else "ct"
+    out = _synth(tmp_path, capsys, modality, "--patients", "1", "--seed", "10", "--annotations", annotations)
+    assert _check(out) > 0
+
+
 @pytest.mark.slow
-def test_mixed_population_with_circle_annotations(tmp_path, capsys):
+def test_mixed_population(tmp_path, capsys):
     for modality in ("ct", "mr"):
-        out = _synth(tmp_path, capsys, modality, "--patients", "4", "--seed", "10", "--annotations", "circle")
+        out = _synth(tmp_path, capsys, modality, "--patients", "6", "--seed", "12", "--hard-cases", "mixed")
         assert _check(out) > 0
