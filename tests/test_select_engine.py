@@ -576,3 +576,20 @@ def test_bolus_start_contradicting_descriptions_falls_back_to_order():
     exam = one(select_datasets(e.datasets))
     assert [u.role for u in exam.units] == ["ct_non_contrast", "ct_arterial", "ct_portal_venous", "ct_delayed"]
     assert "contradicts the descriptions" in exam.units[2].reason
+
+
+def test_cli_select_staged_study_by_folder_and_uid(tmp_path, capsys):
+    data = tmp_path / "var"
+    staging = data / "staging"
+    e = Exam()
+    uid_a, uid_p = generate_uid(), generate_uid()
+    e.series("Abdomen", time=T0, study_uid=uid_a)
+    e.series("Abdomen", time=T0 + 35, study_uid=uid_p)
+    for ds in e.datasets:
+        _save(ds, staging / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm")
+    for target in ([str(staging / uid_a)], [uid_p, "--data-dir", str(data)]):
+        assert main(["select", *target, "--json"]) == 0
+        (study,) = json.loads(capsys.readouterr().out)["studies"]
+        assert sorted(study["study_instance_uids"]) == sorted([uid_a, uid_p])
+        assert study["recipes"][0]["inputs"] == {"ct_arterial": e.datasets[0].SeriesInstanceUID}
+    assert main(["select", "1.2.3.999", "--data-dir", str(data)]) == 2

@@ -63,6 +63,8 @@ def exam_report(exam: Exam) -> dict[str, Any]:
         "agent": exam.agent,
         "agent_basis": exam.agent_basis,
         "series": [_series_entry(u) for u in exam.units],
+        # ROI sources for the recipes: segmentations and annotations found in the exam
+        "annotations": [u.uid for u in exam.units if u.role in ("seg", "annotation")],
         "recipes": ok,
         "not_qualified": missing,
         "notes": notes,
