@@ -183,6 +183,22 @@ def test_ct_hu_by_phase(tmp_path: Path) -> None:
     assert float(ds.ContrastBolusStartTime) < float(ds.AcquisitionTime)
 
 
+def test_mr_signal_by_phase() -> None:
+    for agent in ("gd-eob", "extracellular"):
+        sim = simulate_exam("mr", 2, 0, matrix=128, mvi=False, agent=agent, noise=0.01)
+        tumor = sim.truth > 0
+        liver = (sim.labels == int(L.LIVER)) & ~tumor
+        mean = {p: (float(v[tumor].mean()), float(v[liver].mean())) for p, v in sim.volumes.items()
+                if v.shape == sim.truth.shape}
+        assert mean["arterial"][0] > mean["arterial"][1]
+        assert mean["portal"][0] < mean["portal"][1] and mean["transitional"][0] < mean["transitional"][1]
+        assert mean["pre"][0] < mean["pre"][1]
+        if agent == "gd-eob":
+            assert mean["hepatobiliary"][0] < 0.6 * mean["hepatobiliary"][1]
+        else:
+            assert "hepatobiliary" not in sim.volumes
+
+
 def test_hard_cases_in_headers(tmp_path: Path) -> None:
     e = make_exam(tmp_path / "zh", "ct", 5, 0, matrix=64, language="zh", split_studies=True, missing_agent=True,
                   reformats=True, early_arterial=True, thin=True, annotations="none")
