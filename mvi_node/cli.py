@@ -31,6 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "listener.port": args.port,
             "completion.quiet_seconds": args.quiet_seconds,
             "admin.port": args.admin_port,
+            "dispatch.destinations": args.destination or None,
         },
     )
     serve(settings)
@@ -42,6 +43,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     status = node_status(_settings_from(args))
     print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def cmd_dispatch_retry(args: argparse.Namespace) -> int:
+    from mvi_node.jobs import open_job_store
+
+    settings = _settings_from(args)
+    store = open_job_store(settings.jobs.backend, settings.jobs_db)
+    job = store.get(args.job)
+    if job is None:
+        print(f"no job {args.job}", file=sys.stderr)
+        return 1
+    job = store.requeue(args.job)
+    print(f"job {job.id} ({job.kind}) queued again")
     return 0
 
 
@@ -78,11 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--quiet-seconds", type=float, help="study completion quiet period")
     p.add_argument("--admin-port", type=int, help="admin HTTP port (health, metrics, jobs)")
+    p.add_argument(
+        "--destination", action="append", metavar="AE@HOST:PORT", help="send results here (repeatable)"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("status", parents=[common], help="studies, instances, duplicates, jobs by state")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("dispatch", help="outbound result jobs")
+    dsub = p.add_subparsers(dest="dispatch_command", required=True)
+    d = dsub.add_parser("retry", parents=[common], help="queue a failed or dead-lettered job again")
+    d.add_argument("job", type=int)
+    d.set_defaults(func=cmd_dispatch_retry)
 
     p = sub.add_parser("config", help="check or show the configuration")
     csub = p.add_subparsers(dest="config_command", required=True)

@@ -12,6 +12,9 @@ from typing import Callable
 
 from mvi_node.admin.clinical import ClinicalFactorStore
 from mvi_node.config import Settings
+from mvi_node.dispatch.destination import Destination
+from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
+from mvi_node.dispatch.sender import echo
 from mvi_node.jobs import open_job_store
 from mvi_node.jobs.study import make_study_handler
 from mvi_node.jobs.worker import JobWorker
@@ -41,6 +44,17 @@ def _make_listener(settings: Settings, index: StagingIndex, shared_port: bool) -
     )
     per_process = max(1, -(-settings.listener.max_associations // _listener_count(settings)))
     return Listener(settings, handlers, per_process, shared_port)
+
+
+def _dispatch_tls_context(settings: Settings):
+    if not settings.dispatch.tls:
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if settings.dispatch.tls_ca is not None:
+        ctx.load_verify_locations(str(settings.dispatch.tls_ca))
+    return ctx
 
 
 def _die_with_parent() -> None:
@@ -81,13 +95,33 @@ class Node:
             JobWorker(self.jobs, {STUDY_JOB: handler}, name=f"worker-{i}")
             for i in range(settings.jobs.workers)
         ]
+        self.destinations = [
+            Destination.parse(spec, tls=settings.dispatch.tls) for spec in settings.dispatch.destinations
+        ]
+        dispatch_tls = _dispatch_tls_context(settings)
+        calling_ae = settings.dispatch.calling_ae or settings.listener.ae_title
+        self.workers += [
+            JobWorker(
+                self.jobs,
+                {DISPATCH_JOB: make_dispatch_handler(calling_ae, dispatch_tls)},
+                backoff_seconds=settings.dispatch.backoff_initial_s,
+                backoff_max_seconds=settings.dispatch.backoff_max_s,
+                name=f"dispatch-{i}",
+            )
+            for i in range(settings.dispatch.workers)
+        ]
         self.clinical = ClinicalFactorStore(settings.data_dir / "clinical")
         #: readiness probes by name; later stages add theirs (model loaded, destinations)
         self.readiness: dict[str, Callable[[], tuple[bool, str]]] = {
             "storage": self._storage_writable,
             "job_store": self._job_store_reachable,
         }
+        for dest in self.destinations:
+            self.readiness[f"destination:{dest}"] = (
+                lambda d=dest: (echo(d, calling_ae, dispatch_tls), "C-ECHO")
+            )
         self.admin = None
+        self._stopped = False
         self._collector: NodeCollector | None = None
 
     def _storage_writable(self) -> tuple[bool, str]:
@@ -154,6 +188,9 @@ class Node:
         return self.listener.port
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         log.info("shutting down")
         if self.admin is not None:
             self.admin.stop()

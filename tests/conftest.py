@@ -155,3 +155,9 @@ def raw_sender():
 
     yield send
     pynetdicom_config.STORE_SEND_CHUNKED_DATASET = False
+
+
+def run_cli_json(args: list[str]) -> str:
+    out = subprocess.run([sys.executable, "-m", "mvi_node.cli", *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout

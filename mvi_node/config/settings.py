@@ -128,6 +128,34 @@ class JobSettings(_Section):
     workers: int = Field(default=1, ge=0, le=64)
 
 
+class DispatchSettings(_Section):
+    #: where results go, each ``AE@HOST:PORT``
+    destinations: list[str] = Field(default_factory=list)
+    #: calling AE title for outbound associations; empty means the listener's AE title
+    calling_ae: str = ""
+    tls: bool = False
+    #: CA bundle to verify destinations over TLS (system CAs when unset)
+    tls_ca: Path | None = None
+    backoff_initial_s: float = Field(default=30.0, gt=0)
+    backoff_max_s: float = Field(default=900.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    workers: int = Field(default=1, ge=1, le=16)
+
+    @field_validator("destinations")
+    @classmethod
+    def _destinations(cls, values: list[str]) -> list[str]:
+        from mvi_node.dispatch.destination import Destination
+
+        for spec in values:
+            Destination.parse(spec)
+        return values
+
+    @field_validator("calling_ae")
+    @classmethod
+    def _calling(cls, value: str) -> str:
+        return _check_ae(value) if value else value
+
+
 class AdminSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -152,6 +180,7 @@ class Settings(BaseSettings):
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
     select: SelectSettings = Field(default_factory=SelectSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -183,6 +212,10 @@ class Settings(BaseSettings):
     @property
     def jobs_db(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
 
 
 _TOML_FILE: Path | None = None
