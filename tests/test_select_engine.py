@@ -593,3 +593,14 @@ def test_cli_select_staged_study_by_folder_and_uid(tmp_path, capsys):
         assert sorted(study["study_instance_uids"]) == sorted([uid_a, uid_p])
         assert study["recipes"][0]["inputs"] == {"ct_arterial": e.datasets[0].SeriesInstanceUID}
     assert main(["select", "1.2.3.999", "--data-dir", str(data)]) == 2
+
+
+def test_raw_dataset_without_preamble_is_read(tmp_path):
+    from mvi_node.select.series import read_headers
+
+    e = Exam()
+    (ds,) = e.series("Arterial", time=T0, slices=1)
+    ds.save_as(tmp_path / "raw.dcm", implicit_vr=True, little_endian=True)  # no preamble, no meta
+    (tmp_path / "junk.bin").write_bytes(b"\x08\x00garbage" * 3)
+    found = read_headers(tmp_path)
+    assert [d.SOPInstanceUID for _p, d in found] == [ds.SOPInstanceUID]

@@ -59,9 +59,11 @@ def read_headers(path: Path) -> list[tuple[Path, Dataset]]:
         if f.name.upper() == "DICOMDIR" or f.name.startswith("."):
             continue
         try:
-            ds = dcmread(f, stop_before_pixels=True)
+            ds = _read(f)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
             log.debug("skipping %s: %s", f, exc)
+            continue
+        if ds is None:
             continue
         meta_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
         if meta_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
@@ -72,6 +74,19 @@ def read_headers(path: Path) -> list[tuple[Path, Dataset]]:
         seen.add(sop)
         out.append((f, ds))
     return out
+
+
+def _read(path: Path) -> Dataset | None:
+    """Header of a DICOM file; also a raw dataset without preamble (older exports)
+    when it starts like one (group 0002 or 0008, little endian). None otherwise."""
+    try:
+        return dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head[:2] not in (b"\x02\x00", b"\x08\x00"):
+            return None
+        return dcmread(path, stop_before_pixels=True, force=True)
 
 
 def tm_seconds(value: Any) -> float | None:
