@@ -151,15 +151,18 @@ def _run_timeline(units: list[Unit], modality: str) -> list[timeline.Point]:
         # an exam across midnight: after-midnight times continue the day before
         times = [t + 86400 if t < 43200 else t for t in times]
     points = timeline.cluster([(t, u.series_uid, u) for t, u in zip(times, members)])
-    with_agent = any(u.features.get("agent_class") not in ("unknown", "none") for u in members)
+    named = [p.time for p in points if any(u.features.get("agent_class") not in ("unknown", "none") for u in p.members)]
+    first_named = min(named) if named else None
     for p in points:
         known = {ROLE_PHASE[u.pass1] for u in p.members if u.pass1 in ROLE_PHASE}
         if len(known) == 1:
             p.known = known.pop()
         elif not known:
             classes = {u.features.get("agent_class") for u in p.members}
-            # "NONE" in ContrastBolusAgent, or no agent while other acquisitions name one
-            if classes == {"none"} or (with_agent and classes <= {"unknown", "none"}):
+            # "NONE" in ContrastBolusAgent, or no agent before the acquisitions that name
+            # one (a later one without it is more likely a forgotten entry than native)
+            before = first_named is not None and p.time < first_named
+            if classes == {"none"} or (before and classes <= {"unknown", "none"}):
                 p.known = "non_contrast"
         starts = [u.features.get("bolus_start_seconds") for u in p.members]
         p.bolus_start = next((s for s in starts if s is not None), None)
