@@ -272,9 +272,14 @@ def test_missing_agent_inferred_from_a_20_min_series():
 
 
 def test_description_hepatobiliary_and_gadobenate_is_extracellular():
+    exam = one(select_datasets(_mr_exam(agent="Primovist", descriptions=True).datasets))
+    assert by_desc([exam])["hepatobiliary"] == "mr_hepatobiliary"
+    # hepatobiliary needs gadoxetate: with gadobenate (extracellular here) the series is late/transitional
     exam = one(select_datasets(_mr_exam(agent="MultiHance", descriptions=True).datasets))
     assert exam.agent == "extracellular"
-    assert by_desc([exam])["hepatobiliary"] == "mr_hepatobiliary"  # the description is explicit
+    late = next(u for u in exam.units if str(u.ds.SeriesDescription) == "hepatobiliary")
+    assert late.role != "mr_hepatobiliary" and "mr_transitional" in (late.role, late.candidate_role)
+    assert "extracellular" in late.reason
 
 
 def test_mr_agent_code_sequence():

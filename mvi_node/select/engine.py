@@ -28,7 +28,7 @@ from typing import Any, Iterable
 from pydicom.dataset import Dataset
 
 from mvi_node.select import timeline
-from mvi_node.select.rules import RuleSet, load_rules
+from mvi_node.select.rules import CONTEXT_FEATURES, RuleSet, load_rules
 from mvi_node.select.series import Unit, build_units, read_headers
 
 CT_PHASE_ROLES = {"ct_non_contrast", "ct_arterial", "ct_portal_venous", "ct_delayed"}
@@ -330,12 +330,15 @@ def select_exam(units: list[Unit], rules: RuleSet) -> Exam:
         accession_number=_text(ds, "AccessionNumber"),
         units=sorted(units, key=_unit_order),
     )
+    exam.agent, exam.agent_basis = _agent(exam.units)
     for u in exam.units:
+        for name in CONTEXT_FEATURES:
+            u.features.pop(name, None)
+        u.features["exam_agent"] = exam.agent  # from the headers; timing may infer it below
         m = rules.first_match(u.ds, u.features, skip_context=True)
         u.pass1 = m[0].role if m else None
         u.timing_note = ""
         u.candidate_role = None
-    exam.agent, exam.agent_basis = _agent(exam.units)
     _run_timeline(exam.units, "CT")
     mr_points = _run_timeline(exam.units, "MR")
     late = [p for p in mr_points if p.phase == "hepatobiliary"]

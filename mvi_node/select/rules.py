@@ -64,7 +64,8 @@ ROLES = (
 )
 
 #: Values the engine computes. Those in CONTEXT_FEATURES depend on the other series of
-#: the exam and are unknown in the engine's first pass (see engine.py).
+#: the exam and are unknown in the engine's first pass (see engine.py), except
+#: exam_agent, which the first pass knows from the headers (timing may refine it).
 FEATURES = {
     "sop_class": "SOP class name (from SOPClassUID), e.g. 'Segmentation Storage'",
     "is_image": "true for image SOP classes",
@@ -208,11 +209,11 @@ class Condition:
             return False, []
         if self.kind == "not":
             ok, _ = self.children[0].test(ds, features, skip_context)
-            if skip_context and self.children[0].context_features:
+            if skip_context and self.children[0].context_features - set(features):
                 return False, []  # unknown yet: neither it nor its negation holds
             return (not ok), ([f"not({self.children[0].describe()})"] if not ok else [])
-        if skip_context and self.source == "feature" and self.name in CONTEXT_FEATURES:
-            return False, []
+        if skip_context and self.source == "feature" and self.name in CONTEXT_FEATURES and self.name not in features:
+            return False, []  # not computed yet (first pass)
         values = self._values(ds, features)
         for op, arg in self.ops:
             if not _apply(op, arg, values):
