@@ -11,7 +11,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mvi_node.cli import main
 from mvi_node.select.engine import select_datasets
-from mvi_node.select.fixtures import CORONAL, Exam, hms, t1_gre
+from select_fixtures import CORONAL, Exam, hms, t1_gre
 from mvi_node.select.report import build_report
 
 T0 = 10 * 3600.0  # 10:00:00

@@ -6,7 +6,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from mvi_node.select.engine import select_datasets
-from mvi_node.select.fixtures import Exam
+from select_fixtures import Exam
 from mvi_node.select.rules import RuleError, RuleSet, compile_condition, load_rules
 
 
