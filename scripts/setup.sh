@@ -34,13 +34,13 @@ venv() {
 case "${1:-}" in
   serve)
     apt_install "${APT_RUNTIME[@]}"
-    venv ""
+    venv "[cpu]"
     shift
     exec .venv/bin/mvi-node serve "$@"
     ;;
   test)
     apt_install "${APT_TEST[@]}"
-    venv "[test]"
+    venv "[test,cpu,train]"
     shift
     exec .venv/bin/python -m pytest "$@"
     ;;

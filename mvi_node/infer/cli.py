@@ -1,0 +1,61 @@
+"""``mvi-node infer PATH [--json]``: selection + ROI + ONNX inference on a folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mvi_node.clinical import open_source
+    from mvi_node.infer.engine import Engine, infer_path
+    from mvi_node.infer.manifest import ManifestError
+    from mvi_node.infer.registry import DEFAULT_ROOT, ModelRegistry
+
+    roots = [Path(p) for p in (args.models or [])] or [DEFAULT_ROOT]
+    try:
+        registry = ModelRegistry(roots)
+    except ManifestError as exc:
+        print(f"model refused: {exc}", file=sys.stderr)
+        return 2
+    providers = args.providers.split(",") if args.providers else None
+    engine = Engine(registry, open_source(args.clinical), **({"providers": providers} if providers else {}))
+    results = infer_path(Path(args.path), engine)["studies"]
+    if args.gradcam_dir:
+        out = Path(args.gradcam_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            if r.gradcam is not None:
+                np.savez_compressed(out / f"{r.series_instance_uid}.npz", gradcam=r.gradcam,
+                                    sop_instance_uids=np.array([s["sop_instance_uid"] for s in r.slice_info]))
+    records = [r.as_dict() for r in results]
+    if args.json:
+        print(json.dumps({"providers": engine.providers, "studies": records}, indent=2))
+    else:
+        for r in records:
+            line = f"{','.join(r['study_instance_uids'])} {r['recipe']}: {r['outcome']}"
+            if r["outcome"] == "ok":
+                line += (f" p={r['probability']:.3f} (threshold {r['threshold']:.3f}) -> "
+                         f"{'MVI+' if r['predicted_mvi'] else 'MVI-'}; {r['slices']} slices; ROI {r['roi_source']}; "
+                         f"clinical factors {'used' if r['clinical_factors_used'] else 'not used (missing ' + ', '.join(r['clinical_factors_missing']) + ')'}")
+            elif r["reasons"]:
+                line += " (" + "; ".join(r["reasons"]) + ")"
+            if r["model_version"]:
+                line += f" [model {r['recipe']} {r['model_version']} {r['variant']} sha256 {r['model_sha256'][:12]}; {r['training_data']}]"
+            print(line)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("infer", help="select series, find the tumour ROI and predict MVI for a folder")
+    p.add_argument("path", help="folder of DICOM files (one or more exams)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--models", action="append", help="model root (repeatable; default: the repository's models/)")
+    p.add_argument("--clinical", help="clinical-factor source: JSON/CSV file or folder of <accession>.json")
+    p.add_argument("--providers", help="ONNX Runtime providers in order (default CUDAExecutionProvider,CPUExecutionProvider)")
+    p.add_argument("--gradcam-dir", help="write each series' Grad-CAM maps as <SeriesInstanceUID>.npz")
+    p.set_defaults(func=cmd_infer)

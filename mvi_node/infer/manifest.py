@@ -1,0 +1,141 @@
+"""Model folders: ``manifest.toml`` beside one ONNX file per variant, checked at start.
+
+A model folder is ``<root>/<recipe>/<version>/``. The manifest says what the graph is
+(recipe, version, per-variant file, sha256, input/output names and shapes), how inputs
+are made (preprocessing constants), how to decide (threshold), how good it is (metrics),
+what it learnt from (training data) and what it is for (intended use). A manifest that
+does not match its ONNX file is refused with :class:`ManifestError`, before any job runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REQUIRED = ("recipe", "version", "intended_use", "training_data", "variants")
+VARIANT_REQUIRED = ("file", "sha256", "threshold", "inputs", "outputs")
+
+
+class ManifestError(ValueError):
+    """A model folder that must not be served; the message says which and why."""
+
+
+def sha256_file(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    path: Path
+    sha256: str
+    threshold: float
+    inputs: dict[str, list]  # name -> shape (str for symbolic axes)
+    outputs: dict[str, list]
+    metrics: dict[str, Any]
+
+    @property
+    def needs_clinical(self) -> bool:
+        return "clinical" in self.inputs
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    recipe: str
+    version: str
+    folder: Path
+    intended_use: str
+    training_data: str
+    variants: dict[str, Variant]
+    raw: dict[str, Any]
+
+    def identity(self, variant: str) -> dict[str, Any]:
+        """What every output carries: which model made it and what it is for."""
+        v = self.variants[variant]
+        return {"recipe": self.recipe, "model_version": self.version, "variant": variant,
+                "sha256": v.sha256, "intended_use": self.intended_use, "training_data": self.training_data}
+
+
+def _shape(value: Any) -> list:
+    return [d if isinstance(d, int) else str(d) for d in value]
+
+
+def _io(entries: Any, where: str) -> dict[str, list]:
+    if not isinstance(entries, list) or not entries:
+        raise ManifestError(f"{where}: expected a non-empty list of {{name, shape}}")
+    out = {}
+    for e in entries:
+        if "name" not in e or "shape" not in e:
+            raise ManifestError(f"{where}: each entry needs name and shape")
+        out[str(e["name"])] = _shape(e["shape"])
+    return out
+
+
+def _graph_io(path: Path) -> tuple[dict[str, list], dict[str, list]]:
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - any load failure refuses the model
+        raise ManifestError(f"{path}: not a loadable ONNX graph ({type(exc).__name__})") from exc
+    return ({i.name: _shape(i.shape) for i in sess.get_inputs()},
+            {o.name: _shape(o.shape) for o in sess.get_outputs()})
+
+
+def _same_shape(declared: list, actual: list) -> bool:
+    if len(declared) != len(actual):
+        return False
+    return all(isinstance(d, str) and isinstance(a, str) or d == a for d, a in zip(declared, actual))
+
+
+def load_model(folder: Path | str, check_graph: bool = True) -> ModelInfo:
+    """Read and verify one model folder; raise :class:`ManifestError` when anything is off."""
+    folder = Path(folder)
+    mpath = folder / "manifest.toml"
+    try:
+        raw = tomllib.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ManifestError(f"{mpath}: unreadable manifest ({exc})") from exc
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise ManifestError(f"{mpath}: missing keys {missing}")
+    variants = {}
+    for name, v in raw["variants"].items():
+        where = f"{mpath} [variants.{name}]"
+        miss = [k for k in VARIANT_REQUIRED if k not in v]
+        if miss:
+            raise ManifestError(f"{where}: missing keys {miss}")
+        path = folder / v["file"]
+        if not path.is_file():
+            raise ManifestError(f"{where}: file {v['file']} not found")
+        digest = sha256_file(path)
+        if digest != v["sha256"]:
+            raise ManifestError(f"{where}: sha256 of {v['file']} is {digest}, manifest says {v['sha256']}")
+        inputs, outputs = _io(v["inputs"], where + " inputs"), _io(v["outputs"], where + " outputs")
+        if check_graph:
+            g_in, g_out = _graph_io(path)
+            for label, declared, actual in (("inputs", inputs, g_in), ("outputs", outputs, g_out)):
+                if set(declared) != set(actual):
+                    raise ManifestError(f"{where}: {label} {sorted(declared)} but the graph has {sorted(actual)}")
+                for n, shape in declared.items():
+                    if not _same_shape(shape, actual[n]):
+                        raise ManifestError(f"{where}: {label} {n} declared {shape}, graph has {actual[n]}")
+        variants[name] = Variant(name, path, digest, float(v["threshold"]), inputs, outputs, dict(v.get("metrics", {})))
+    return ModelInfo(str(raw["recipe"]), str(raw["version"]), folder, str(raw["intended_use"]),
+                     str(raw["training_data"]), variants, raw)
+
+
+def variant_entry(path: Path, threshold: float, metrics: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Manifest table of one exported graph, read from the graph itself."""
+    g_in, g_out = _graph_io(path)
+    return {"file": str(path.relative_to(folder)), "sha256": sha256_file(path), "threshold": float(threshold),
+            "inputs": [{"name": n, "shape": s, "dtype": "float32"} for n, s in g_in.items()],
+            "outputs": [{"name": n, "shape": s, "dtype": "float32"} for n, s in g_out.items()],
+            "metrics": metrics}

@@ -1,0 +1,196 @@
+"""Training of seed 000 (Liu et al. 2021) on cached crops: torch + MONAI.
+
+Augmentation (training only): rotation +-10 deg, random crop of 0.8-1.0 of the area with
+aspect 0.95-1.05 resized back to 256, horizontal flip p=0.5. SGD lr 3e-4, momentum 0.9,
+weight decay 1e-5, batch 8, cross-entropy. Patients are split (stratified, seeded) so
+no patient has slices on both sides; a patient's score is the max over its slices; the
+threshold is Youden's J on validation. Each epoch samples a few tumour slices per
+patient (CPU budget); training stops early when validation AUC stops improving.
+
+The image-only variant is trained first; the clinical variant starts from its weights
+(all layers trainable, as in the paper) and adds the 9-unit clinical branch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from monai.transforms import Compose, RandFlip, RandomizableTransform, RandRotate, Resize
+from monai.utils import set_determinism
+from torch import nn
+
+from mvi_node.recipes.ct_ap_resnet18 import evaluate as ev
+from mvi_node.recipes.ct_ap_resnet18.data import PatientCrops
+from mvi_node.recipes.ct_ap_resnet18.network import MviResNet18
+
+
+class RandScaleAspectCrop(RandomizableTransform):
+    """Random crop of ``scale`` of the area and ``ratio`` aspect, resized to the input size
+    (the random-resized-crop of the paper; MONAI has no exact equivalent)."""
+
+    def __init__(self, scale=(0.8, 1.0), ratio=(0.95, 1.05)) -> None:
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.scale, self.ratio = scale, ratio
+
+    def __call__(self, img):
+        h, w = img.shape[-2:]
+        area = h * w * self.R.uniform(*self.scale)
+        aspect = math.exp(self.R.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
+        ch = int(round(min(h, math.sqrt(area / aspect))))
+        cw = int(round(min(w, math.sqrt(area * aspect))))
+        r0 = int(self.R.randint(0, h - ch + 1))
+        c0 = int(self.R.randint(0, w - cw + 1))
+        return Resize((h, w), mode="bilinear")(img[..., r0:r0 + ch, c0:c0 + cw])
+
+
+def augmenter(seed: int) -> Compose:
+    t = Compose([
+        RandRotate(range_x=math.radians(10), prob=1.0, keep_size=True, padding_mode="zeros"),
+        RandScaleAspectCrop(),
+        RandFlip(prob=0.5, spatial_axis=1),  # axis 1 of (C, rows, cols): left-right
+    ])
+    t.set_random_state(seed=seed)
+    return t
+
+
+def to_input(grey: np.ndarray) -> torch.Tensor:
+    """(N, 256, 256) grey 0..255 -> (N, 3, 256, 256) float 0..1 (the ONNX ``image``)."""
+    x = torch.as_tensor(np.asarray(grey, dtype=np.float32) / 255.0)
+    return x[:, None].repeat(1, 3, 1, 1)
+
+
+def split_patients(patients: list[PatientCrops], val_fraction: float, seed: int):
+    """Stratified by label, seeded; returns (train, validation) with no shared patient."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in (0, 1):
+        group = sorted((p for p in patients if p.label == label), key=lambda p: p.patient_id)
+        order = rng.permutation(len(group))
+        n_val = max(1, int(round(len(group) * val_fraction)))
+        val += [group[i] for i in order[:n_val]]
+        train += [group[i] for i in order[n_val:]]
+    assert not {p.patient_id for p in train} & {p.patient_id for p in val}
+    return train, val
+
+
+@torch.no_grad()
+def patient_scores(net: MviResNet18, patients: list[PatientCrops], batch: int = 32) -> np.ndarray:
+    """Max over slices of P(MVI) per patient (seed 000's decision rule)."""
+    net.eval()
+    out = []
+    for p in patients:
+        probs = []
+        for i in range(0, len(p.grey), batch):
+            x = to_input(p.grey[i:i + batch])
+            c = torch.as_tensor(p.clinical[None].repeat(len(x), 0)) if net.clinical else None
+            probs.append(torch.softmax(net(x, c), 1)[:, 1])
+        out.append(float(torch.cat(probs).max()))
+    return np.asarray(out)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 12
+    clinical_epochs: int = 4
+    slices_per_patient: int = 3
+    batch: int = 8
+    lr: float = 3e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    patience: int = 3
+    val_fraction: float = 0.2
+    max_minutes: float | None = None
+    max_steps: int | None = None  # tests: a few steps only
+
+
+@dataclass
+class Trained:
+    net: MviResNet18
+    threshold: float
+    validation: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def fit(net: MviResNet18, train: list[PatientCrops], val: list[PatientCrops], cfg: TrainConfig, epochs: int,
+        log: Callable[[str], None] = print, deadline: float | None = None) -> Trained:
+    """SGD with early stopping on validation AUC; the best epoch's weights are kept."""
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    aug = augmenter(cfg.seed)
+    labels = np.array([p.label for p in val])
+    best, best_auc, stale, history, steps = None, -1.0, 0, [], 0
+    for epoch in range(epochs):
+        rng = np.random.default_rng([cfg.seed, epoch])
+        items = [(p, int(z)) for p in train
+                 for z in rng.choice(len(p.grey), min(cfg.slices_per_patient, len(p.grey)), replace=False)]
+        items = [items[i] for i in rng.permutation(len(items))]
+        net.train()
+        t0, total = time.perf_counter(), 0.0
+        for i in range(0, len(items), cfg.batch):
+            chunk = items[i:i + cfg.batch]
+            x = torch.stack([torch.as_tensor(aug(torch.as_tensor(p.grey[z][None], dtype=torch.float32)))
+                             for p, z in chunk]) / 255.0
+            x = x.repeat(1, 3, 1, 1)
+            c = torch.as_tensor(np.stack([p.clinical for p, _ in chunk])) if net.clinical else None
+            y = torch.as_tensor([p.label for p, _ in chunk])
+            opt.zero_grad()
+            loss = loss_fn(net(x, c), y)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(chunk)
+            steps += 1
+            if cfg.max_steps and steps >= cfg.max_steps:
+                break
+        scores = patient_scores(net, val)
+        auc = ev.auc_delong(labels, scores)[0] if 0 < labels.sum() < len(labels) else float("nan")
+        history.append({"epoch": epoch + 1, "loss": round(total / max(len(items), 1), 4),
+                        "val_auc": round(auc, 4), "seconds": round(time.perf_counter() - t0, 1)})
+        log(f"epoch {epoch + 1}: {history[-1]}")
+        if not auc <= best_auc:  # also takes the first (nan) epoch
+            best, best_auc, stale = copy.deepcopy(net.state_dict()), auc, 0
+        else:
+            stale += 1
+        if stale >= cfg.patience or (cfg.max_steps and steps >= cfg.max_steps):
+            break
+        if deadline and time.time() > deadline:
+            log("time budget reached")
+            break
+    if best is not None:
+        net.load_state_dict(best)
+    scores = patient_scores(net, val)
+    if 0 < labels.sum() < len(labels):
+        threshold = ev.youden_threshold(labels, scores)
+        validation = ev.metrics_at(labels, scores, threshold)
+    else:
+        threshold, validation = 0.5, {"note": "validation holds one class only"}
+    return Trained(net, threshold, validation, history)
+
+
+def train_variants(patients: list[PatientCrops], cfg: TrainConfig,
+                   log: Callable[[str], None] = print) -> dict[str, Trained]:
+    """Image-only first, then the clinical variant from its weights."""
+    set_determinism(seed=cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    train, val = split_patients(patients, cfg.val_fraction, cfg.seed)
+    log(f"patients: {len(train)} training, {len(val)} validation (split by patient)")
+    deadline = time.time() + cfg.max_minutes * 60 if cfg.max_minutes else None
+    share = None if deadline is None else time.time() + 0.7 * (deadline - time.time())
+    img = fit(MviResNet18(clinical=False), train, val, cfg, cfg.epochs, log, share)
+    set_determinism(seed=cfg.seed + 1)
+    clin_net = MviResNet18(clinical=True)
+    state = {k: v for k, v in img.net.state_dict().items() if not k.startswith("fc.")}
+    clin_net.load_state_dict(state, strict=False)
+    with torch.no_grad():  # start from the image-only decision, clinical weights small
+        clin_net.fc.weight[:, :512] = img.net.fc.weight
+        clin_net.fc.weight[:, 512:] = 0.0
+        clin_net.fc.bias[:] = img.net.fc.bias
+    clin = fit(clin_net, train, val, cfg, cfg.clinical_epochs, log, deadline)
+    set_determinism(seed=None)
+    return {"image_only": img, "clinical": clin}

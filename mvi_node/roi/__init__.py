@@ -1,0 +1,48 @@
+"""Tumour ROI for a target series, from whatever annotation the exam carries.
+
+``find_roi(exam, target)`` tries the sources in order (SEG, RTSTRUCT, TID 1500 SR,
+GSPS; first found wins), brings the annotation onto the target series through patient
+coordinates, keeps the main tumour (largest connected component) and returns a
+:class:`Roi` or a :class:`NoRoi` whose outcome "no tumour ROI" the job must report.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from pydicom.dataset import Dataset
+
+from mvi_node.roi.geometry import SeriesGeometry, series_geometry
+from mvi_node.roi.model import NO_ROI, NoRoi, Roi, largest_component
+from mvi_node.roi.sources import DEFAULT_SOURCES, RoiSource
+
+__all__ = ["NO_ROI", "NoRoi", "Roi", "RoiSource", "SeriesGeometry", "find_roi", "series_geometry"]
+
+
+def find_roi(exam: Iterable[Dataset], target: Sequence[Dataset] | SeriesGeometry,
+             sources: Sequence[RoiSource] = DEFAULT_SOURCES) -> Roi | NoRoi:
+    """First tumour ROI any source finds on ``target`` (datasets of the series, or its geometry).
+
+    ``exam``: every dataset (headers are enough; annotation objects are re-read in full
+    from ``ds.filename``) of the exam, all its studies: phases are often separate series
+    or even separate studies. Exceptions inside a source become reasons, never crashes.
+    """
+    geo = target if isinstance(target, SeriesGeometry) else series_geometry(list(target))
+    exam = list(exam)
+    images = {str(ds.SOPInstanceUID): ds for ds in exam if "ImagePositionPatient" in ds}
+    images.update({uid: geo.datasets[i] for uid, i in geo.sop_index.items()})
+    reasons = []
+    for source in sources:
+        objects = [ds for ds in exam if str(ds.get("Modality", "")) == getattr(source, "modality", "")]
+        if not objects:
+            reasons.append(f"{source.name}: none in the exam")
+            continue
+        try:
+            found = source.find(objects, geo, images)
+        except Exception as exc:  # noqa: BLE001 - a broken annotation must not end the job silently
+            found = f"{source.name}: unreadable ({type(exc).__name__}: {exc})"
+        if isinstance(found, Roi):
+            found.mask = largest_component(found.mask)
+            return found
+        reasons.append(f"{source.name}: {found}")
+    return NoRoi(reasons)

@@ -1,0 +1,57 @@
+"""What an ROI source returns: a tumour mask on the target series, or why there is none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from mvi_node.roi.geometry import SeriesGeometry
+
+NO_ROI = "no tumour ROI"
+
+
+@dataclass
+class Roi:
+    """Tumour mask (slices, rows, cols) on ``geometry`` (the target series, sorted).
+
+    ``kind`` "mask" for outlines (SEG, RTSTRUCT, polygons: tight around the tumour) or
+    "circle" for circles/ellipses (seed 000 draws them ~1 cm wider than the tumour).
+    """
+
+    mask: np.ndarray
+    geometry: SeriesGeometry
+    source: str  # "seg" | "rtstruct" | "sr" | "gsps"
+    source_uid: str  # SOP Instance UID of the annotation object
+    kind: str = "mask"
+    mapped: bool = False  # drawn on another series and brought over through patient coordinates
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def slices(self) -> list[int]:
+        return [int(z) for z in np.nonzero(self.mask.reshape(self.mask.shape[0], -1).any(1))[0]]
+
+    def describe(self) -> dict[str, object]:
+        return {"source": self.source, "source_uid": self.source_uid, "kind": self.kind,
+                "mapped_from_other_series": self.mapped, "slices": len(self.slices), "notes": self.notes}
+
+
+@dataclass
+class NoRoi:
+    """No usable tumour annotation; ``reasons`` lists what each source found."""
+
+    reasons: list[str] = field(default_factory=list)
+    outcome: str = NO_ROI
+
+    def describe(self) -> dict[str, object]:
+        return {"outcome": self.outcome, "reasons": self.reasons}
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 3D connected component: the main tumour when several are outlined."""
+    if not mask.any():
+        return mask.astype(bool)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8))),
+                               sortByObjectSize=True)
+    return sitk.GetArrayFromImage(cc) == 1
