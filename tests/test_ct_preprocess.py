@@ -119,3 +119,15 @@ def test_reference_files_from_pydicom_decode(name):
     ds = pydicom.dcmread(get_testdata_file(name))
     grey = pp.window(pp.hu(ds))
     assert grey.shape == (int(ds.Rows), int(ds.Columns)) and np.isfinite(grey).all()
+
+
+def test_a_crop_maps_back_onto_its_slice():
+    rng = np.random.default_rng(3)
+    img = np.kron(rng.random((20, 20)), np.ones((8, 8))).astype(np.float32) * 255  # smooth-ish blocks
+    crop, box = pp.crop_resize(img, (0.6, 0.6), (90.0, 70.0), box_mm=60.0)
+    back = pp.map_to_slice(crop, box, img.shape)
+    inside = np.zeros(img.shape, bool)
+    half = box.edge_rows / 2
+    inside[int(90 - half) + 2:int(90 + half) - 2, int(70 - half) + 2:int(70 + half) - 2] = True
+    assert np.abs(back[inside] - img[inside]).mean() < 5.0  # interpolation only
+    assert back[0, 0] == 0.0 and back[-1, -1] == 0.0  # outside the crop

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 OK, NO_ROI, NO_SERIES, NO_MODEL, FAILED = "ok", "no tumour ROI", "no eligible series", "no model", "failed"
+NO_FACTORS = "clinical factors missing"
 
 
 def pick_providers(preferred: Sequence[str] = DEFAULT_PROVIDERS) -> list[str]:
@@ -153,9 +154,13 @@ class Engine:
         exam_ds = [ds for u in exam.units for ds in u.datasets]
         prepared = rec.prepare(exam_ds, list(winners[rec.ROLE].datasets), self.clinical)
         if isinstance(prepared, NoRoi):
-            return StudyResult(**base, recipe=name, outcome=NO_ROI, model=model.identity(_variant(model, False)),
+            return StudyResult(**base, recipe=name, outcome=NO_ROI, model=model.identity(next(iter(model.variants))),
                                series_instance_uid=str(winners[rec.ROLE].series_uid), reasons=prepared.reasons)
-        variant = _variant(model, prepared.clinical is not None)
+        try:
+            variant = _variant(model, prepared.clinical is not None)
+        except ValueError as exc:  # a site model that ships only the clinical variant
+            return StudyResult(**base, recipe=name, outcome=NO_FACTORS, model=model.identity(next(iter(model.variants))),
+                               clinical_missing=prepared.factors.missing(), reasons=[str(exc)])
         probs, maps = self.predict(model, variant, prepared.images, prepared.clinical)
         thr = model.variants[variant].threshold
         score = float(probs.max())

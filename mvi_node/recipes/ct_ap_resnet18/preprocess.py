@@ -39,10 +39,10 @@ def window(values: np.ndarray, level: float = WINDOW_LEVEL, width: float = WINDO
 
 @dataclass(frozen=True)
 class CropBox:
-    """Crop square in source pixel coordinates (column, row of the centre; edge in pixels).
-
-    ``edge_mm`` is the crop edge (0.8 x box edge); a report draws the 256 x 256 Grad-CAM
-    back onto the slice by scaling it to this square.
+    """Crop square on the source slice: centre (column, row) in image-relative pixel
+    coordinates (PS3.3 C.10.5.1.2: 0.0 is the top-left corner of the top-left pixel),
+    edge in columns, rows and mm (0.8 x the box edge). :func:`map_to_slice` puts a
+    256 x 256 Grad-CAM back onto the slice through it.
     """
 
     center_col: float
@@ -128,3 +128,20 @@ def max_diameter_mm(mask: np.ndarray, spacing_rc: tuple[float, float]) -> float:
         stats.Execute(img)
         best = max(best, stats.GetFeretDiameter(1) + float(min(spacing_rc)))
     return best
+
+
+def map_to_slice(cam: np.ndarray, box: CropBox, shape_rc: tuple[int, int]) -> np.ndarray:
+    """A (256, 256) map of one crop placed back on its slice grid (rows, cols), 0 outside.
+
+    The inverse of :func:`crop_resize` (linear interpolation), for a report that
+    overlays Grad-CAM on the original slice.
+    """
+    size = cam.shape[0]
+    src = sitk.GetImageFromArray(np.asarray(cam, np.float32))
+    src.SetSpacing((box.edge_cols / size, box.edge_rows / size))
+    src.SetOrigin((box.center_col - box.edge_cols / 2 + box.edge_cols / size / 2,
+                   box.center_row - box.edge_rows / 2 + box.edge_rows / size / 2))
+    # target: pixel (r, c) centre at (c + 0.5, r + 0.5) in the same coordinates
+    out = sitk.Resample(src, [int(shape_rc[1]), int(shape_rc[0])], sitk.Transform(), sitk.sitkLinear,
+                        (0.5, 0.5), (1.0, 1.0), src.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
