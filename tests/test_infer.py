@@ -156,3 +156,27 @@ def test_cli_refuses_a_bad_model_folder(model_root, tmp_path, capsys):
     (folder / "clinical.onnx").write_bytes(b"not a graph")
     assert main(["infer", str(tmp_path), "--models", str(tmp_path)]) == 2
     assert "refused" in capsys.readouterr().err
+
+
+def test_clinical_file_sources_json_csv_and_header(tmp_path):
+    from pydicom.dataset import Dataset
+
+    from mvi_node.clinical import ClinicalFactors, header_factors, open_source
+
+    (tmp_path / "labs.csv").write_text("accession_number,patient_id,afp_ng_ml,child_pugh,hbsag,hcv\n"
+                                       "ACC1,P1,400,B,yes,0\n", encoding="utf-8")
+    (tmp_path / "labs.json").write_text(json.dumps([{"patient_id": "P2", "afp_ng_ml": 3.5, "child_pugh": "a",
+                                                     "hbsag": False, "hcv": True}]), encoding="utf-8")
+    csv_src, json_src = open_source(tmp_path / "labs.csv"), open_source(tmp_path / "labs.json")
+    assert csv_src.lookup("ACC1", "other")["afp_ng_ml"] == "400"
+    assert json_src.lookup("", "P2")["hcv"] is True and json_src.lookup("X", "Y") is None
+    assert open_source(None).lookup("ACC1", "P1") is None
+    f = ClinicalFactors()
+    f.update(csv_src.lookup("ACC1", ""), "file")
+    ds = Dataset()
+    ds.PatientSex, ds.PatientBirthDate, ds.StudyDate = "F", "19700615", "20200615"
+    f.update(header_factors(ds), "header")
+    assert (f.afp_ng_ml, f.child_pugh, f.hbsag, f.hcv, f.sex) == (400.0, "B", True, False, "F")
+    assert f.age == pytest.approx(50.0, abs=0.01) and f.missing() == ["mtd_mm"]
+    ds.PatientAge = "063Y"
+    assert header_factors(ds)["age"] == 63.0

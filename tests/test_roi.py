@@ -167,3 +167,30 @@ def test_shape_mask_circle_and_ellipse():
     assert disk.sum() == pytest.approx(np.pi * 100, rel=0.05) and disk[24, 24]
     ell = shape_mask((50, 50), "ELLIPSE", np.array([[5.0, 25.0], [45.0, 25.0], [25.0, 20.0], [25.0, 30.0]]))
     assert ell.sum() == pytest.approx(np.pi * 20 * 5, rel=0.06) and not ell[10, 25]
+
+
+def test_tid1500_scoord3d_polygon_in_patient_coordinates(tmp_path):
+    hd = pytest.importorskip("highdicom")
+    from pydicom.sr.codedict import codes
+
+    entry, headers = _exam(tmp_path, annotations="none")
+    target = _series(headers, _role(entry, "ct_arterial"))
+    geo = series_geometry(target)
+    src = pydicom.dcmread(geo.datasets[7].filename)
+    pts = _square_world(src, 30, 50, 60, 90)
+    region = hd.sr.ImageRegion3D(graphic_type=hd.sr.GraphicTypeValues3D.POLYGON,
+                                 graphic_data=np.vstack([pts, pts[:1]]), frame_of_reference_uid=geo.frame_uid)
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="tumour 1"),
+        referenced_region=region, finding_type=codes.SCT.Neoplasm)
+    observer = hd.sr.ObserverContext(observer_type=codes.DCM.Person,
+                                     observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name="Reader^A"))
+    report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_person_context=observer),
+                                     procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=[group])
+    sr = hd.sr.Comprehensive3DSR(evidence=[src], content=report, series_instance_uid=hd.UID(), series_number=901,
+                                 sop_instance_uid=hd.UID(), instance_number=1)
+    roi = find_roi(headers + [sr], target)
+    assert isinstance(roi, Roi) and roi.source == "sr" and roi.slices == [7]
+    expect = np.zeros((128, 128), bool)
+    expect[30:50, 60:90] = True
+    assert np.array_equal(roi.mask[7], expect)

@@ -91,13 +91,16 @@ def end_to_end(data: str, model_root: str, clinical: bool = True) -> dict:
     from mvi_node.infer import Engine, ModelRegistry, infer_path
 
     root = Path(data)
-    truth = {s["patient_id"]: bool(s["mvi"]) for s in json.loads((root / "manifest.json").read_text())["studies"]}
+    studies = json.loads((root / "manifest.json").read_text())["studies"]
+    truth = {s["patient_id"]: bool(s["mvi"]) for s in studies}
+    arterial = {s["patient_id"]: s.get("recipes", {}).get("ct_ap_resnet18", {}).get("ct_arterial") for s in studies}
     engine = Engine(ModelRegistry([Path(model_root)]), open_source(root / "clinical" if clinical else None))
     records = [r for r in infer_path(root / "dicom", engine)["studies"] if r.recipe == "ct_ap_resnet18"]
-    out: dict = {"outcomes": {}}
+    out: dict = {"outcomes": {}, "series_as_manifest": 0}
     by_variant: dict[str, list] = {}
     for r in records:
         out["outcomes"][r.outcome] = out["outcomes"].get(r.outcome, 0) + 1
+        out["series_as_manifest"] += int(r.series_instance_uid == arterial.get(r.patient_id))
         if r.outcome == "ok":
             by_variant.setdefault(r.model["variant"], []).append((truth[r.patient_id], r.probability, r.threshold))
     for variant, rows in by_variant.items():
