@@ -16,7 +16,8 @@ from mvi_node.dispatch.destination import Destination
 from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
 from mvi_node.dispatch.sender import echo
 from mvi_node.jobs import open_job_store
-from mvi_node.jobs.study import make_study_handler
+from mvi_node.infer.service import build_engine, model_readiness
+from mvi_node.jobs.study import StudyPipeline
 from mvi_node.jobs.worker import JobWorker
 from mvi_node.logs import setup_logging
 from mvi_node.metrics import NodeCollector
@@ -90,7 +91,18 @@ class Node:
         self.watcher = CompletionWatcher(
             self.index, self.jobs, settings.completion.quiet_seconds, settings.completion.poll_seconds
         )
-        handler = make_study_handler(self.index, settings.staging_dir, settings.select.rules)
+        self.engine = build_engine(settings)
+        handler = StudyPipeline(
+            self.index,
+            settings.staging_dir,
+            settings.select.rules,
+            engine=self.engine,
+            results_dir=settings.results_dir,
+            jobs=self.jobs,
+            destinations=[Destination.parse(d, tls=settings.dispatch.tls) for d in settings.dispatch.destinations],
+            dispatch_attempts=settings.dispatch.max_attempts,
+            secondary_captures=settings.models.secondary_captures,
+        )
         self.workers = [
             JobWorker(self.jobs, {STUDY_JOB: handler}, name=f"worker-{i}")
             for i in range(settings.jobs.workers)
@@ -115,6 +127,7 @@ class Node:
         self.readiness: dict[str, Callable[[], tuple[bool, str]]] = {
             "storage": self._storage_writable,
             "job_store": self._job_store_reachable,
+            "model": model_readiness(self.engine),
         }
         for dest in self.destinations:
             self.readiness[f"destination:{dest}"] = (

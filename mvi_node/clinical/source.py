@@ -78,3 +78,19 @@ class FileClinicalSource:
 def open_source(path: str | Path | None) -> ClinicalSource:
     """The configured source; ``None`` -> :class:`NullClinicalSource`."""
     return FileClinicalSource(path) if path else NullClinicalSource()
+
+
+class ChainedClinicalSource:
+    """Ask each source in turn; the first record found wins (a site file, then factors
+    posted to the admin API, later HL7/FHIR)."""
+
+    def __init__(self, sources: list[ClinicalSource]) -> None:
+        self.sources = sources
+        self.name = "+".join(s.name for s in sources) or "none"
+
+    def lookup(self, accession_number: str, patient_id: str) -> dict[str, Any] | None:
+        for source in self.sources:
+            record = source.lookup(accession_number, patient_id)
+            if record:
+                return record
+        return None

@@ -122,6 +122,37 @@ class SelectSettings(_Section):
         return value
 
 
+class ModelSettings(_Section):
+    #: extra model roots (``<root>/<recipe>/<version>/manifest.toml``) besides the shipped ``models/``
+    dirs: list[Path] = Field(default_factory=list)
+    #: serve a given version of a recipe instead of the highest: ``{ct_ap_resnet18 = "1.0.0"}``
+    pins: dict[str, str] = Field(default_factory=dict)
+    #: ONNX Runtime providers in order of preference; those not present are skipped
+    providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    #: Grad-CAM secondary captures per exam (the most suspicious slices)
+    secondary_captures: int = Field(default=3, ge=0, le=20)
+
+    @field_validator("dirs")
+    @classmethod
+    def _dirs(cls, values: list[Path]) -> list[Path]:
+        for d in values:
+            if not Path(d).is_dir():
+                raise ValueError(f"model directory not found: {d}")
+        return values
+
+
+class ClinicalSettings(_Section):
+    #: JSON / CSV file or folder of JSON records keyed by accession number or patient ID
+    source: Path | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not Path(value).exists():
+            raise ValueError(f"clinical factor source not found: {value}")
+        return value
+
+
 class JobSettings(_Section):
     backend: Literal["sqlite"] = "sqlite"
     max_attempts: int = Field(default=3, ge=1, le=100)
@@ -179,6 +210,8 @@ class Settings(BaseSettings):
     staging: StagingSettings = Field(default_factory=StagingSettings)
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
     select: SelectSettings = Field(default_factory=SelectSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    clinical: ClinicalSettings = Field(default_factory=ClinicalSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)

@@ -1,20 +1,24 @@
-"""What a completed study job does.
+"""What a completed study job does: select -> ROI + infer -> report -> queue dispatch.
 
-Each stage after staging plugs in here as it lands (select -> ROI -> infer -> report
--> dispatch); the job result records what every stage found, so ``/jobs/{id}`` and
-``mvi-node status`` can show it.
+Each stage is timed (metrics and one log line); the job result records what every stage
+found, so ``/jobs/{id}`` shows it. Results are written durably before their dispatch
+jobs are queued, and their UIDs are deterministic, so a resumed or repeated job sends
+nothing twice.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from mvi_node.jobs.store import Job
-from mvi_node.metrics import EXAMS_SKIPPED, SERIES_SELECTED, observe_stage
+from mvi_node.jobs.store import Job, JobStore
 from mvi_node.jobs.worker import PermanentJobError
+from mvi_node.metrics import EXAMS_SKIPPED, PREDICTED_PROBABILITY, SERIES_SELECTED, observe_stage
 from mvi_node.stage.index import StagingIndex
 
+log = logging.getLogger("mvi_node.jobs")
 
 #: Job results are served by the admin API and end up in tickets: UIDs only.
 _IDENTIFIERS = ("patient_id", "accession_number", "patient_name", "patient_birth_date")
@@ -36,29 +40,98 @@ def _count_selection(report: dict[str, Any]) -> None:
             EXAMS_SKIPPED.labels(reason="no eligible series").inc()
 
 
-def make_study_handler(index: StagingIndex, staging_dir: Path | None = None, rules_file: Path | None = None):
-    def handle(job: Job) -> dict[str, Any]:
+#: builds result datasets (SR first, then SCs) for one exam x recipe result
+ReportBuilder = Callable[[Any, Any, int], list]
+#: writes datasets durably, returns paths
+ResultWriter = Callable[[list, Path], list[Path]]
+
+
+@dataclass
+class StudyPipeline:
+    index: StagingIndex
+    staging_dir: Path | None = None
+    rules_file: Path | None = None
+    engine: Any = None  # mvi_node.infer.Engine; None: selection only
+    report: ReportBuilder | None = None
+    write: ResultWriter | None = None
+    results_dir: Path | None = None
+    jobs: JobStore | None = None
+    destinations: list = field(default_factory=list)
+    dispatch_attempts: int = 8
+    secondary_captures: int = 3
+
+    def __call__(self, job: Job) -> dict[str, Any]:
         study_uid = job.payload["study_uid"]
-        series = index.series_of(study_uid)
+        series = self.index.series_of(study_uid)
         if not series:
             raise PermanentJobError(f"study {study_uid} has no staged instances")
-        result = {
+        result: dict[str, Any] = {
             "study_uid": study_uid,
             "round": job.payload.get("round", 1),
             "series": {uid: len(sops) for uid, sops in series.items()},
             "instances": sum(len(s) for s in series.values()),
         }
-        if staging_dir is not None:
-            from mvi_node.select.job import staged_selection
-            from mvi_node.select.rules import RuleError
+        if self.staging_dir is None:
+            return result
+        from mvi_node.select.job import staged_exams
+        from mvi_node.select.report import build_report
+        from mvi_node.select.rules import RuleError
 
-            # roles of every series and the recipes the exam qualifies for (or why not)
-            try:
-                with observe_stage("select", job.id, study_uid):
-                    result["selection"] = _without_identifiers(staged_selection(staging_dir, study_uid, rules_file))
-                _count_selection(result["selection"])
-            except RuleError as exc:  # a bad site rules file: retrying cannot help
-                raise PermanentJobError(f"selection rules: {exc}") from exc
+        try:
+            with observe_stage("select", job.id, study_uid):
+                exams, rules = staged_exams(self.staging_dir, study_uid, self.rules_file)
+                report = build_report(exams, f"staged study {study_uid}")
+                report["rules"] = rules.sources
+        except RuleError as exc:  # a bad site rules file: retrying cannot help
+            raise PermanentJobError(f"selection rules: {exc}") from exc
+        result["selection"] = _without_identifiers(report)
+        _count_selection(report)
+        if self.engine is not None:
+            result["inference"] = [self._infer_and_report(job, exam) for exam in exams]
         return result
 
-    return handle
+    def _infer_and_report(self, job: Job, exam) -> list[dict[str, Any]]:
+        with observe_stage("infer", job.id, job.payload["study_uid"]):
+            outcomes = self.engine.run_exam(exam)
+        records = []
+        for res in outcomes:
+            record = _without_identifiers(res.as_dict())
+            if res.probability is not None:
+                PREDICTED_PROBABILITY.labels(recipe=res.recipe).observe(res.probability)
+            elif res.outcome != "ok":
+                EXAMS_SKIPPED.labels(reason=res.outcome).inc()
+            if self.report is not None and self.write is not None:
+                record["outputs"] = self._report_and_queue(job, exam, res)
+            records.append(record)
+        return records
+
+    def _report_and_queue(self, job: Job, exam, res) -> dict[str, Any]:
+        from mvi_node.dispatch.jobs import enqueue_dispatch
+
+        with observe_stage("report", job.id, job.payload["study_uid"]):
+            datasets = self.report(res, exam, self.secondary_captures)
+            if not datasets:
+                return {"files": [], "dispatch_jobs": []}
+            folder = self.results_dir / str(datasets[0].StudyInstanceUID)  # type: ignore[operator]
+            files = self.write(datasets, folder)
+        queued = []
+        if self.jobs is not None and self.destinations:
+            queued = enqueue_dispatch(
+                self.jobs,
+                files,
+                self.destinations,
+                result_key=str(datasets[0].SOPInstanceUID),
+                study_uid=str(datasets[0].StudyInstanceUID),
+                max_attempts=self.dispatch_attempts,
+                completed_at=job.created_at,
+            )
+        return {
+            "sr": str(datasets[0].SOPInstanceUID),
+            "files": [str(f) for f in files],
+            "dispatch_jobs": [j.id for j in queued],
+        }
+
+
+def make_study_handler(index: StagingIndex, staging_dir: Path | None = None, rules_file: Path | None = None):
+    """Selection only (no model): kept for callers that stage and select without inference."""
+    return StudyPipeline(index, staging_dir, rules_file)

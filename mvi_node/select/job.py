@@ -72,14 +72,19 @@ def related_studies(staging_dir: Path, study_uid: str, headers) -> list[Path]:
     return out
 
 
-def staged_selection(staging_dir: Path, study_uid: str, rules_file: str | Path | None = None) -> dict[str, Any]:
-    """JSON-serialisable selection report for the exam holding ``study_uid``."""
+def staged_exams(staging_dir: Path, study_uid: str, rules_file: str | Path | None = None):
+    """The selected exam(s) holding ``study_uid`` and the rule set used."""
     staging_dir = Path(staging_dir)
     headers = [ds for _p, ds in read_headers(staging_dir / study_uid)]
     for sib in related_studies(staging_dir, study_uid, headers):
         headers += [ds for _p, ds in read_headers(sib)]
     rules = load_rules(rules_file)
-    exams = [e for e in select_datasets(headers, rules) if study_uid in e.study_uids]
+    return [e for e in select_datasets(headers, rules) if study_uid in e.study_uids], rules
+
+
+def staged_selection(staging_dir: Path, study_uid: str, rules_file: str | Path | None = None) -> dict[str, Any]:
+    """JSON-serialisable selection report for the exam holding ``study_uid``."""
+    exams, rules = staged_exams(staging_dir, study_uid, rules_file)
     report = build_report(exams, f"staged study {study_uid}")
     report["rules"] = rules.sources
     return report

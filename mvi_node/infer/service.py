@@ -1,0 +1,74 @@
+"""The node's inference service: verified models, one engine, its metrics and readiness."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mvi_node.clinical.source import ChainedClinicalSource, FileClinicalSource
+from mvi_node.config import Settings
+from mvi_node.infer.engine import Engine
+from mvi_node.infer.registry import DEFAULT_ROOT, ModelRegistry
+from mvi_node.metrics import GPU_MEMORY, INFERENCE_DEVICE, MODEL_INFO
+
+log = logging.getLogger("mvi_node.infer")
+
+
+def clinical_source(settings: Settings):
+    """The configured file (if any), then what was POSTed to ``/clinical-factors``."""
+    sources = []
+    if settings.clinical.source is not None:
+        sources.append(FileClinicalSource(settings.clinical.source))
+    posted = settings.data_dir / "clinical"
+    posted.mkdir(parents=True, exist_ok=True)
+    sources.append(FileClinicalSource(posted))
+    return ChainedClinicalSource(sources)
+
+
+def build_engine(settings: Settings) -> Engine | None:
+    """Load and verify every model; ``None`` when no model is installed.
+
+    A manifest that does not match its ONNX file raises ManifestError: the node refuses
+    to start rather than serve an unverified model.
+    """
+    roots = [DEFAULT_ROOT, *[Path(d) for d in settings.models.dirs]]
+    registry = ModelRegistry(roots, pins=settings.models.pins)
+    if not registry.models:
+        log.warning("no model installed under %s: study jobs stop after selection", ", ".join(map(str, roots)))
+        return None
+    engine = Engine(registry, clinical_source(settings), providers=settings.models.providers)
+    device = "cuda" if engine.providers[0] == "CUDAExecutionProvider" else "cpu"
+    for recipe in registry.models:
+        model = registry.get(recipe)
+        if model is None:
+            continue
+        for variant in model.variants.values():
+            MODEL_INFO.labels(recipe=recipe, version=model.version, sha256=variant.sha256).set(1)
+        INFERENCE_DEVICE.labels(recipe=recipe, device=device).set(1)
+        log.info("serving %s %s on %s (%s)", recipe, model.version, device, ", ".join(engine.providers))
+    if device == "cuda":
+        _watch_gpu_memory()
+    return engine
+
+
+def _watch_gpu_memory() -> None:
+    """GPU memory in use, read at scrape time through NVML when it is installed."""
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    except Exception:  # no NVML: the gauge stays absent rather than wrong
+        log.info("NVML not available: mvi_gpu_memory_bytes not exported")
+        return
+    GPU_MEMORY.labels(device="cuda:0").set_function(lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+
+
+def model_readiness(engine: Engine | None):
+    def check() -> tuple[bool, str]:
+        if engine is None:
+            return False, "no model installed"
+        loaded = [f"{r} {engine.registry.get(r).version}" for r in engine.registry.models if engine.registry.get(r)]
+        return bool(loaded), ", ".join(loaded)
+
+    return check
