@@ -163,6 +163,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default="bench/out/ingest.json")
+    ap.add_argument("--append", help="append a Markdown section to this file (bench/RESULTS.md)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mvi-bench-"))
     series = [plain_ct_series(root / f"series{i}", slices=SLICES, matrix=512, seed=900 + i, patient_id=f"B{i}") for i in range(4)]
@@ -199,11 +200,46 @@ def main() -> None:
         results.setdefault("fsync-floor+dir", {}).setdefault("4", []).append(fsync_floor_parallel(series, work))
         shutil.rmtree(work)
     medians = {n: {a: statistics.median(v) for a, v in by.items()} for n, by in results.items()}
-    report = {"runs": args.runs, "slices": SLICES, "matrix": 512, "cpus": cpus, "raw": results, "median": medians}
+    # Ratios are taken within each run (same load on the machine), then the median over runs.
+    def ratio(num: str, den: str, a_num: str, a_den: str = "1") -> float:
+        return statistics.median(x / y for x, y in zip(results[num][a_num], results[den][a_den]))
+
+    ratios = {
+        "mvi/orthanc 1 assoc": ratio("mvi-node", "orthanc", "1", "1"),
+        "mvi/orthanc 4 assoc": ratio("mvi-node", "orthanc", "4", "4"),
+        "mvi/fsync-floor 1 assoc": ratio("mvi-node", "fsync-floor", "1"),
+        "mvi/fsync-floor+dir 1 assoc": ratio("mvi-node", "fsync-floor+dir", "1"),
+        f"mvi-{cpus}proc/fsync-floor+dir 4 assoc": ratio(f"mvi-node-{cpus}proc", "fsync-floor+dir", "4", "4"),
+        "mvi/dcmtk 1 assoc": ratio("mvi-node", "dcmtk-storescp", "1", "1"),
+    }
+    report = {"runs": args.runs, "slices": SLICES, "matrix": 512, "cpus": cpus, "raw": results, "median": medians,
+              "ratios": ratios, "load_average": os.getloadavg()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(medians, indent=2))
+    print(json.dumps({"median": medians, "ratios": ratios}, indent=2))
+    if args.append:
+        with open(args.append, "a") as fh:
+            fh.write(markdown(report))
     shutil.rmtree(root, ignore_errors=True)
+
+
+def markdown(report: dict) -> str:
+    rows = []
+    for name, by in report["median"].items():
+        rows.append(f"| {name} | {by.get('1', float('nan')):.0f} | {by['4']:.0f} |" if "4" in by else f"| {name} | {by['1']:.0f} | - |")
+    ratios = "\n".join(f"| {k} | {v:.2f}x |" for k, v in report["ratios"].items())
+    return (
+        "\n## Ingest: one 300-slice 512x512 CT series (bench/ingest.py)\n\n"
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {report['cpus']} shared CPU cores; "
+        f"median of {report['runs']} runs; sender DCMTK storescu, TCP_NODELAY=1 for every DCMTK-based process, "
+        "128 KiB max PDU both sides; load average at the end "
+        f"{' '.join(f'{x:.2f}' for x in report['load_average'])}.\n\n"
+        "| peer | instances/s, 1 association | instances/s, 4 associations |\n|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n| ratio (within each run, median over runs) | value |\n|---|---|\n"
+        + ratios
+        + "\n\nCommand: `python bench/ingest.py --runs 3 --append bench/RESULTS.md`.\n"
+    )
 
 
 if __name__ == "__main__":
