@@ -43,7 +43,7 @@ def _inputs(n: int, clinical: bool):
     return x, c
 
 
-def child(engine: str, model: Path, variant: str, reps: int) -> dict:
+def child(engine: str, model: Path, variant: str, reps: int, threads: int = 0) -> dict:
     from mvi_node.infer.manifest import load_model
 
     info = load_model(model)
@@ -55,7 +55,11 @@ def child(engine: str, model: Path, variant: str, reps: int) -> dict:
 
         from mvi_node.infer.engine import pick_providers
 
-        sess = ort.InferenceSession(str(v.path), providers=pick_providers())
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(v.path), opts, providers=pick_providers())
+        out["threads"] = threads or "default"
         out["providers"] = sess.get_providers()
 
         def run(x, c):
@@ -68,6 +72,8 @@ def child(engine: str, model: Path, variant: str, reps: int) -> dict:
 
         from mvi_node.recipes.ct_ap_resnet18.network import MviResNet18, export_module
 
+        if threads:
+            torch.set_num_threads(threads)
         net = MviResNet18(v.needs_clinical).eval()
         module = export_module(net).eval()
         _load_onnx_weights(module, onnx.load(str(v.path)), numpy_helper, torch)
@@ -105,20 +111,23 @@ def main() -> int:
     ap.add_argument("--model", default=str(ROOT / "models" / "ct_ap_resnet18" / "0.1.0"))
     ap.add_argument("--variant", default="clinical")
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="intra-op threads for both engines (0: library default)")
     ap.add_argument("--append", help="append a markdown section to this file (e.g. bench/RESULTS.md)")
     ap.add_argument("--child", choices=["onnxruntime", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, Path(args.model), args.variant, args.reps)))
+        print(json.dumps(child(args.child, Path(args.model), args.variant, args.reps, args.threads)))
         return 0
     results = {}
     for engine in ("onnxruntime", "torch"):
         proc = subprocess.run([sys.executable, __file__, "--child", engine, "--model", args.model,
-                               "--variant", args.variant, "--reps", str(args.reps)],
+                               "--variant", args.variant, "--reps", str(args.reps), "--threads", str(args.threads)],
                               capture_output=True, text=True, check=True, env=os.environ)
         results[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
     report = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-              "model": args.model, "variant": args.variant, "reps": args.reps, "results": results,
+              "load": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+              "model": args.model, "variant": args.variant, "reps": args.reps, "threads": args.threads,
+              "results": results,
               "speedup": {n: round(results["torch"][str(n)]["median_s"] / results["onnxruntime"][str(n)]["median_s"], 2)
                           for n in SIZES}}
     print(json.dumps(report, indent=2))
@@ -137,7 +146,8 @@ def _append(path: Path, r: dict) -> None:
 
 {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {r['cores']} shared CPU cores ({r['cpu']}), variant `{r['variant']}`
 (probability + in-graph Grad-CAM), median of {r['reps']} after one warm-up, each engine in its own process.
-ONNX Runtime providers {o.get('providers')}; torch eager {t.get('threads')} threads, `inference_mode`.
+ONNX Runtime providers {o.get('providers')}, threads {o.get('threads')}; torch eager {t.get('threads')} threads,
+`inference_mode`. Load average at the start: {r['load']}.
 
 | slices | ONNX Runtime (s) | torch eager (s) | ORT speed-up | paper i7-9700 CPU (s) | paper GTX 1650 |
 |---|---|---|---|---|---|
@@ -145,7 +155,8 @@ ONNX Runtime providers {o.get('providers')}; torch eager {t.get('threads')} thre
 
 Peak RSS (whole process, incl. Python + libraries): ONNX Runtime {o['peak_rss_mb']:.0f} MB
 (baseline before the session {o['baseline_rss_mb']:.0f} MB); torch eager {t['peak_rss_mb']:.0f} MB (baseline
-{t['baseline_rss_mb']:.0f} MB). Paper: 44.7 MB (GPU memory). Command: `python bench/infer.py --append bench/RESULTS.md`.
+{t['baseline_rss_mb']:.0f} MB). Paper: 44.7 MB (GPU memory).
+Command: `python bench/infer.py --reps {r['reps']} --threads {r['threads']} --append bench/RESULTS.md`.
 """
     with path.open("a", encoding="utf-8") as fh:
         if path.stat().st_size == 0 if path.exists() else True:

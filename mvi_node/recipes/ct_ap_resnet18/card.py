@@ -21,6 +21,22 @@ def _metrics_rows(variants: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def synth_command(folder: Path | str) -> str:
+    """The ``mvi-node synth`` call that rewrites ``folder`` (from its manifest header)."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return f"(no manifest.json in {folder})"
+    h = json.loads(path.read_text(encoding="utf-8"))
+    o = h.get("options", {})
+    cmd = [f"mvi-node synth {h['modality'].lower()} --out {folder} --patients {h['patients']} --seed {h['seed']}"]
+    for key in ("vendor", "annotations", "matrix", "seg_on", "sign_strength", "hard_cases", "noise"):
+        if o.get(key) is not None:
+            cmd.append(f"--{key.replace('_', '-')} {o[key]}")
+    if o.get("thin"):
+        cmd.append("--thin")
+    return " ".join(cmd)
+
+
 def model_card(manifest: dict[str, Any], data: Path | str, test: str | None) -> str:
     t = manifest["training"]
     pp = manifest["preprocessing"]
@@ -55,8 +71,12 @@ population generated with another seed and vendor mix. These figures say the pip
 signs; they say nothing about real patients.
 
 ## Training
-- Command (reproduces this folder): `{t['command']}`
-- Wall time: {t['wall_seconds']:.0f} s on a shared 2-core CPU; seed {t['seed']}
+- Data: `{synth_command(data)}`
+- Test data: `{synth_command(test) if test else 'none'}`
+- Command (reproduces this folder from those two folders): `{t['command']}`
+- Wall time: {t['wall_seconds']:.0f} s on a shared 2-core CPU (crop cache, both variants, ONNX export, test),
+  not counting data generation; seed {t['seed']}; deterministic on one machine unless `--max-minutes` cuts an
+  epoch short
 - Patients: {t['patients_train']} training, {t['patients_validation']} validation, {t['patients_test']} test
 - {t['optimizer']}; {t['slices_per_patient_per_epoch']} tumour slices per patient per epoch; early stop on
   validation AUC
