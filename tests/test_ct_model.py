@@ -129,3 +129,21 @@ def test_youden_threshold_separates_a_separable_set():
     t = ev.youden_threshold(y, s)
     m = ev.metrics_at(y, s, t)
     assert 0.3 < t <= 0.7 and m["sensitivity"] == m["specificity"] == m["accuracy"] == 1.0 and m["auc"] == 1.0
+
+
+def test_train_command_on_a_synth_folder_writes_a_servable_model(tmp_path):
+    from mvi_node.cli import main
+    from mvi_node.infer import ModelRegistry
+    from mvi_node.synth import generate_ct
+
+    manifest = generate_ct(tmp_path / "data", 4, seed=5, matrix=128, hard_cases="none")
+    assert sorted(s["mvi"] for s in manifest["studies"]) == [False, False, True, True]
+    out = tmp_path / "models" / "ct_ap_resnet18" / "9.9.9"
+    rc = main(["train", "ct_ap_resnet18", "--data", str(tmp_path / "data"), "--out", str(out), "--seed", "1",
+               "--epochs", "1", "--clinical-epochs", "1", "--max-steps", "1", "--version", "9.9.9"])
+    assert rc == 0
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "model_image_only.onnx", "manifest.toml", "MODEL_CARD.md"}
+    model = ModelRegistry([tmp_path / "models"]).get("ct_ap_resnet18")
+    assert model.version == "9.9.9" and set(model.variants) == {"clinical", "image_only"}
+    assert model.raw["training"]["patients_train"] == 2 and model.raw["training"]["patients_validation"] == 2
+    assert "not for clinical use" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
