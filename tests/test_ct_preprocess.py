@@ -114,7 +114,8 @@ def test_jpeg_encoded_by_dcmtk_decodes(tmp_path, flag, syntax, lossless):
         assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.98
 
 
-@pytest.mark.parametrize("name", ["JPGExtended.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"])
+@pytest.mark.parametrize("name", ["JPGExtended.dcm", "JPEG2000.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm",
+                                  "MR_small_implicit.dcm", "image_dfl.dcm"])
 def test_reference_files_from_pydicom_decode(name):
     ds = pydicom.dcmread(get_testdata_file(name))
     grey = pp.window(pp.hu(ds))
