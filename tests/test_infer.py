@@ -180,3 +180,25 @@ def test_clinical_file_sources_json_csv_and_header(tmp_path):
     assert f.age == pytest.approx(50.0, abs=0.01) and f.missing() == ["mtd_mm"]
     ds.PatientAge = "063Y"
     assert header_factors(ds)["age"] == 63.0
+
+
+def test_infer_staged_study_finds_phases_sent_as_other_studies(model_root, tmp_path):
+    import pydicom
+
+    from mvi_node.infer import infer_staged
+
+    entry = make_exam(tmp_path / "src", "ct", seed=21, index=2, mvi=False, matrix=128, annotations="seg",
+                      hard_cases="none", split_studies=True)
+    assert len(entry["study_instance_uids"]) > 1
+    staging = tmp_path / "staging"
+    for f in (tmp_path / "src" / entry["dicom_dir"]).rglob("*.dcm"):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        dst = staging / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dst)
+    arterial = next(u for u, r in entry["series"].items() if r == "ct_arterial")
+    seg = next(u for u, r in entry["series"].items() if r == "seg")
+    study = entry["series_detail"][seg]["study_instance_uid"]
+    results = infer_staged(staging, study, Engine(ModelRegistry([model_root])))
+    [r] = [r for r in results if r.recipe == "ct_ap_resnet18"]
+    assert r.outcome == "ok" and r.series_instance_uid == arterial and set(r.study_instance_uids) > {study}

@@ -191,3 +191,13 @@ def infer_path(path: Path | str, engine: Engine) -> dict[str, Any]:
 
     studies = [r for exam in select_path(Path(path)) for r in engine.run_exam(exam)]
     return {"studies": studies}
+
+
+def infer_staged(staging_dir: Path | str, study_uid: str, engine: Engine,
+                 rules_file: str | Path | None = None) -> list[StudyResult]:
+    """The node's job entry: the staged study plus its related sibling studies (phases
+    sent as separate studies), selected by ``mvi_node.select.job.staged_exams``."""
+    from mvi_node.select.job import staged_exams
+
+    exams, _rules = staged_exams(Path(staging_dir), study_uid, rules_file)
+    return [r for exam in exams for r in engine.run_exam(exam)]
