@@ -202,3 +202,14 @@ def test_infer_staged_study_finds_phases_sent_as_other_studies(model_root, tmp_p
     results = infer_staged(staging, study, Engine(ModelRegistry([model_root])))
     [r] = [r for r in results if r.recipe == "ct_ap_resnet18"]
     assert r.outcome == "ok" and r.series_instance_uid == arterial and set(r.study_instance_uids) > {study}
+
+
+def test_serving_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['monai'] = None\n"
+            "import mvi_node.infer, mvi_node.infer.cli, mvi_node.roi, mvi_node.clinical\n"
+            "import mvi_node.recipes.ct_ap_resnet18.recipe, mvi_node.recipes.ct_ap_resnet18.evaluate\n"
+            "from mvi_node.cli import build_parser; build_parser()\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
