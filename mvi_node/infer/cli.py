@@ -47,6 +47,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
             if r["model_version"]:
                 line += f" [model {r['recipe']} {r['model_version']} {r['variant']} sha256 {r['model_sha256'][:12]}; {r['training_data']}]"
             print(line)
+        used = {(r["recipe"], r["model_version"], r["variant"], r["model_sha256"]): r["intended_use"]
+                for r in records if r["model_version"]}
+        for (recipe, version, variant, sha), use in sorted(used.items()):
+            print(f"model {recipe} {version} {variant} sha256 {sha}: {use}")
     return 0
 
 
