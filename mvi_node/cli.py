@@ -12,7 +12,7 @@ from mvi_node import __version__
 from mvi_node.config import ConfigError, load_settings, masked_dump
 
 # Modules exposing ``register(subparsers)``; stages add theirs here.
-COMMAND_MODULES: tuple[str, ...] = ("mvi_node.select.cli", "mvi_node.synth.cli", "mvi_node.recipes.cli", "mvi_node.infer.cli")
+COMMAND_MODULES: tuple[str, ...] = ("mvi_node.select.cli", "mvi_node.synth.cli", "mvi_node.recipes.cli", "mvi_node.infer.cli", "mvi_node.demo")
 
 
 def _settings_from(args: argparse.Namespace, extra: dict[str, Any] | None = None):

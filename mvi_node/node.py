@@ -18,6 +18,7 @@ from mvi_node.dispatch.sender import echo
 from mvi_node.jobs import open_job_store
 from mvi_node.infer.service import build_engine, model_readiness
 from mvi_node.jobs.study import StudyPipeline
+from mvi_node.report.outputs import build_results, save_outputs
 from mvi_node.jobs.worker import JobWorker
 from mvi_node.logs import setup_logging
 from mvi_node.metrics import NodeCollector
@@ -97,6 +98,8 @@ class Node:
             settings.staging_dir,
             settings.select.rules,
             engine=self.engine,
+            report=build_results if self.engine is not None else None,
+            write=save_outputs,
             results_dir=settings.results_dir,
             jobs=self.jobs,
             destinations=[Destination.parse(d, tls=settings.dispatch.tls) for d in settings.dispatch.destinations],

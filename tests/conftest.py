@@ -108,6 +108,11 @@ class NodeProcess:
             time.sleep(0.25)
         raise TimeoutError(f"expected {n} jobs, status {self.status()}")
 
+    def status_jobs(self) -> list[dict]:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.admin_port}/jobs", timeout=10).json()
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -58,6 +58,11 @@ class StudyResult:
     series_instance_uid: str | None = None
     reasons: list[str] = field(default_factory=list)
     gradcam: np.ndarray | None = None
+    #: the seven factors' values (None: unknown) and where each came from, for the report
+    factors: dict[str, Any] = field(default_factory=dict)
+    factors_origin: dict[str, str] = field(default_factory=dict)
+    #: the tumour ROI on the target series grid (slice, row, col), for outlines in the report
+    roi_mask: np.ndarray | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The ``mvi-node infer --json`` record (maps summarised, not inlined)."""
@@ -130,7 +135,8 @@ class Engine:
         ok, missing = sel.evaluate({role: u.uid for role, u in winners.items()})
         base = {"patient_id": exam.patient_id, "study_instance_uids": list(exam.study_uids)}
         # a recipe without a served model is not this node's business; an exam nothing fits is
-        results = [StudyResult(**base, recipe=m["name"], outcome=NO_SERIES, reasons=[m["why"]])
+        results = [StudyResult(**base, recipe=m["name"], outcome=NO_SERIES, reasons=[m["why"]],
+                               model=self._identity(m["name"]))
                    for m in missing if self.registry.get(m["name"]) is not None]
         if not ok and not results:
             results.append(StudyResult(**base, recipe="", outcome=NO_SERIES,
@@ -143,6 +149,11 @@ class Engine:
                 results.append(StudyResult(**base, recipe=q["name"], outcome=FAILED,
                                            reasons=[f"{type(exc).__name__}"]))
         return results
+
+    def _identity(self, recipe: str) -> dict[str, Any]:
+        """Which model would have run: reported even when it could not."""
+        model = self.registry.get(recipe)
+        return model.identity(next(iter(model.variants))) if model else {}
 
     def _run_recipe(self, exam, name: str, winners, base) -> StudyResult:
         from mvi_node.recipes import recipe_module
@@ -172,6 +183,8 @@ class Engine:
             predicted_mvi=score >= thr, threshold=thr, slice_info=info, roi=prepared.roi.describe(),
             clinical_factors_used=variant == "clinical" and prepared.clinical is not None,
             clinical_missing=prepared.factors.missing(), series_instance_uid=prepared.series_uid, gradcam=maps,
+            factors=prepared.factors.as_dict(), factors_origin=dict(prepared.factors.origin),
+            roi_mask=np.asarray(prepared.roi.mask, bool),
         )
 
 
