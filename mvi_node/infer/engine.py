@@ -21,6 +21,7 @@ import numpy as np
 from mvi_node.clinical import ClinicalSource, NullClinicalSource
 from mvi_node.infer.manifest import ModelInfo
 from mvi_node.infer.registry import ModelRegistry
+from mvi_node.metrics import observe_stage
 from mvi_node.roi import NoRoi
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ class Engine:
         except ValueError as exc:  # a site model that ships only the clinical variant
             return StudyResult(**base, recipe=name, outcome=NO_FACTORS, model=model.identity(next(iter(model.variants))),
                                clinical_missing=prepared.factors.missing(), reasons=[str(exc)])
-        probs, maps = self.predict(model, variant, prepared.images, prepared.clinical)
+        with observe_stage("infer"):
+            probs, maps = self.predict(model, variant, prepared.images, prepared.clinical)
         thr = model.variants[variant].threshold
         score = float(probs.max())
         info = [{"sop_instance_uid": sop, "slice_index": int(z), "probability": round(float(p), 6),

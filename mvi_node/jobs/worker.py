@@ -9,6 +9,7 @@ import time
 from typing import Any, Callable
 
 from mvi_node.jobs.store import Job, JobState, JobStore
+from mvi_node.metrics.registry import CURRENT_JOB
 
 log = logging.getLogger("mvi_node.jobs")
 
@@ -43,6 +44,7 @@ class JobWorker:
         if job is None:
             return None
         started = time.monotonic()
+        token = CURRENT_JOB.set((job.id, job.payload.get("study_uid")))
         try:
             result = self.handlers[job.kind](job)
         except PermanentJobError as exc:
@@ -59,6 +61,8 @@ class JobWorker:
             result.setdefault("seconds", round(time.monotonic() - started, 3))
             self.store.complete(job.id, result)
             log.info("job %d (%s) done in %.2f s", job.id, job.kind, result["seconds"])
+        finally:
+            CURRENT_JOB.reset(token)
         return self.store.get(job.id)
 
     def _loop(self) -> None:

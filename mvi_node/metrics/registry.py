@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from contextlib import contextmanager
@@ -10,6 +11,12 @@ from typing import Iterator
 from prometheus_client import Counter, Gauge, Histogram
 
 log = logging.getLogger("mvi_node.stages")
+
+#: the job (and study) being worked on in this thread, so stages deep inside a recipe
+#: log and count against the right job without passing it down every call
+CURRENT_JOB: contextvars.ContextVar[tuple[int | None, str | None]] = contextvars.ContextVar(
+    "mvi_current_job", default=(None, None)
+)
 
 #: the stages an exam passes through; ``end_to_end`` spans study complete -> last result sent
 STAGES = (
@@ -52,6 +59,9 @@ def record_stage(stage: str, seconds: float, job_id: int | None = None, study_ui
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     STAGE_SECONDS.labels(stage=stage).observe(seconds)
+    current_job, current_study = CURRENT_JOB.get()
+    job_id = job_id if job_id is not None else current_job
+    study_uid = study_uid if study_uid is not None else current_study
     extra = {"stage": stage, "seconds": round(seconds, 4)}
     if job_id is not None:
         extra["job_id"] = job_id

@@ -13,6 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from mvi_node.clinical import ClinicalFactors, ClinicalSource, header_factors
+from mvi_node.metrics import observe_stage
 from mvi_node.recipes.ct_ap_resnet18 import preprocess as pp
 from mvi_node.roi import NoRoi, Roi, find_roi
 
@@ -93,9 +94,15 @@ def mtd_from_roi(roi: Roi) -> float:
 
 def prepare(exam: list[Dataset], target: list[Dataset], labs: ClinicalSource) -> Prepared | NoRoi:
     """Series + exam -> network inputs. ``NoRoi`` when no annotation gives a tumour."""
-    roi = find_roi(exam, target)
+    with observe_stage("roi"):
+        roi = find_roi(exam, target)
     if isinstance(roi, NoRoi):
         return roi
+    with observe_stage("preprocess"):
+        return _prepare_inputs(exam, roi, labs)
+
+
+def _prepare_inputs(exam: list[Dataset], roi, labs: ClinicalSource) -> Prepared:
     geo = roi.geometry
     slices = roi.slices
     full = {z: _pixels(geo.datasets[z]) for z in slices}
