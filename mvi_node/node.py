@@ -93,6 +93,9 @@ class Node:
             self.index, self.jobs, settings.completion.quiet_seconds, settings.completion.poll_seconds
         )
         self.engine = build_engine(settings)
+        self.destinations = [
+            Destination.parse(spec, tls=settings.dispatch.tls) for spec in settings.dispatch.destinations
+        ]
         handler = StudyPipeline(
             self.index,
             settings.staging_dir,
@@ -102,16 +105,13 @@ class Node:
             write=save_outputs,
             results_dir=settings.results_dir,
             jobs=self.jobs,
-            destinations=[Destination.parse(d, tls=settings.dispatch.tls) for d in settings.dispatch.destinations],
+            destinations=self.destinations,
             dispatch_attempts=settings.dispatch.max_attempts,
             secondary_captures=settings.models.secondary_captures,
         )
         self.workers = [
             JobWorker(self.jobs, {STUDY_JOB: handler}, name=f"worker-{i}")
             for i in range(settings.jobs.workers)
-        ]
-        self.destinations = [
-            Destination.parse(spec, tls=settings.dispatch.tls) for spec in settings.dispatch.destinations
         ]
         dispatch_tls = _dispatch_tls_context(settings)
         calling_ae = settings.dispatch.calling_ae or settings.listener.ae_title
@@ -136,9 +136,47 @@ class Node:
             self.readiness[f"destination:{dest}"] = (
                 lambda d=dest: (echo(d, calling_ae, dispatch_tls), "C-ECHO")
             )
+        self.orthanc_routers: list = []
+        self.catch_up = None
+        if settings.orthanc.enabled:
+            self._wire_orthanc(handler)
         self.admin = None
         self._stopped = False
         self._collector: NodeCollector | None = None
+
+    def _wire_orthanc(self, pipeline: StudyPipeline) -> None:
+        """Orthanc as front door (plugin hand-off, /changes catch-up) and results path."""
+        from mvi_node.admin.orthanc import ORTHANC_IMPORT_JOB, orthanc_router
+        from mvi_node.dispatch.orthanc import ORTHANC_STORE_JOB, enqueue_orthanc_store, make_orthanc_store_handler
+        from mvi_node.stage.orthanc import OrthancClient
+        from mvi_node.stage.orthanc_intake import ChangesCatchUp, make_import_handler
+
+        cfg = self.settings.orthanc
+        client = OrthancClient(cfg.url, cfg.username, cfg.password.get_secret_value() if cfg.password else None)
+        stager = Stager(self.settings.staging_dir, self.index, sync=self.settings.staging.durability == "fsync")
+        self.workers.append(
+            JobWorker(
+                self.jobs,
+                {
+                    ORTHANC_IMPORT_JOB: make_import_handler(client, stager),
+                    ORTHANC_STORE_JOB: make_orthanc_store_handler(client, cfg.retention_hours),
+                },
+                backoff_seconds=self.settings.dispatch.backoff_initial_s,
+                backoff_max_seconds=self.settings.dispatch.backoff_max_s,
+                name="orthanc",
+            )
+        )
+        if cfg.modality:
+            modality, attempts = cfg.modality, self.settings.dispatch.max_attempts
+            pipeline.sinks.append(
+                lambda files, key, study, completed: [
+                    enqueue_orthanc_store(self.jobs, files, modality, key, study, attempts, completed)
+                ]
+            )
+        self.orthanc_routers.append(lambda guarded: orthanc_router(self.jobs, client, guarded))
+        self.catch_up = ChangesCatchUp(client, self.jobs, self.settings.data_dir / "orthanc-changes.seq",
+                                       cfg.changes_poll_seconds)
+        self.readiness["orthanc"] = lambda: (client.alive(), cfg.url)
 
     def _storage_writable(self) -> tuple[bool, str]:
         probe = self.settings.staging_dir / ".ready-probe"
@@ -166,7 +204,7 @@ class Node:
         registry = CollectorRegistry()
         registry.register(self._collector)
         token = self.settings.admin.token.get_secret_value() if self.settings.admin.token else None
-        app = create_app(self.jobs, self.readiness, self.clinical, token, registry)
+        app = create_app(self.jobs, self.readiness, self.clinical, token, registry, self.orthanc_routers)
         self.admin = AdminServer(app, self.settings.admin.host, self.settings.admin.port)
         self.admin.start()
 
@@ -190,6 +228,8 @@ class Node:
             worker.start()
         if self.settings.admin.enabled:
             self._start_admin()
+        if self.catch_up is not None:
+            self.catch_up.start()
         log.info(
             "node up: %d listener process(es), quiet period %.1f s, %d temporary files cleared, %d re-indexed",
             count,
@@ -210,6 +250,8 @@ class Node:
         log.info("shutting down")
         if self.admin is not None:
             self.admin.stop()
+        if self.catch_up is not None:
+            self.catch_up.stop()
         for proc in self.children:
             proc.terminate()
         if self.listener is not None:

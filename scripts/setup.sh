@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_RUNTIME=(dcmtk)
-APT_TEST=(dcmtk dicom3tools prometheus)
+APT_TEST=(dcmtk dicom3tools prometheus orthanc orthanc-python orthanc-dicomweb)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -79,6 +79,7 @@ def create_app(
     clinical: ClinicalFactorStore,
     token: str | None = None,
     node_registry: CollectorRegistry | None = None,
+    routers: list | None = None,
 ) -> FastAPI:
     """``node_registry`` holds this node's store-backed collector; the process-wide
     registry holds what stages record. Both are exposed on ``/metrics``."""
@@ -180,4 +181,6 @@ def create_app(
     def post_clinical_factors(body: ClinicalFactorsIn) -> Stored:
         return Stored(key=clinical.put(body))
 
+    for make_router in routers or []:
+        app.include_router(make_router(guarded))
     return app

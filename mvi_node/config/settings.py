@@ -187,6 +187,21 @@ class DispatchSettings(_Section):
         return _check_ae(value) if value else value
 
 
+class OrthancSettings(_Section):
+    """Orthanc as staging store and front door (deploy/orthanc/ documents both topologies)."""
+
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8042"
+    username: str | None = None
+    password: SecretStr | None = None
+    #: the PACS as an Orthanc modality: results are uploaded to Orthanc and sent from there
+    modality: str | None = None
+    #: hours the staging Orthanc keeps a study after its results went out; 0 deletes at once
+    retention_hours: float = Field(default=0.0, ge=0)
+    #: how often Orthanc's /changes is read to catch up on hand-offs the plugin lost
+    changes_poll_seconds: float = Field(default=30.0, gt=0)
+
+
 class AdminSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -214,6 +229,7 @@ class Settings(BaseSettings):
     clinical: ClinicalSettings = Field(default_factory=ClinicalSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    orthanc: OrthancSettings = Field(default_factory=OrthancSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -59,6 +59,8 @@ class StudyPipeline:
     destinations: list = field(default_factory=list)
     dispatch_attempts: int = 8
     secondary_captures: int = 3
+    #: further result paths (e.g. through Orthanc): (files, result_key, study_uid, completed_at) -> jobs
+    sinks: list[Callable[..., list]] = field(default_factory=list)
 
     def __call__(self, job: Job) -> dict[str, Any]:
         study_uid = job.payload["study_uid"]
@@ -124,6 +126,8 @@ class StudyPipeline:
                 max_attempts=self.dispatch_attempts,
                 completed_at=job.created_at,
             )
+        for sink in self.sinks:
+            queued += sink(files, str(datasets[0].SOPInstanceUID), str(datasets[0].StudyInstanceUID), job.created_at)
         return {
             "sr": str(datasets[0].SOPInstanceUID),
             "files": [str(f) for f in files],

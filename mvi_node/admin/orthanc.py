@@ -1,0 +1,48 @@
+"""Admin API route the Orthanc plugin calls when a study is stable."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from mvi_node.jobs.store import JobStore
+from mvi_node.stage.orthanc import OrthancClient, OrthancError
+
+ORTHANC_IMPORT_JOB = "orthanc-import"
+
+
+class StableStudy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    orthanc_study_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f-]+$")
+
+
+class Queued(BaseModel):
+    job_id: int
+
+
+def import_job_key(client: OrthancClient, study_id: str) -> str:
+    """One import per study version: a study that changes in Orthanc is imported again."""
+    info = client._call("GET", f"/studies/{study_id}").json()
+    return f"orthanc-import:{study_id}:{info.get('LastUpdate', '')}"
+
+
+def orthanc_router(jobs: JobStore, client: OrthancClient, guarded: list) -> APIRouter:
+    router = APIRouter()
+
+    @router.post(
+        "/orthanc/stable-study",
+        response_model=Queued,
+        status_code=202,
+        dependencies=guarded,
+        responses={400: {"description": "the body is not JSON"}, 502: {"description": "Orthanc did not answer"}},
+        summary="Orthanc says a study is stable: queue its import into the node",
+    )
+    def stable_study(body: StableStudy) -> Queued:
+        try:
+            key = import_job_key(client, body.orthanc_study_id)
+        except OrthancError as exc:
+            raise HTTPException(status_code=502, detail=str(exc)) from None
+        job = jobs.enqueue(ORTHANC_IMPORT_JOB, key, {"orthanc_study_id": body.orthanc_study_id})
+        return Queued(job_id=job.id)
+
+    return router

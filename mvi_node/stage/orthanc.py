@@ -1,0 +1,103 @@
+"""Orthanc as the staging store (REST API, Orthanc Book "REST API of the Orthanc core").
+
+The node reads a study's instances from Orthanc into its own durable staging through
+the same checks as the DICOM listener (so completion, selection and jobs are unchanged),
+and writes its results into Orthanc, whose modality C-STORE job sends them on to PACS.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from mvi_node.stage.ingest import RejectedInstance, Stager
+
+log = logging.getLogger("mvi_node.orthanc")
+
+
+class OrthancError(RuntimeError):
+    """Orthanc answered with an error or could not be reached (message carries IDs only)."""
+
+
+@dataclass
+class OrthancClient:
+    url: str
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+
+    def _client(self) -> httpx.Client:
+        auth = (self.username, self.password) if self.username else None
+        return httpx.Client(base_url=self.url.rstrip("/"), auth=auth, timeout=self.timeout)
+
+    def _call(self, method: str, path: str, **kw) -> httpx.Response:
+        try:
+            with self._client() as c:
+                r = c.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise OrthancError(f"Orthanc {method} {path}: {type(exc).__name__}") from None
+        if r.status_code >= 400:
+            raise OrthancError(f"Orthanc {method} {path}: HTTP {r.status_code}")
+        return r
+
+    def study_instances(self, study_id: str) -> list[str]:
+        return [i["ID"] for i in self._call("GET", f"/studies/{study_id}/instances").json()]
+
+    def instance_file(self, instance_id: str) -> bytes:
+        return self._call("GET", f"/instances/{instance_id}/file").content
+
+    def upload(self, part10: bytes) -> dict:
+        return self._call("POST", "/instances", content=part10, headers={"Content-Type": "application/dicom"}).json()
+
+    def store_to_modality(self, modality: str, resources: list[str]) -> dict:
+        """Synchronous C-STORE by Orthanc; HTTP error when the modality refuses or is down."""
+        body = {"Resources": resources, "Synchronous": True}
+        return self._call("POST", f"/modalities/{modality}/store", json=body).json()
+
+    def delete_study(self, study_id: str) -> None:
+        self._call("DELETE", f"/studies/{study_id}")
+
+    def changes(self, since: int, limit: int = 100) -> dict:
+        return self._call("GET", "/changes", params={"since": since, "limit": limit}).json()
+
+    def alive(self) -> bool:
+        try:
+            self._call("GET", "/system")
+            return True
+        except OrthancError:
+            return False
+
+
+def split_part10(data: bytes) -> tuple[bytes, bytes, str, str, str]:
+    """(file-meta chunk, dataset, transfer syntax, SOP class, SOP instance) of a Part 10 file."""
+    import io
+
+    from pydicom import dcmread
+
+    meta = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).file_meta
+    # preamble + "DICM" (132) + the group length element (12) + the group it announces
+    start = 132 + 12 + int(meta.FileMetaInformationGroupLength)
+    return (
+        data[:start],
+        data[start:],
+        str(meta.TransferSyntaxUID),
+        str(meta.MediaStorageSOPClassUID),
+        str(meta.MediaStorageSOPInstanceUID),
+    )
+
+
+def import_study(client: OrthancClient, study_id: str, stager: Stager) -> dict[str, int]:
+    """Copy every instance of an Orthanc study into the node's staging (idempotent)."""
+    counts = {"staged": 0, "duplicates": 0, "refused": 0}
+    for instance_id in client.study_instances(study_id):
+        meta, dataset, ts, sop_class, sop_uid = split_part10(client.instance_file(instance_id))
+        try:
+            outcome = stager.store([meta, dataset], dataset, ts, sop_class, sop_uid, calling_ae="ORTHANC")
+        except RejectedInstance as exc:
+            counts["refused"] += 1
+            log.warning("Orthanc instance %s refused: %s", instance_id, exc.reason)
+            continue
+        counts["duplicates" if outcome.duplicate else "staged"] += 1
+    return counts

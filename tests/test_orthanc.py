@@ -1,0 +1,132 @@
+"""Orthanc as the hospital PACS and as the staging front door, with the mvi-node plugin."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from mvi_node.synth import make_exam
+from orthanc_fixtures import DICOMWEB_PLUGIN, PYTHON_PLUGIN, REPO, OrthancProcess
+
+pytestmark = pytest.mark.orthanc
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def topology_b(tmp_path, node):
+    """PACS Orthanc -> (Lua auto-route) -> staging Orthanc + plugin -> node -> results back."""
+    staging = OrthancProcess(tmp_path / "staging", "STAGING")
+    pacs = OrthancProcess(tmp_path / "pacs", "PACS", extra={"LuaScripts": [str(REPO / "deploy/orthanc/pacs-autoroute.lua")]})
+    pacs.config["DicomModalities"] = {"STAGING": ["STAGING", "127.0.0.1", staging.dicom_port]}
+    staging.config["DicomModalities"] = {"PACS": ["PACS", "127.0.0.1", pacs.dicom_port]}
+    n = node(quiet=1.0, env={
+        "MVI_ORTHANC__ENABLED": "true",
+        "MVI_ORTHANC__URL": staging.url,
+        "MVI_ORTHANC__MODALITY": "PACS",
+        "MVI_ORTHANC__RETENTION_HOURS": "0",
+    })
+    staging.config.update({
+        "Plugins": [PYTHON_PLUGIN, DICOMWEB_PLUGIN],
+        "PythonScript": str(REPO / "plugins/mvi_node_orthanc.py"),
+        "MviNode": {"Url": f"http://127.0.0.1:{n.admin_port}"},
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    })
+    staging.start()
+    pacs.start()
+    yield pacs, staging, n
+    pacs.stop()
+    staging.stop()
+
+
+def test_exam_uploaded_to_pacs_comes_back_with_sr_and_scs(topology_b, tmp_path):
+    pacs, staging, n = topology_b
+    make_exam(tmp_path / "exam", "ct", seed=99, index=0, mvi=True, hard_cases="none", matrix=96, annotations="seg")
+    sent = pacs.upload_folder(tmp_path / "exam")
+    (study_id,) = pacs.get("/studies")
+
+    def results():
+        series = [pacs.get(f"/series/{s}") for s in pacs.get(f"/studies/{study_id}")["Series"]]
+        mods = {s["MainDicomTags"].get("Modality"): len(s["Instances"]) for s in series
+                if s["MainDicomTags"].get("SeriesNumber") in ("9901", "9902")}
+        return mods if mods.get("SR") == 1 and mods.get("OT") == 3 else None
+
+    mods = _wait(results, 150, "SR and SCs in the PACS Orthanc")
+    assert mods == {"SR": 1, "OT": 3}
+    # the results are in the same study as the source
+    study = pacs.get(f"/studies/{study_id}")
+    assert len(study["Series"]) > 2
+    # the staging copy is gone (retention 0) and the plugin's hand-off is visible in the node
+    _wait(lambda: staging.get("/studies") == [], 30, "staging Orthanc cleanup")
+    jobs = n.status_jobs()
+    assert any(j["kind"] == "orthanc-import" and j["state"] == "done" for j in jobs)
+    assert any(j["kind"] == "orthanc-store" and j["state"] == "done" for j in jobs)
+    assert n.status()["instances"] >= sent - 5  # the dose screen save is refused by class
+    log = n.log_text()
+    assert "SYNTH^" not in log
+
+
+def _results_in_pacs(pacs, study_id):
+    series = [pacs.get(f"/series/{s}") for s in pacs.get(f"/studies/{study_id}")["Series"]]
+    return {s["MainDicomTags"].get("Modality"): len(s["Instances"]) for s in series
+            if s["MainDicomTags"].get("SeriesNumber") in ("9901", "9902")}
+
+
+def test_node_killed_mid_study_loses_and_duplicates_nothing(topology_b, tmp_path):
+    pacs, staging, n = topology_b
+    make_exam(tmp_path / "exam", "ct", seed=99, index=1, mvi=False, hard_cases="none", matrix=96, annotations="seg")
+    n.kill9()  # the node is down while PACS routes and the plugin hands the study over
+    pacs.upload_folder(tmp_path / "exam")
+    (study_id,) = pacs.get("/studies")
+    _wait(lambda: staging.get("/studies"), 60, "the study in the staging Orthanc")
+    time.sleep(4)  # stable in Orthanc; the plugin's hand-off now fails and is retried
+    n.start()
+    mods = _wait(lambda: (m := _results_in_pacs(pacs, study_id)).get("SR") == 1 and m.get("OT") == 3 and m, 180,
+                 "results after the node restarted")
+    time.sleep(5)  # nothing more may arrive
+    assert _results_in_pacs(pacs, study_id) == mods == {"SR": 1, "OT": 3}
+    studies = [j for j in n.status_jobs() if j["kind"] == "study"]
+    assert len(studies) == 1 and studies[0]["state"] == "done"
+
+
+def test_staging_orthanc_restarted_before_results_are_stored(tmp_path, node):
+    staging = OrthancProcess(tmp_path / "staging", "STAGING")
+    pacs = OrthancProcess(tmp_path / "pacs", "PACS").start()
+    staging.config["DicomModalities"] = {"PACS": ["PACS", "127.0.0.1", pacs.dicom_port]}
+    n = node(quiet=1.0, env={
+        "MVI_ORTHANC__ENABLED": "true", "MVI_ORTHANC__URL": staging.url, "MVI_ORTHANC__MODALITY": "PACS",
+        "MVI_DISPATCH__BACKOFF_INITIAL_S": "1", "MVI_DISPATCH__BACKOFF_MAX_S": "2",
+    })
+    staging.config.update({"Plugins": [PYTHON_PLUGIN], "PythonScript": str(REPO / "plugins/mvi_node_orthanc.py"),
+                           "MviNode": {"Url": f"http://127.0.0.1:{n.admin_port}"}})
+    staging.start()
+    try:
+        make_exam(tmp_path / "exam", "ct", seed=99, index=2, mvi=True, hard_cases="none", matrix=96, annotations="seg")
+        staging.upload_folder(tmp_path / "exam")
+        # Orthanc goes down once the node has imported the study: the study job runs on the
+        # node's own staging, and storing its results through Orthanc fails until Orthanc is back.
+        _wait(lambda: any(j["kind"] == "orthanc-import" and j["state"] == "done" for j in n.status_jobs()), 90, "import")
+        staging.stop()
+        _wait(lambda: any(j["kind"] == "orthanc-store" and j["attempts"] >= 1 for j in n.status_jobs()), 60,
+              "a failed store attempt")
+        time.sleep(2)
+        staging.start()
+        (study_id,) = _wait(lambda: pacs.get("/studies"), 60, "results in PACS")
+        mods = _wait(lambda: (m := _results_in_pacs(pacs, study_id)).get("SR") == 1 and m.get("OT") == 3 and m, 60,
+                     "SR and SCs in PACS")
+        assert mods == {"SR": 1, "OT": 3}
+        store = [j for j in n.status_jobs() if j["kind"] == "orthanc-store"]
+        assert len(store) == 1 and store[0]["state"] == "done" and store[0]["attempts"] >= 2
+    finally:
+        staging.stop()
+        pacs.stop()
