@@ -130,3 +130,27 @@ def test_staging_orthanc_restarted_before_results_are_stored(tmp_path, node):
     finally:
         staging.stop()
         pacs.stop()
+
+
+def test_topology_a_pacs_routes_to_the_listener_results_go_through_orthanc(tmp_path, node):
+    staging = OrthancProcess(tmp_path / "staging", "STAGING")
+    pacs = OrthancProcess(tmp_path / "pacs", "PACS",
+                          extra={"LuaScripts": [str(REPO / "deploy/orthanc/pacs-autoroute-to-node.lua")]})
+    staging.config["DicomModalities"] = {"PACS": ["PACS", "127.0.0.1", pacs.dicom_port]}
+    staging.start()
+    n = node(quiet=1.5, env={"MVI_ORTHANC__ENABLED": "true", "MVI_ORTHANC__URL": staging.url,
+                             "MVI_ORTHANC__MODALITY": "PACS"})
+    pacs.config["DicomModalities"] = {"MVI_NODE": ["MVI_NODE", "127.0.0.1", n.port]}
+    pacs.start()
+    try:
+        make_exam(tmp_path / "exam", "ct", seed=99, index=3, mvi=True, hard_cases="none", matrix=96, annotations="seg")
+        pacs.upload_folder(tmp_path / "exam")
+        (study_id,) = pacs.get("/studies")
+        mods = _wait(lambda: (m := _results_in_pacs(pacs, study_id)).get("SR") == 1 and m.get("OT") == 3 and m, 150,
+                     "results in PACS")
+        assert mods == {"SR": 1, "OT": 3}
+        _wait(lambda: staging.get("/studies") == [], 30, "staging cleanup")
+        assert any(j["kind"] == "orthanc-store" and j["state"] == "done" for j in n.status_jobs())
+    finally:
+        pacs.stop()
+        staging.stop()
