@@ -15,16 +15,16 @@ from mvi_node.config import Settings
 from mvi_node.dispatch.destination import Destination
 from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
 from mvi_node.dispatch.sender import echo
-from mvi_node.jobs import open_job_store
 from mvi_node.infer.service import build_engine, model_readiness
+from mvi_node.jobs import open_job_store
 from mvi_node.jobs.study import StudyPipeline
-from mvi_node.report.outputs import build_results, save_outputs
 from mvi_node.jobs.worker import JobWorker
 from mvi_node.logs import setup_logging
 from mvi_node.metrics import NodeCollector
 from mvi_node.receive.handlers import ListenerHandlers
 from mvi_node.receive.policy import CallerPolicy, DiskGuard
 from mvi_node.receive.server import Listener
+from mvi_node.report.outputs import build_results, save_outputs
 from mvi_node.stage.completion import STUDY_JOB, CompletionWatcher
 from mvi_node.stage.index import StagingIndex
 from mvi_node.stage.ingest import Stager
