@@ -13,7 +13,7 @@ from typing import Callable
 from mvi_node.admin.clinical import ClinicalFactorStore
 from mvi_node.config import Settings
 from mvi_node.dispatch.destination import Destination
-from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
+from mvi_node.dispatch.jobs import DISPATCH_JOB, enqueue_dispatch, make_dispatch_handler
 from mvi_node.dispatch.sender import echo
 from mvi_node.infer.service import build_engine, model_readiness
 from mvi_node.jobs import open_job_store
@@ -104,11 +104,14 @@ class Node:
             report=build_results if self.engine is not None else None,
             write=save_outputs,
             results_dir=settings.results_dir,
-            jobs=self.jobs,
-            destinations=self.destinations,
-            dispatch_attempts=settings.dispatch.max_attempts,
             secondary_captures=settings.models.secondary_captures,
         )
+        if self.destinations:
+            handler.sinks.append(
+                lambda files, key, study, completed: enqueue_dispatch(
+                    self.jobs, files, self.destinations, key, study, settings.dispatch.max_attempts, completed
+                )
+            )
         self.workers = [
             JobWorker(self.jobs, {STUDY_JOB: handler}, name=f"worker-{i}")
             for i in range(settings.jobs.workers)

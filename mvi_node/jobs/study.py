@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mvi_node.jobs.store import Job, JobStore
+from mvi_node.jobs.store import Job
 from mvi_node.jobs.worker import PermanentJobError
 from mvi_node.metrics import EXAMS_SKIPPED, PREDICTED_PROBABILITY, SERIES_SELECTED, observe_stage
 from mvi_node.stage.index import StagingIndex
@@ -55,11 +55,8 @@ class StudyPipeline:
     report: ReportBuilder | None = None
     write: ResultWriter | None = None
     results_dir: Path | None = None
-    jobs: JobStore | None = None
-    destinations: list = field(default_factory=list)
-    dispatch_attempts: int = 8
     secondary_captures: int = 3
-    #: further result paths (e.g. through Orthanc): (files, result_key, study_uid, completed_at) -> jobs
+    #: where results go (C-STORE destinations, Orthanc): (files, result_key, study_uid, completed_at) -> jobs
     sinks: list[Callable[..., list]] = field(default_factory=list)
 
     def __call__(self, job: Job) -> dict[str, Any]:
@@ -107,8 +104,6 @@ class StudyPipeline:
         return records
 
     def _report_and_queue(self, job: Job, exam, res) -> dict[str, Any]:
-        from mvi_node.dispatch.jobs import enqueue_dispatch
-
         with observe_stage("report", job.id, job.payload["study_uid"]):
             datasets = self.report(res, exam, self.secondary_captures)
             if not datasets:
@@ -116,16 +111,6 @@ class StudyPipeline:
             folder = self.results_dir / str(datasets[0].StudyInstanceUID)  # type: ignore[operator]
             files = self.write(datasets, folder)
         queued = []
-        if self.jobs is not None and self.destinations:
-            queued = enqueue_dispatch(
-                self.jobs,
-                files,
-                self.destinations,
-                result_key=str(datasets[0].SOPInstanceUID),
-                study_uid=str(datasets[0].StudyInstanceUID),
-                max_attempts=self.dispatch_attempts,
-                completed_at=job.created_at,
-            )
         for sink in self.sinks:
             queued += sink(files, str(datasets[0].SOPInstanceUID), str(datasets[0].StudyInstanceUID), job.created_at)
         return {
