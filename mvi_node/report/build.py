@@ -1,0 +1,46 @@
+"""From a :class:`ReportInput` to the DICOM objects that go back to PACS, and onto disk."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from mvi_node.report.inputs import ReportInput
+from mvi_node.report.sc import build_scs
+from mvi_node.report.sr import build_sr
+from mvi_node.report.uids import ResultUIDs
+
+
+def result_uids(inp: ReportInput) -> ResultUIDs:
+    """UIDs keyed by the source exam (study + sorted source series) and the model."""
+    if not inp.evidence:
+        raise ValueError("report input has no evidence instance (patient/study identity unknown)")
+    study = str(inp.evidence[0].StudyInstanceUID)
+    series = {str(ds.SeriesInstanceUID) for ds in inp.evidence}
+    for lesion in inp.lesions:
+        series.update(str(s.source.SeriesInstanceUID) for s in lesion.slices)
+    return ResultUIDs.of(study, series, inp.model.sha256, inp.model.recipe)
+
+
+def build_outputs(inp: ReportInput, n_sc: int = 3) -> list[Dataset]:
+    """The SR first, then up to ``n_sc`` Grad-CAM secondary captures (none when the
+    exam was not evaluated), all in the source study."""
+    uids = result_uids(inp)
+    return [build_sr(inp, uids), *build_scs(inp, uids, n_sc)]
+
+
+def save_outputs(datasets: list[Dataset], folder: Path | str) -> list[Path]:
+    """Write each object durably as ``<SOPInstanceUID>.dcm`` (DICOM file format); return the paths."""
+    from mvi_node.stage.durable import write_durably
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ds in datasets:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        path = Path(folder) / f"{ds.SOPInstanceUID}.dcm"
+        write_durably(path, buffer.getvalue())
+        paths.append(path)
+    return paths

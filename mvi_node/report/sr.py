@@ -1,0 +1,207 @@
+"""The MVI result as a Comprehensive 3D SR, TID 1500 Imaging Measurement Report.
+
+Root (126000, DCM) so OHIF's measurement viewport shows it; an Image Library of the
+source slices; one measurement group per lesion (tracking identifier and UID, finding
+type neoplasm, site liver, NUM probability / threshold / maximum diameter / grade
+probabilities, CODE finding), a TID 1410 planar-ROI group with an image region on the
+key slice where the ROI is planar, TID 4019 algorithm identification, Contributing
+Equipment naming the model, TEXT items for the clinical factors and the intended use.
+An exam that could not be evaluated still gets an SR that says why.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+from highdicom.sr import (
+    AlgorithmIdentification,
+    CodedConcept,
+    Comprehensive3DSR,
+    DeviceObserverIdentifyingAttributes,
+    FindingSite,
+    ImageRegion,
+    Measurement,
+    MeasurementReport,
+    MeasurementsAndQualitativeEvaluations,
+    ObservationContext,
+    ObserverContext,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
+    QualitativeEvaluation,
+    RelationshipTypeValues,
+    SourceImageForRegion,
+    TextContentItem,
+    TrackingIdentifier,
+)
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from mvi_node.report.inputs import LesionResult, ModelIdentity, ReportInput
+from mvi_node.report.uids import SR_SERIES_NUMBER, ResultUIDs
+
+#: private coding scheme for concepts the standard has no code for (declared in the SR)
+SCHEME = "99MVINODE"
+SCHEME_NAME = "mvi-node private concepts"
+
+MVI_PROBABILITY = CodedConcept("MVI-P", SCHEME, "Microvascular invasion probability")
+NOT_EVALUATED = CodedConcept("MVI-NE", SCHEME, "Microvascular invasion not evaluated")
+MTD = CodedConcept("M-MTD", SCHEME, "Maximum tumor diameter")
+CLINICAL_FACTOR = CodedConcept("M-CF", SCHEME, "Clinical factor used")
+INTENDED_USE = CodedConcept("M-IU", SCHEME, "Intended use")
+THRESHOLD = CodedConcept("122411", "DCM", "Threshold Value")
+FINDING = CodedConcept("121071", "DCM", "Finding")
+COMMENT = CodedConcept("121106", "DCM", "Comment")
+INVASION_PRESENT = CodedConcept("372287009", "SCT", "Vascular invasion by tumor present")
+INVASION_ABSENT = CodedConcept("127494000", "SCT", "No vascular invasion by tumor")
+NEOPLASM = CodedConcept("108369006", "SCT", "Neoplasm")
+LIVER = CodedConcept("10200004", "SCT", "Liver")
+CT_PROCEDURE = CodedConcept("25045-6", "LN", "CT unspecified body region")
+UNITLESS = CodedConcept("1", "UCUM", "no units")
+MM = CodedConcept("mm", "UCUM", "mm")
+CONTAINS = RelationshipTypeValues.CONTAINS
+
+
+def grade_concept(grade: str) -> CodedConcept:
+    return CodedConcept(f"MVI-{grade}"[:16], SCHEME, f"Probability of MVI grade {grade}")
+
+
+def _text(name: CodedConcept, value: str) -> TextContentItem:
+    return TextContentItem(name=name, value=str(value)[:1024] or "-", relationship_type=CONTAINS)
+
+
+def _algorithm(model: ModelIdentity, threshold: float | None) -> AlgorithmIdentification:
+    params = [f"sha256={model.sha256 or 'none'}"]
+    if model.variant:
+        params.append(f"variant={model.variant}")
+    if threshold is not None:
+        params.append(f"threshold={threshold:.4f}")
+    return AlgorithmIdentification(name=model.name or model.recipe or "mvi-node", version=model.version or "0",
+                                   parameters=params)
+
+
+def _observation_context(model: ModelIdentity) -> ObservationContext:
+    device = DeviceObserverIdentifyingAttributes(
+        uid=model.device_uid, name="mvi-node", manufacturer_name=model.manufacturer,
+        model_name=model.label or None,
+    )
+    return ObservationContext(
+        observer_device_context=ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device)
+    )
+
+
+def _texts(inp: ReportInput) -> list[TextContentItem]:
+    items = []
+    for key, value in inp.clinical_factors_used.items():
+        if value is not None:
+            items.append(_text(CLINICAL_FACTOR, f"{key}={value}"))
+    if inp.image_only:
+        items.append(_text(COMMENT, "Image-only model: clinical factors not used"))
+    items.append(_text(INTENDED_USE, f"Intended use: {inp.model.intended_use or 'not stated'}"))
+    if inp.model.training_data:
+        items.append(_text(COMMENT, f"Training data: {inp.model.training_data}"))
+    return items
+
+
+def _region(lesion: LesionResult) -> ImageRegion | None:
+    region, key = lesion.roi_region, lesion.key_slice
+    if region is None or key is None:
+        return None
+    source = SourceImageForRegion(str(key.SOPClassUID), str(key.SOPInstanceUID))
+    if region.graphic_type == "CIRCLE":
+        return ImageRegion(hd.sr.GraphicTypeValues.CIRCLE, region.points[:2].astype(float), source)
+    # SCOORD has no POLYGON: a closed POLYLINE (first point = last point)
+    return ImageRegion(hd.sr.GraphicTypeValues.POLYLINE, region.closed_polyline(), source)
+
+
+def lesion_group(lesion: LesionResult, inp: ReportInput, tracking_uid: str):
+    algo = _algorithm(inp.model, lesion.threshold)
+    num = lambda name, value, unit, nd=6: Measurement(name=name, value=round(float(value), nd), unit=unit,  # noqa: E731
+                                                       algorithm_id=algo)
+    measurements = [num(MVI_PROBABILITY, lesion.probability, UNITLESS), num(THRESHOLD, lesion.threshold, UNITLESS)]
+    if lesion.max_diameter_mm is not None:
+        measurements.append(num(MTD, lesion.max_diameter_mm, MM, 1))
+    for grade, p in (lesion.grade_probabilities or {}).items():
+        measurements.append(num(grade_concept(grade), p, UNITLESS))
+    common = dict(
+        tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier=lesion.tracking_id[:64] or "Tumor"),
+        finding_type=NEOPLASM,
+        algorithm_id=algo,
+        finding_sites=[FindingSite(LIVER)],
+        measurements=measurements,
+        qualitative_evaluations=[QualitativeEvaluation(FINDING, INVASION_PRESENT if lesion.predicted_mvi
+                                                       else INVASION_ABSENT)],
+    )
+    region = _region(lesion)
+    if region is not None:
+        return PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **common)
+    return MeasurementsAndQualitativeEvaluations(**common)
+
+
+def not_evaluated_group(inp: ReportInput, tracking_uid: str):
+    model = inp.model
+    group = MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier="Exam"),
+        finding_type=NEOPLASM,
+        algorithm_id=_algorithm(model, None) if model.recipe or model.name else None,
+        finding_sites=[FindingSite(LIVER)],
+        qualitative_evaluations=[QualitativeEvaluation(FINDING, NOT_EVALUATED)],
+    )
+    detail = f" {inp.outcome_detail}" if inp.outcome_detail else ""
+    group[0].ContentSequence.append(_text(COMMENT, f"Not evaluated: {inp.outcome}.{detail}"))
+    return group
+
+
+def title_of(inp: ReportInput) -> str:
+    if not inp.evaluated:
+        return f"MVI not evaluated: {inp.outcome}"
+    top = max(inp.lesions, key=lambda l: l.probability)
+    return f"MVI {'present' if any(l.predicted_mvi for l in inp.lesions) else 'absent'} p={top.probability:.3f}"
+
+
+def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
+    """One SR for one exam x model; ``inp.evidence[0]`` gives patient and study."""
+    if not inp.evidence:
+        raise ValueError("report input has no evidence instance (patient/study identity unknown)")
+    if inp.evaluated:
+        groups = [lesion_group(l, inp, l.tracking_uid or uids.tracking(l.tracking_id)) for l in inp.lesions]
+    else:
+        groups = [not_evaluated_group(inp, uids.tracking("exam"))]
+    for item in _texts(inp):
+        groups[0][0].ContentSequence.append(item)
+    images = [ds for ds in inp.evidence if "Rows" in ds and "SOPClassUID" in ds]
+    report = MeasurementReport(
+        observation_context=_observation_context(inp.model),
+        procedure_reported=CT_PROCEDURE,
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+        referenced_images=images or None,
+    )
+    model = inp.model
+    equipment = hd.ContributingEquipment(
+        manufacturer=model.manufacturer,
+        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=(model.label or "mvi-node")[:64],
+        software_versions=model.software_versions,
+        contribution_description=f"{model.recipe} sha256 {model.sha256}"[:64],
+    )
+    equipment.DeviceUID = model.device_uid
+    caution = "NOT FOR CLINICAL USE " if model.synthetic else ""
+    sr = Comprehensive3DSR(
+        evidence=inp.evidence,
+        content=report[0],
+        series_instance_uid=uids.sr_series,
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=uids.sr,
+        instance_number=1,
+        manufacturer=model.manufacturer,
+        is_complete=True,
+        series_description=(caution + "MVI AI result")[:64],
+        contributing_equipment=[equipment],
+    )
+    sr.ContentDescription = (f"{title_of(inp)}" + (" - NOT FOR CLINICAL USE" if model.synthetic else ""))[:64]
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = SCHEME
+    scheme.CodingSchemeName = SCHEME_NAME
+    scheme.CodingSchemeResponsibleOrganization = model.manufacturer
+    sr.CodingSchemeIdentificationSequence = [scheme]
+    # free texts (training data, factors) may be non-ASCII: UTF-8 (PS3.3 C.12.1.1.2)
+    sr.SpecificCharacterSet = "ISO_IR 192"
+    return sr
