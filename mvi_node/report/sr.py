@@ -180,7 +180,7 @@ def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
         purpose_of_reference=codes.DCM.ProcessingEquipment,
         manufacturer_model_name=(model.label or "mvi-node")[:64],
         software_versions=model.software_versions,
-        contribution_description=f"{model.recipe} sha256 {model.sha256}"[:64],
+        contribution_description=f"MVI prediction by {model.label} (sha256 {model.sha256 or 'none'})"[:1024],
     )
     equipment.DeviceUID = model.device_uid
     caution = "NOT FOR CLINICAL USE " if model.synthetic else ""
