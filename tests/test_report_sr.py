@@ -258,3 +258,44 @@ def test_errors_carry_no_patient_identity(exam):
     with pytest.raises(ValueError) as err:
         build_outputs(replace(inp, evidence=[]))
     assert str(src.PatientID) not in str(err.value)
+
+
+def test_engine_adapter_fills_the_report_input(exam):
+    """outputs.report_input_from_engine: an engine-shaped result (no engine needed)."""
+    from types import SimpleNamespace
+
+    from mvi_node.report.outputs import build_results, report_input_from_engine
+
+    zs = exam.tumour_slices[:3]
+    info = []
+    for k, z in enumerate(zs):
+        rows, cols = np.nonzero(exam.truth[z])
+        info.append({"sop_instance_uid": str(exam.arterial[z].SOPInstanceUID), "slice_index": z,
+                     "probability": 0.3 + 0.2 * k,
+                     "crop_box": {"center_col": cols.mean() + 0.5, "center_row": rows.mean() + 0.5,
+                                  "edge_cols": 30.0, "edge_rows": 30.0, "edge_mm": 118.0}})
+    identity = {"recipe": "ct_ap_resnet18", "model_version": "0.1.0", "variant": "clinical", "sha256": SHA,
+                "intended_use": INTENDED, "training_data": "synthetic phantoms"}
+    res = SimpleNamespace(outcome="ok", model=identity, probability=0.7, predicted_mvi=True, threshold=0.42,
+                          slice_info=info, clinical_factors_used=True, clinical_missing=[],
+                          series_instance_uid=str(exam.arterial[0].SeriesInstanceUID), reasons=[],
+                          gradcam=np.stack([gaussian(256, 30)] * 3), factors={"age": 71, "mtd_mm": 71.1, "hcv": None},
+                          factors_origin={"age": "header"}, roi_mask=exam.truth)
+    units = SimpleNamespace(units=[SimpleNamespace(datasets=exam.all)])
+    inp = report_input_from_engine(res, units)
+    assert inp.model.synthetic and inp.model.sha256 == SHA and inp.model.device_uid == model().device_uid
+    assert inp.clinical_factors_used == {"age": "71 (header)", "mtd_mm": 71.1} and not inp.image_only
+    (lesion,) = inp.lesions
+    assert lesion.key_slice.SOPInstanceUID == exam.arterial[zs[-1]].SOPInstanceUID  # highest probability
+    assert lesion.max_diameter_mm == pytest.approx(71.1) and lesion.roi_region.graphic_type == "CIRCLE"
+    assert lesion.slices[0].crop_box[2] - lesion.slices[0].crop_box[0] == pytest.approx(30.0)
+    outs = build_results(res, units, secondary_captures=2)
+    assert [d.Modality for d in outs] == ["SR", "OT", "OT"]
+    assert nums(outs[0])["Microvascular invasion probability"][0] == pytest.approx(0.7)
+
+    not_run = SimpleNamespace(outcome="no eligible series", model=identity, probability=None, predicted_mvi=None,
+                              threshold=None, slice_info=[], clinical_factors_used=False, clinical_missing=["afp"],
+                              series_instance_uid=None, reasons=["no arterial phase"], gradcam=None, factors={},
+                              factors_origin={}, roi_mask=None)
+    (sr,) = build_results(not_run, units)
+    assert any("no eligible series" in t and "no arterial phase" in t for t in texts(sr, "Comment"))

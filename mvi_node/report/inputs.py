@@ -121,7 +121,8 @@ class ReportInput:
     image_only: bool = False
     outcome: str = "ok"
     outcome_detail: str = ""
-    window: tuple[float, float] = (70.0, 200.0)  # level, width for the captures
+    #: (level, width) of the captures: seed 000's CT window; None: the series' own window
+    window: tuple[float, float] | None = (70.0, 200.0)
     body_part: str = "LIVER"
 
     @property

@@ -17,6 +17,7 @@ import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from mvi_node.report.inputs import LesionResult, ReportInput, SliceResult
 from mvi_node.report.uids import SC_SERIES_NUMBER, ResultUIDs
@@ -40,6 +41,33 @@ def windowed(ds: Dataset, level: float = 70.0, width: float = 200.0) -> np.ndarr
         ds.get("RescaleIntercept", 0) or 0)
     grey = np.clip((hu - (level - width / 2)) / width, 0, 1) * 255
     return grey.round().astype(np.uint8)
+
+
+def series_window(ds: Dataset, default: tuple[float, float] = (70.0, 200.0)) -> tuple[float, float]:
+    """The slice's own (first) window, else ``default``."""
+    def first(value):
+        return value[0] if isinstance(value, (list, tuple, MultiValue)) else value
+
+    try:
+        centre, width = float(first(ds.WindowCenter)), float(first(ds.WindowWidth))
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return default
+    return (centre, width) if width > 0 else default
+
+
+def patient_orientation(ds: Dataset) -> tuple[str, str]:
+    """PatientOrientation (row, column directions) from ImageOrientationPatient; axial by default."""
+    try:
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+    except (AttributeError, TypeError, ValueError):
+        return ("L", "P")
+    letters = (("R", "L"), ("A", "P"), ("F", "H"))
+
+    def label(v: list[float]) -> str:
+        order = sorted(range(3), key=lambda i: -abs(v[i]))
+        return "".join(letters[i][v[i] > 0] for i in order if abs(v[i]) > 0.25)[:3] or "L"
+
+    return (label(iop[:3]), label(iop[3:6]))
 
 
 def cam_on_slice(cam: np.ndarray, crop_box: tuple[float, float, float, float] | None,
@@ -126,7 +154,6 @@ def build_scs(inp: ReportInput, uids: ResultUIDs, n: int = 3) -> list[Dataset]:
     if not inp.evaluated:
         return []
     chosen = most_suspicious(inp, n)
-    level, width = inp.window
     out = []
     for rank, (lesion, sl) in enumerate(chosen, start=1):
         src = sl.source
@@ -137,6 +164,7 @@ def build_scs(inp: ReportInput, uids: ResultUIDs, n: int = 3) -> list[Dataset]:
                 str(lesion.key_slice.SOPInstanceUID) == str(src.SOPInstanceUID):
             polyline = lesion.roi_region.closed_polyline()
         scale = max(1, MIN_SIZE // max(shape))
+        level, width = inp.window if inp.window is not None else series_window(src)
         pixels = render(windowed(src, level, width), cam, sl.roi_mask, polyline,
                         caption(inp, lesion, sl, rank, len(chosen)), scale)
         spacing = None
@@ -155,7 +183,7 @@ def build_scs(inp: ReportInput, uids: ResultUIDs, n: int = 3) -> list[Dataset]:
             instance_number=rank,
             manufacturer=model.manufacturer,
             pixel_spacing=spacing,
-            patient_orientation=("L", "P"),
+            patient_orientation=patient_orientation(src),
             series_description=(("NOT FOR CLINICAL USE " if model.synthetic else "") + "MVI Grad-CAM")[:64],
         )
         ref = Dataset()
