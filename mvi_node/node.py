@@ -150,7 +150,12 @@ class Node:
     def _wire_orthanc(self, pipeline: StudyPipeline) -> None:
         """Orthanc as front door (plugin hand-off, /changes catch-up) and results path."""
         from mvi_node.admin.orthanc import ORTHANC_IMPORT_JOB, orthanc_router
-        from mvi_node.dispatch.orthanc import ORTHANC_STORE_JOB, enqueue_orthanc_store, make_orthanc_store_handler
+        from mvi_node.dispatch.orthanc import (
+            ORTHANC_STORE_JOB,
+            RetentionSweeper,
+            enqueue_orthanc_store,
+            make_orthanc_store_handler,
+        )
         from mvi_node.stage.orthanc import OrthancClient
         from mvi_node.stage.orthanc_intake import ChangesCatchUp, make_import_handler
 
@@ -177,8 +182,9 @@ class Node:
                 ]
             )
         self.orthanc_routers.append(lambda guarded: orthanc_router(self.jobs, client, guarded))
+        sweeper = RetentionSweeper(client, self.jobs, cfg.retention_hours)
         self.catch_up = ChangesCatchUp(client, self.jobs, self.settings.data_dir / "orthanc-changes.seq",
-                                       cfg.changes_poll_seconds)
+                                       cfg.changes_poll_seconds, also_each_poll=sweeper.sweep)
         self.readiness["orthanc"] = lambda: (client.alive(), cfg.url)
 
     def _storage_writable(self) -> tuple[bool, str]:

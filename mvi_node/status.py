@@ -19,17 +19,28 @@ def node_status(settings: Settings) -> dict[str, Any]:
     if settings.jobs_db.exists():
         jobs = open_job_store(settings.jobs.backend, settings.jobs_db)
         counts["jobs"] = jobs.counts()
+        counts["orthanc_store_failing"] = _orthanc_failing(jobs)
         jobs.close()
     else:
         counts["jobs"] = {state.value: 0 for state in JobState}
     return counts
 
 
+def _orthanc_failing(jobs) -> list[dict[str, Any]]:
+    """Result sends through Orthanc whose last attempt failed (mvi_node.dispatch.orthanc)."""
+    from mvi_node.dispatch.orthanc import failing_store_jobs
+
+    return failing_store_jobs(jobs)
+
+
 def format_status(status: dict[str, Any]) -> str:
     jobs = ", ".join(f"{state} {n}" for state, n in status["jobs"].items())
-    return (
+    text = (
         f"studies     {status['studies']}\n"
         f"instances   {status['instances']}\n"
         f"duplicates  {status['duplicates']}\n"
         f"jobs        {jobs}"
     )
+    for row in status.get("orthanc_store_failing", []):
+        text += f"\northanc     job {row['job_id']} {row['state']} after {row['attempts']} attempts: {row['error']}"
+    return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 
 from mvi_node.synth import make_exam
@@ -119,14 +120,21 @@ def test_staging_orthanc_restarted_before_results_are_stored(tmp_path, node):
         staging.stop()
         _wait(lambda: any(j["kind"] == "orthanc-store" and j["attempts"] >= 1 for j in n.status_jobs()), 60,
               "a failed store attempt")
+        # the failure shows in `mvi-node status` and on the admin API, with the reason
+        failing = _wait(lambda: n.status().get("orthanc_store_failing"), 30, "the failure in mvi-node status")
+        assert failing[0]["modality"] == "PACS" and "Orthanc" in failing[0]["error"]
+        assert _wait(lambda: httpx.get(f"http://127.0.0.1:{n.admin_port}/orthanc/store-jobs").json(), 30,
+                     "the failure on the admin API")
         time.sleep(2)
         staging.start()
         (study_id,) = _wait(lambda: pacs.get("/studies"), 60, "results in PACS")
         mods = _wait(lambda: (m := _results_in_pacs(pacs, study_id)).get("SR") == 1 and m.get("OT") == 3 and m, 60,
                      "SR and SCs in PACS")
         assert mods == {"SR": 1, "OT": 3}
-        store = [j for j in n.status_jobs() if j["kind"] == "orthanc-store"]
-        assert len(store) == 1 and store[0]["state"] == "done" and store[0]["attempts"] >= 2
+        # the node job ends after Orthanc reports its store job done, a moment after PACS has it
+        store = _wait(lambda: (s := [j for j in n.status_jobs() if j["kind"] == "orthanc-store"])
+                      and s[0]["state"] == "done" and s, 30, "the store job done")
+        assert len(store) == 1 and store[0]["attempts"] >= 2
     finally:
         staging.stop()
         pacs.stop()
@@ -154,3 +162,71 @@ def test_topology_a_pacs_routes_to_the_listener_results_go_through_orthanc(tmp_p
     finally:
         pacs.stop()
         staging.stop()
+
+
+def test_failed_orthanc_store_job_is_resubmitted_and_counted(tmp_path):
+    """Orthanc never retries a failed store job: the node resubmits it, and counts it."""
+    from prometheus_client import REGISTRY
+
+    from mvi_node.dispatch.orthanc import store_with_resubmit
+    from mvi_node.stage.orthanc import OrthancClient, OrthancError
+
+    pacs = OrthancProcess(tmp_path / "pacs", "PACS")
+    staging = OrthancProcess(tmp_path / "staging", "STAGING")
+    staging.config["DicomModalities"] = {"PACS": ["PACS", "127.0.0.1", pacs.dicom_port]}
+    staging.start()
+    try:
+        make_exam(tmp_path / "exam", "ct", seed=7, index=0, mvi=False, hard_cases="none", matrix=64)
+        first = sorted((tmp_path / "exam").rglob("*.dcm"))[0]
+        client = OrthancClient(staging.url)
+        instance = client.upload(first.read_bytes())["ID"]
+
+        def failed():
+            return REGISTRY.get_sample_value("mvi_orthanc_jobs_failed_total", {"modality": "PACS"}) or 0
+
+        before = failed()
+        # the PACS is down: the job fails every time, the node gives up with the job's ID
+        with pytest.raises(OrthancError, match="Orthanc store job .* to PACS failed"):
+            store_with_resubmit(client, "PACS", [instance], delays=(0.2,))
+        assert failed() == before + 2
+
+        class StartPacsOnResubmit(OrthancClient):
+            def resubmit_job(self, job_id):
+                if pacs.proc is None:
+                    pacs.start()
+                super().resubmit_job(job_id)
+
+        job_id = store_with_resubmit(StartPacsOnResubmit(staging.url), "PACS", [instance], delays=(0.2, 1.0))
+        assert client.job(job_id)["State"] == "Success"
+        assert failed() == before + 3
+        assert len(pacs.get("/instances")) == 1
+    finally:
+        pacs.stop()
+        staging.stop()
+
+
+def test_retention_sweep_deletes_only_delivered_studies_after_the_retention(tmp_path):
+    from mvi_node.dispatch.orthanc import ORTHANC_STORE_JOB, RetentionSweeper
+    from mvi_node.jobs import open_job_store
+    from mvi_node.stage.orthanc import OrthancError
+
+    class FakeOrthanc:
+        def __init__(self):
+            self.deleted = []
+
+        def delete_study(self, study_id):
+            if study_id == "gone":
+                raise OrthancError("Orthanc DELETE /studies/gone: HTTP 404")
+            self.deleted.append(study_id)
+
+    jobs = open_job_store("sqlite", tmp_path / "jobs.db")
+    done = jobs.enqueue(ORTHANC_STORE_JOB, "k1", {"modality": "PACS"})
+    jobs.claim([ORTHANC_STORE_JOB])
+    jobs.complete(done.id, {"orthanc_studies": ["s1", "gone"], "staging_cleaned": False})
+    jobs.enqueue(ORTHANC_STORE_JOB, "k2", {"modality": "PACS"})  # not delivered yet: never swept
+    fake = FakeOrthanc()
+    sweeper = RetentionSweeper(fake, jobs, retention_hours=1)
+    assert sweeper.sweep() == 0 and fake.deleted == []  # younger than the retention
+    assert sweeper.sweep(now=time.time() + 3700) == 1 and fake.deleted == ["s1"]
+    assert sweeper.sweep(now=time.time() + 3800) == 0  # once
+    jobs.close()

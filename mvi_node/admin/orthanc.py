@@ -45,4 +45,14 @@ def orthanc_router(jobs: JobStore, client: OrthancClient, guarded: list) -> APIR
         job = jobs.enqueue(ORTHANC_IMPORT_JOB, key, {"orthanc_study_id": body.orthanc_study_id})
         return Queued(job_id=job.id)
 
+    @router.get(
+        "/orthanc/store-jobs",
+        dependencies=guarded,
+        summary="Result sends through Orthanc that failed (retrying or dead), with the Orthanc job's error",
+    )
+    def store_jobs() -> list[dict]:
+        from mvi_node.dispatch.orthanc import failing_store_jobs  # dispatch imports this module
+
+        return failing_store_jobs(jobs)
+
     return router

@@ -51,10 +51,24 @@ class OrthancClient:
     def upload(self, part10: bytes) -> dict:
         return self._call("POST", "/instances", content=part10, headers={"Content-Type": "application/dicom"}).json()
 
-    def store_to_modality(self, modality: str, resources: list[str]) -> dict:
-        """Synchronous C-STORE by Orthanc; HTTP error when the modality refuses or is down."""
-        body = {"Resources": resources, "Synchronous": True}
-        return self._call("POST", f"/modalities/{modality}/store", json=body).json()
+    def store_to_modality(self, modality: str, resources: list[str]) -> str:
+        """Start Orthanc's C-STORE job to a modality; returns the Orthanc job ID.
+
+        Asynchronous so a slow PACS never holds an HTTP request (and Orthanc's thread)
+        open; the caller watches ``/jobs/{id}`` because Orthanc does not retry failures.
+        """
+        body = {"Resources": resources, "Asynchronous": True}
+        answer = self._call("POST", f"/modalities/{modality}/store", json=body).json()
+        if "ID" not in answer:
+            raise OrthancError(f"Orthanc POST /modalities/{modality}/store: no job ID in the answer")
+        return answer["ID"]
+
+    def job(self, job_id: str) -> dict:
+        """State of an Orthanc job: Pending, Running, Success, Failure, Paused or Retry."""
+        return self._call("GET", f"/jobs/{job_id}").json()
+
+    def resubmit_job(self, job_id: str) -> None:
+        self._call("POST", f"/jobs/{job_id}/resubmit", json={})
 
     def delete_study(self, study_id: str) -> None:
         self._call("DELETE", f"/studies/{study_id}")

@@ -36,8 +36,11 @@ def make_import_handler(client: OrthancClient, stager: Stager):
 
 
 class ChangesCatchUp:
-    def __init__(self, client: OrthancClient, jobs: JobStore, seq_file: Path, poll_seconds: float) -> None:
+    def __init__(self, client: OrthancClient, jobs: JobStore, seq_file: Path, poll_seconds: float,
+                 also_each_poll=None) -> None:
         self.client, self.jobs, self.seq_file, self.poll_seconds = client, jobs, Path(seq_file), poll_seconds
+        #: housekeeping on the same clock (the retention sweep), so one thread talks to Orthanc
+        self.also_each_poll = also_each_poll
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -68,6 +71,8 @@ class ChangesCatchUp:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.run_once()
+                if self.also_each_poll is not None:
+                    self.also_each_poll()
             except OrthancError as exc:
                 log.warning("Orthanc change log not readable: %s", exc)
 
