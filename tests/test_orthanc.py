@@ -98,6 +98,12 @@ def test_node_killed_mid_study_loses_and_duplicates_nothing(topology_b, tmp_path
     assert _results_in_pacs(pacs, study_id) == mods == {"SR": 1, "OT": 3}
     studies = [j for j in n.status_jobs() if j["kind"] == "study"]
     assert len(studies) == 1 and studies[0]["state"] == "done"
+    # every routed source instance staged in the node exactly once, none twice
+    routed = sum(len(s["Instances"]) for s in (pacs.get(f"/series/{x}") for x in pacs.get(f"/studies/{study_id}")["Series"])
+                 if s["MainDicomTags"].get("Modality") in ("CT", "MR", "SEG", "SR", "PR")
+                 and s["MainDicomTags"].get("SeriesNumber") not in ("9901", "9902"))
+    status = n.status()
+    assert status["studies"] == 1 and status["instances"] == routed
 
 
 def test_staging_orthanc_restarted_before_results_are_stored(tmp_path, node):
