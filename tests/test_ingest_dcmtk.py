@@ -179,7 +179,9 @@ def test_listener_processes_share_the_port(node, tmp_path):
     assert n.log_text().count("listening as MVI_NODE") == 2  # parent + one child
     # A killed parent takes its listener children with it: the port is free again.
     n.kill9()
-    time.sleep(1.0)
+    deadline = time.monotonic() + 15  # the child gets SIGTERM and finishes what is in flight
+    while echoscu(n.port).returncode == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert echoscu(n.port).returncode != 0
     n.start()
     assert echoscu(n.port).returncode == 0
