@@ -236,3 +236,36 @@ def test_retention_sweep_deletes_only_delivered_studies_after_the_retention(tmp_
     assert sweeper.sweep(now=time.time() + 3700) == 1 and fake.deleted == ["s1"]
     assert sweeper.sweep(now=time.time() + 3800) == 0  # once
     jobs.close()
+
+
+def test_import_skips_the_nodes_own_results(tmp_path):
+    """With retention > 0 the results sit in the staging Orthanc's study: re-importing them
+    would open a second round of the study (a duplicate study job)."""
+    import io
+
+    import pydicom
+
+    from mvi_node.report.inputs import MANUFACTURER
+    from mvi_node.stage.index import StagingIndex
+    from mvi_node.stage.ingest import Stager
+    from mvi_node.stage.orthanc import OWN_MANUFACTURER, import_study
+
+    assert OWN_MANUFACTURER == MANUFACTURER
+    make_exam(tmp_path / "exam", "ct", seed=7, index=0, mvi=False, hard_cases="none", matrix=64)
+    first, second = sorted((tmp_path / "exam").rglob("*.dcm"))[:2]
+    ours = pydicom.dcmread(second)
+    ours.Manufacturer = MANUFACTURER
+    buf = io.BytesIO()
+    ours.save_as(buf)
+    files = {"a": first.read_bytes(), "b": buf.getvalue()}
+
+    class FakeOrthanc:
+        def study_instances(self, study_id):
+            return list(files)
+
+        def instance_file(self, instance_id):
+            return files[instance_id]
+
+    stager = Stager(tmp_path / "staging", StagingIndex(tmp_path / "index.db"), sync=False)
+    assert import_study(FakeOrthanc(), "s", stager) == {"staged": 1, "duplicates": 0, "refused": 0, "own_results": 1}
+    assert import_study(FakeOrthanc(), "s", stager)["duplicates"] == 1

@@ -102,11 +102,30 @@ def split_part10(data: bytes) -> tuple[bytes, bytes, str, str, str]:
     )
 
 
+#: Manufacturer the report stage writes into every SR/SC (mvi_node.report.inputs)
+OWN_MANUFACTURER = "mvi-node project"
+
+
+def is_own_result(data: bytes) -> bool:
+    """True for the node's own SR/SC: with retention > 0 they sit in the staging Orthanc's
+    copy of the study, and importing them would open a second round of the study."""
+    import io
+
+    from pydicom import dcmread
+
+    ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["Manufacturer"])
+    return str(ds.get("Manufacturer", "")) == OWN_MANUFACTURER
+
+
 def import_study(client: OrthancClient, study_id: str, stager: Stager) -> dict[str, int]:
     """Copy every instance of an Orthanc study into the node's staging (idempotent)."""
-    counts = {"staged": 0, "duplicates": 0, "refused": 0}
+    counts = {"staged": 0, "duplicates": 0, "refused": 0, "own_results": 0}
     for instance_id in client.study_instances(study_id):
-        meta, dataset, ts, sop_class, sop_uid = split_part10(client.instance_file(instance_id))
+        data = client.instance_file(instance_id)
+        if is_own_result(data):
+            counts["own_results"] += 1
+            continue
+        meta, dataset, ts, sop_class, sop_uid = split_part10(data)
         try:
             outcome = stager.store([meta, dataset], dataset, ts, sop_class, sop_uid, calling_ae="ORTHANC")
         except RejectedInstance as exc:
