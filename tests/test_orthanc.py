@@ -28,7 +28,10 @@ def _wait(predicate, timeout: float, what: str):
 def topology_b(tmp_path, node):
     """PACS Orthanc -> (Lua auto-route) -> staging Orthanc + plugin -> node -> results back."""
     staging = OrthancProcess(tmp_path / "staging", "STAGING")
-    pacs = OrthancProcess(tmp_path / "pacs", "PACS", extra={"LuaScripts": [str(REPO / "deploy/orthanc/pacs-autoroute.lua")]})
+    pacs = OrthancProcess(tmp_path / "pacs", "PACS", extra={
+        "LuaScripts": [str(REPO / "deploy/orthanc/pacs-autoroute.lua")],
+        "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    })
     pacs.config["DicomModalities"] = {"STAGING": ["STAGING", "127.0.0.1", staging.dicom_port]}
     staging.config["DicomModalities"] = {"PACS": ["PACS", "127.0.0.1", pacs.dicom_port]}
     n = node(quiet=1.0, env={
@@ -37,11 +40,14 @@ def topology_b(tmp_path, node):
         "MVI_ORTHANC__MODALITY": "PACS",
         "MVI_ORTHANC__RETENTION_HOURS": "0",
     })
+    # the shipped staging config, with this test's ports, folders, script path and node URL
+    shipped = json.loads((REPO / "deploy/orthanc/staging-orthanc.json").read_text())
+    local = ("Name", "StorageDirectory", "IndexDirectory", "DicomPort", "HttpPort", "StableAge", "DicomModalities")
+    staging.config.update({k: v for k, v in shipped.items() if k not in local})
+    assert staging.config["Plugins"] == [PYTHON_PLUGIN, DICOMWEB_PLUGIN]
     staging.config.update({
-        "Plugins": [PYTHON_PLUGIN, DICOMWEB_PLUGIN],
         "PythonScript": str(REPO / "plugins/mvi_node_orthanc.py"),
-        "MviNode": {"Url": f"http://127.0.0.1:{n.admin_port}"},
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "MviNode": {"Url": f"http://127.0.0.1:{n.admin_port}", "Token": ""},
     })
     staging.start()
     pacs.start()
@@ -75,6 +81,10 @@ def test_exam_uploaded_to_pacs_comes_back_with_sr_and_scs(topology_b, tmp_path):
     assert n.status()["instances"] >= sent - 5  # the dose screen save is refused by class
     log = n.log_text()
     assert "SYNTH^" not in log
+    # what a DICOMweb viewer (OHIF) asks for: the study's series over QIDO-RS list the SR
+    uid = study["MainDicomTags"]["StudyInstanceUID"]
+    qido = httpx.get(f"{pacs.url}/dicom-web/studies/{uid}/series", timeout=30).json()
+    assert {"SR", "OT", "CT"} <= {s["00080060"]["Value"][0] for s in qido}
 
 
 def _results_in_pacs(pacs, study_id):
