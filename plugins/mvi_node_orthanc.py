@@ -39,8 +39,13 @@ def _post(url: str, token: str, study_id: str) -> bool:
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return 200 <= response.status < 300
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # Orthanc no longer holds the study: nothing left to hand over
+            return True
+        orthanc.LogWarning(f"mvi-node: hand-off of study {study_id} answered HTTP {exc.code}")
+        return False  # 401/403 (token), 422, 5xx (node or Orthanc busy): retried
     except (urllib.error.URLError, OSError):
-        return False
+        return False  # node down or restarting: retried
 
 
 def _forward() -> None:

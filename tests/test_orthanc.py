@@ -232,7 +232,7 @@ def test_retention_sweep_deletes_only_delivered_studies_after_the_retention(tmp_
 
         def delete_study(self, study_id):
             if study_id == "gone":
-                raise OrthancError("Orthanc DELETE /studies/gone: HTTP 404")
+                raise OrthancError("Orthanc DELETE /studies/gone: HTTP 404", status=404)
             self.deleted.append(study_id)
 
     jobs = open_job_store("sqlite", tmp_path / "jobs.db")

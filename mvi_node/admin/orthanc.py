@@ -34,13 +34,19 @@ def orthanc_router(jobs: JobStore, client: OrthancClient, guarded: list) -> APIR
         response_model=Queued,
         status_code=202,
         dependencies=guarded,
-        responses={400: {"description": "the body is not JSON"}, 502: {"description": "Orthanc did not answer"}},
+        responses={
+            400: {"description": "the body is not JSON"},
+            404: {"description": "Orthanc no longer has the study"},
+            502: {"description": "Orthanc did not answer"},
+        },
         summary="Orthanc says a study is stable: queue its import into the node",
     )
     def stable_study(body: StableStudy) -> Queued:
         try:
             key = import_job_key(client, body.orthanc_study_id)
         except OrthancError as exc:
+            if exc.status == 404:  # deleted before the hand-off arrived: nothing to import
+                raise HTTPException(status_code=404, detail=str(exc)) from None
             raise HTTPException(status_code=502, detail=str(exc)) from None
         job = jobs.enqueue(ORTHANC_IMPORT_JOB, key, {"orthanc_study_id": body.orthanc_study_id})
         return Queued(job_id=job.id)

@@ -143,7 +143,7 @@ class RetentionSweeper:
                     self.client.delete_study(study_id)
                     deleted += 1
                 except OrthancError as exc:
-                    if "HTTP 404" not in str(exc):
+                    if exc.status != 404:  # already gone is what we wanted
                         raise
             self._swept.add(job.id)
         return deleted

@@ -18,7 +18,15 @@ log = logging.getLogger("mvi_node.orthanc")
 
 
 class OrthancError(RuntimeError):
-    """Orthanc answered with an error or could not be reached (message carries IDs only)."""
+    """Orthanc answered with an error or could not be reached (message carries IDs only).
+
+    ``status`` is the HTTP status, or None when Orthanc did not answer at all, so callers
+    can treat 404 (deleted since) apart from an outage.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -39,7 +47,7 @@ class OrthancClient:
         except httpx.HTTPError as exc:
             raise OrthancError(f"Orthanc {method} {path}: {type(exc).__name__}") from None
         if r.status_code >= 400:
-            raise OrthancError(f"Orthanc {method} {path}: HTTP {r.status_code}")
+            raise OrthancError(f"Orthanc {method} {path}: HTTP {r.status_code}", status=r.status_code)
         return r
 
     def study_instances(self, study_id: str) -> list[str]:

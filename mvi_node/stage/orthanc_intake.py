@@ -26,7 +26,7 @@ def make_import_handler(client: OrthancClient, stager: Stager):
         try:
             counts = import_study(client, study_id, stager)
         except OrthancError as exc:
-            if "HTTP 404" in str(exc):  # deleted since (retention after results went out)
+            if exc.status == 404:  # deleted since (retention after results went out)
                 return {"orthanc_study_id": study_id, "skipped": "study no longer in Orthanc"}
             raise
         log.info("Orthanc study %s imported: %s", study_id, counts)
@@ -58,8 +58,10 @@ class ChangesCatchUp:
                 if change.get("ChangeType") == "StableStudy":
                     try:
                         key = import_job_key(self.client, change["ID"])
-                    except OrthancError:
-                        continue  # deleted since: nothing to import
+                    except OrthancError as exc:
+                        if exc.status == 404:
+                            continue  # deleted since: nothing to import
+                        raise  # Orthanc went away: keep the sequence number, read this page again
                     self.jobs.enqueue(ORTHANC_IMPORT_JOB, key, {"orthanc_study_id": change["ID"]})
                     queued += 1
             since = int(page.get("Last", since))
