@@ -279,3 +279,23 @@ def test_import_skips_the_nodes_own_results(tmp_path):
     stager = Stager(tmp_path / "staging", StagingIndex(tmp_path / "index.db"), sync=False)
     assert import_study(FakeOrthanc(), "s", stager) == {"staged": 1, "duplicates": 0, "refused": 0, "own_results": 1}
     assert import_study(FakeOrthanc(), "s", stager)["duplicates"] == 1
+
+
+def test_handoff_lost_in_an_orthanc_restart_is_caught_up_from_changes(topology_b, tmp_path):
+    """The plugin's queue dies with Orthanc; Orthanc never re-announces a stable study after
+    a restart, so only the node's /changes catch-up can find it."""
+    pacs, staging, n = topology_b
+    make_exam(tmp_path / "exam", "ct", seed=99, index=4, mvi=False, hard_cases="none", matrix=96, annotations="seg")
+    n.kill9()
+    pacs.upload_folder(tmp_path / "exam")
+    (study_id,) = pacs.get("/studies")
+    _wait(lambda: staging.get("/studies"), 60, "the study in the staging Orthanc")
+    time.sleep(4)  # stable: the hand-off fails (node down) and sits in the plugin's queue
+    staging.stop()
+    staging.start()  # the queue is gone
+    n.start()
+    mods = _wait(lambda: (m := _results_in_pacs(pacs, study_id)).get("SR") == 1 and m.get("OT") == 3 and m, 180,
+                 "results after the catch-up")
+    assert mods == {"SR": 1, "OT": 3}
+    studies = [j for j in n.status_jobs() if j["kind"] == "study"]
+    assert len(studies) == 1 and studies[0]["state"] == "done"
