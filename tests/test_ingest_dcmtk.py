@@ -27,6 +27,21 @@ def _staged(data_dir: Path) -> dict[str, Path]:
     return {p.stem: p for p in (data_dir / "staging").rglob("*.dcm")}
 
 
+def _send_in_parallel(port: int, folders: list[Path], calling_prefix: str) -> list[subprocess.CompletedProcess]:
+    """One storescu association per folder, all at once; calling AE titles <prefix><i>."""
+    results: list[subprocess.CompletedProcess] = [None] * len(folders)  # type: ignore[list-item]
+
+    def send(i: int) -> None:
+        results[i] = storescu(port, folders[i], calling=f"{calling_prefix}{i}")
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(folders))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 def _temporaries(data_dir: Path) -> list[Path]:
     return [p for p in (data_dir / "staging").rglob(".tmp-*")]
 
@@ -103,16 +118,7 @@ def test_16_parallel_associations_16_studies(node, tmp_path):
         folder = tmp_path / f"study{i}"
         plain_ct_series(folder, slices=12, matrix=128, seed=1000 + i, patient_id=f"P{i}")
         folders.append(folder)
-    results: list[subprocess.CompletedProcess] = [None] * 16  # type: ignore[list-item]
-
-    def send(i: int) -> None:
-        results[i] = storescu(n.port, folders[i], calling=f"SCU{i}")
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _send_in_parallel(n.port, folders, "SCU")
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
     st = n.wait_jobs(16)
     assert st["studies"] == 16 and st["instances"] == 16 * 12
@@ -163,16 +169,7 @@ def test_listener_processes_share_the_port(node, tmp_path):
         folder = tmp_path / f"s{i}"
         plain_ct_series(folder, slices=10, matrix=128, seed=2000 + i, patient_id=f"W{i}")
         folders.append(folder)
-    results = [None] * 4
-
-    def send(i: int) -> None:
-        results[i] = storescu(n.port, folders[i], calling=f"W{i}")
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _send_in_parallel(n.port, folders, "W")
     assert all(r.returncode == 0 for r in results)
     st = n.wait_jobs(4)
     assert st["instances"] == 40 and st["jobs"]["done"] == 4
