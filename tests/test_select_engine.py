@@ -464,7 +464,7 @@ def test_cli_select_folder_json(tmp_path, capsys):
 
 def test_job_result_holds_selection_of_the_whole_exam(tmp_path):
     from mvi_node.jobs.store import Job
-    from mvi_node.jobs.study import make_study_handler
+    from mvi_node.jobs.study import StudyPipeline
 
     staging = tmp_path / "staging"
     e = Exam()
@@ -478,7 +478,7 @@ def test_job_result_holds_selection_of_the_whole_exam(tmp_path):
         def series_of(self, study_uid):
             return {d.name: [f.stem for f in d.iterdir()] for d in (staging / study_uid).iterdir()}
 
-    handler = make_study_handler(Index(), staging)
+    handler = StudyPipeline(Index(), staging)
     from mvi_node.jobs.store import JobState
 
     job = Job(1, "study", uid_a, JobState.RUNNING, 1, 3, {"study_uid": uid_a}, 0.0, 0.0)

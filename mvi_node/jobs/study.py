@@ -119,7 +119,3 @@ class StudyPipeline:
             "dispatch_jobs": [j.id for j in queued],
         }
 
-
-def make_study_handler(index: StagingIndex, staging_dir: Path | None = None, rules_file: Path | None = None):
-    """Selection only (no model): kept for callers that stage and select without inference."""
-    return StudyPipeline(index, staging_dir, rules_file)
