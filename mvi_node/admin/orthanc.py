@@ -22,7 +22,7 @@ class Queued(BaseModel):
 
 def import_job_key(client: OrthancClient, study_id: str) -> str:
     """One import per study version: a study that changes in Orthanc is imported again."""
-    info = client._call("GET", f"/studies/{study_id}").json()
+    info = client.study(study_id)
     return f"orthanc-import:{study_id}:{info.get('LastUpdate', '')}"
 
 

@@ -50,6 +50,9 @@ class OrthancClient:
             raise OrthancError(f"Orthanc {method} {path}: HTTP {r.status_code}", status=r.status_code)
         return r
 
+    def study(self, study_id: str) -> dict:
+        return self._call("GET", f"/studies/{study_id}").json()
+
     def study_instances(self, study_id: str) -> list[str]:
         return [i["ID"] for i in self._call("GET", f"/studies/{study_id}/instances").json()]
 
