@@ -59,17 +59,21 @@ def _dispatch_tls_context(settings: Settings):
     return ctx
 
 
-def _die_with_parent() -> None:
-    # A listener child must not outlive a killed parent and keep the port.
+def _die_with_parent(parent_pid: int) -> None:
+    # A listener child must not outlive a killed parent and keep the port. SIGKILL, not
+    # SIGTERM: a store in flight was never acknowledged, so the sender resends it and the
+    # start-up reconcile clears its temporary file.
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
-def _child_listener(settings_json: str) -> None:
-    _die_with_parent()
+def _child_listener(settings_json: str, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     settings = Settings.model_validate_json(settings_json)
     setup_logging(settings.log_level, settings.log_format)
     listener = _make_listener(settings, StagingIndex(settings.index_db), shared_port=True)
@@ -229,7 +233,7 @@ class Node:
             ctx = mp.get_context("spawn")
             payload = self.settings.model_dump_json()
             for i in range(count - 1):
-                proc = ctx.Process(target=_child_listener, args=(payload,), name=f"listener-{i + 1}", daemon=True)
+                proc = ctx.Process(target=_child_listener, args=(payload, os.getpid()), name=f"listener-{i + 1}", daemon=True)
                 proc.start()
                 self.children.append(proc)
         self.watcher.start()
