@@ -1,14 +1,17 @@
-"""Inference stage: model registry (manifest checks), ONNX Runtime engine, ``mvi-node infer``.
+"""Inference stage: the recipe interface and registry, model folders, the engine.
 
-Public API for the report stage: :func:`infer_staged` (a node job), :func:`infer_path`,
-:meth:`Engine.run_exam` ->
-:class:`StudyResult` (probability, decision, per-slice probabilities, SOP Instance UIDs,
-crop boxes, Grad-CAM maps, model identity).
+- :mod:`.recipe`: the :class:`Recipe` base class and its value types (recipes import it);
+- :mod:`.catalog`: the one recipe registry, filled from ``mvi_node.recipes`` entry points;
+- :mod:`.manifest`, :mod:`.registry`: verified model folders, highest version wins;
+- :mod:`.engine`: every served recipe over one exam -> :class:`RecipeResult`.
 """
 
-from mvi_node.infer.engine import Engine, StudyResult, infer_path, infer_staged, pick_providers
+from mvi_node.infer.catalog import RecipeCatalog
+from mvi_node.infer.engine import Engine, RecipeResult, infer_path, pick_providers
 from mvi_node.infer.manifest import ManifestError, ModelInfo, load_model
+from mvi_node.infer.recipe import Endpoint, ExamInputs, Finding, KeySlice, NotEvaluated, Prediction, Recipe, RecipeError
 from mvi_node.infer.registry import ModelRegistry
 
-__all__ = ["Engine", "ManifestError", "ModelInfo", "ModelRegistry", "StudyResult", "infer_path", "infer_staged", "load_model",
-           "pick_providers"]
+__all__ = ["Endpoint", "Engine", "ExamInputs", "Finding", "KeySlice", "ManifestError", "ModelInfo", "ModelRegistry",
+           "NotEvaluated", "Prediction", "Recipe", "RecipeCatalog", "RecipeError", "RecipeResult", "infer_path",
+           "load_model", "pick_providers"]

@@ -1,11 +1,15 @@
-"""ONNX Runtime inference: one session per model variant, reused across jobs.
+"""The inference engine: every served recipe over one selected exam, never silent.
 
-Providers are tried in the configured order (default CUDA, then CPU) among those the
-installed onnxruntime offers, so the same code runs with ``onnxruntime`` or
-``onnxruntime-gpu``. A patient's tumour slices go through the graph in batches; the
-patient score is the max over slices (seed 000) and the decision uses the manifest's
-threshold. The clinical variant runs only when every factor is known, else the
-image-only one, and the result says which and what was missing.
+A recipe is served when its code is registered (:mod:`mvi_node.infer.catalog`) and a
+verified model folder for it is installed (:mod:`mvi_node.infer.registry`). For each
+exam the engine offers it to the served recipes that read the exam's modality; each
+one says whether the selected series qualify, prepares its inputs and predicts with a
+:class:`ModelRunner` over its ONNX sessions (created lazily, kept across jobs) or its
+classical arrays. Providers are tried in the configured order (default CUDA, then CPU)
+among those the installed onnxruntime offers.
+
+What gets reported: one result per recipe that evaluated the exam; when none did, one
+result that says why, per candidate recipe.
 """
 
 from __future__ import annotations
@@ -14,21 +18,22 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mvi_node import __version__
 from mvi_node.clinical import ClinicalSource, NullClinicalSource
+from mvi_node.concepts import Code, procedure_for
+from mvi_node.infer.catalog import RecipeCatalog
 from mvi_node.infer.manifest import ModelInfo
+from mvi_node.infer.recipe import (FAILED, NO_SERIES, OK, Endpoint, ExamInputs, NotEvaluated, Prediction, Recipe)
 from mvi_node.infer.registry import ModelRegistry
-from mvi_node.metrics import observe_stage
-from mvi_node.roi import NoRoi
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
-OK, NO_ROI, NO_SERIES, NO_MODEL, FAILED = "ok", "no tumour ROI", "no eligible series", "no model", "failed"
-NO_FACTORS = "clinical factors missing"
+NO_RECIPE = "no recipe for this exam"
 
 
 def pick_providers(preferred: Sequence[str] = DEFAULT_PROVIDERS) -> list[str]:
@@ -40,65 +45,160 @@ def pick_providers(preferred: Sequence[str] = DEFAULT_PROVIDERS) -> list[str]:
     return chosen or ["CPUExecutionProvider"]
 
 
-@dataclass
-class StudyResult:
-    """One exam x recipe. ``gradcam`` (N, 256, 256) in 0..1 matches ``slice_info`` order."""
+@dataclass(frozen=True)
+class RecipeResult:
+    """One exam x recipe: a :class:`Prediction` or a :class:`NotEvaluated`.
 
-    patient_id: str
-    study_instance_uids: list[str]
+    ``reported``: whether the report stage turns it into results for PACS (every
+    evaluation; of the rest, only the one that says why nothing ran). ``recipe`` is
+    empty for that combined result, whose ``not_run`` lists (recipe, why) per candidate.
+    """
+
     recipe: str
-    outcome: str
-    model: dict[str, Any] = field(default_factory=dict)  # ModelInfo.identity(variant)
-    probability: float | None = None
-    predicted_mvi: bool | None = None
-    threshold: float | None = None
-    slice_info: list[dict[str, Any]] = field(default_factory=list)
-    roi: dict[str, Any] = field(default_factory=dict)
-    clinical_factors_used: bool = False
-    clinical_missing: list[str] = field(default_factory=list)
-    series_instance_uid: str | None = None
-    reasons: list[str] = field(default_factory=list)
-    gradcam: np.ndarray | None = None
-    #: the seven factors' values (None: unknown) and where each came from, for the report
-    factors: dict[str, Any] = field(default_factory=dict)
-    factors_origin: dict[str, str] = field(default_factory=dict)
-    #: the tumour ROI on the target series grid (slice, row, col), for outlines in the report
-    roi_mask: np.ndarray | None = None
+    patient_id: str
+    study_instance_uids: tuple[str, ...]
+    model: Mapping[str, Any]
+    procedure: Code
+    endpoint: Endpoint | None = None
+    prediction: Prediction | None = None
+    not_evaluated: NotEvaluated | None = None
+    reported: bool = True
+    not_run: tuple[tuple[str, str], ...] = ()
+    #: (level, width) the recipe wants its captures in; None: the series' own window
+    capture_window: tuple[float, float] | None = None
+
+    @property
+    def outcome(self) -> str:
+        return OK if self.prediction is not None else (self.not_evaluated.outcome if self.not_evaluated else FAILED)
+
+    @property
+    def reasons(self) -> list[str]:
+        return list(self.not_evaluated.reasons) if self.not_evaluated else []
+
+    @property
+    def probability(self) -> float | None:
+        return self.prediction.probability if self.prediction else None
+
+    @property
+    def threshold(self) -> float | None:
+        return self.prediction.threshold if self.prediction else None
+
+    @property
+    def decision(self) -> bool | None:
+        return self.prediction.decision if self.prediction else None
+
+    predicted_mvi = decision
+
+    @property
+    def series_instance_uid(self) -> str | None:
+        if self.prediction:
+            return self.prediction.series_uid
+        return self.not_evaluated.series_uid if self.not_evaluated else None
+
+    @property
+    def roi(self) -> dict[str, Any]:
+        return dict(self.prediction.roi) if self.prediction else {}
+
+    @property
+    def clinical_factors_used(self) -> bool:
+        return bool(self.prediction and self.prediction.factors_used)
+
+    @property
+    def clinical_missing(self) -> list[str]:
+        if self.prediction:
+            return list(self.prediction.factors_missing)
+        return list(self.not_evaluated.factors_missing) if self.not_evaluated else []
+
+    @property
+    def key_slices(self) -> list:
+        return [s for f in (self.prediction.findings if self.prediction else ()) for s in f.key_slices]
+
+    @property
+    def slice_info(self) -> list[dict[str, Any]]:
+        return [{"sop_instance_uid": s.sop_instance_uid, "slice_index": s.slice_index, "probability": s.probability,
+                 "crop_box": dict(s.crop_box) if s.crop_box is not None else None} for s in self.key_slices]
+
+    @property
+    def gradcam(self) -> np.ndarray | None:
+        maps = [s.explanation for s in self.key_slices if s.explanation is not None]
+        return np.stack(maps) if maps else None
 
     def as_dict(self) -> dict[str, Any]:
-        """The ``mvi-node infer --json`` record (maps summarised, not inlined)."""
+        """The ``mvi-node infer --json`` record and the job result (maps summarised)."""
+        p = self.prediction
+        maps = self.gradcam
         return {
-            "patient_id": self.patient_id, "study_instance_uids": self.study_instance_uids,
-            "recipe": self.recipe, "outcome": self.outcome,
+            "patient_id": self.patient_id, "study_instance_uids": list(self.study_instance_uids),
+            "recipe": self.recipe, "outcome": self.outcome, "reported": self.reported,
+            "endpoint": self.endpoint.name if self.endpoint else None,
             "model_version": self.model.get("model_version"), "model_sha256": self.model.get("sha256"),
-            "variant": self.model.get("variant"), "intended_use": self.model.get("intended_use"),
+            "variant": p.variant if p else self.model.get("variant"), "intended_use": self.model.get("intended_use"),
             "training_data": self.model.get("training_data"),
-            "probability": self.probability, "predicted_mvi": self.predicted_mvi, "threshold": self.threshold,
-            "slices": len(self.slice_info), "roi_source": self.roi.get("source"), "roi": self.roi,
+            "probability": self.probability, "predicted_mvi": self.decision, "decision": self.decision,
+            "threshold": self.threshold,
+            "class_probabilities": dict(p.class_probabilities) if p else {},
+            "findings": [{"tracking_id": f.tracking_id, "probability": f.probability, "decision": f.decision,
+                          "max_diameter_mm": f.max_diameter_mm, "class_probabilities": dict(f.class_probabilities),
+                          "slices": len(f.key_slices)} for f in (p.findings if p else ())],
+            "slices": len(self.key_slices), "roi_source": self.roi.get("source"), "roi": self.roi,
             "clinical_factors_used": self.clinical_factors_used, "clinical_factors_missing": self.clinical_missing,
-            "reasons": self.reasons,
-            "gradcam": {"series_instance_uid": self.series_instance_uid, "map_size": [256, 256],
+            "reasons": self.reasons, "not_run": [{"recipe": r, "why": w} for r, w in self.not_run],
+            "gradcam": {"series_instance_uid": self.series_instance_uid,
+                        "map_size": list(maps.shape[1:]) if maps is not None else None,
                         "map_range": "0..1 per slice (min-max)", "slices": self.slice_info},
         }
 
 
+class _Runner:
+    """:class:`mvi_node.infer.recipe.ModelRunner` over one model folder."""
+
+    def __init__(self, engine: "Engine", model: ModelInfo) -> None:
+        self.engine, self.model = engine, model
+
+    @property
+    def variants(self):
+        return self.model.variants
+
+    def threshold(self, variant: str) -> float:
+        return self.model.variants[variant].threshold
+
+    def run(self, variant: str, feeds: Mapping[str, np.ndarray], outputs: Sequence[str],
+            batched: Sequence[str] = ()) -> list[np.ndarray]:
+        sess = self.engine.session(self.model, variant)
+        feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+        if not batched:
+            return list(sess.run(list(outputs), feeds))
+        n = len(feeds[batched[0]])
+        step = self.engine.batch_size
+        parts: list[list[np.ndarray]] = []
+        for i in range(0, n, step):
+            chunk = {k: (v[i:i + step] if k in batched else v) for k, v in feeds.items()}
+            parts.append(sess.run(list(outputs), chunk))
+        return [np.concatenate([p[j] for p in parts]) for j in range(len(outputs))]
+
+    def arrays(self, variant: str) -> Mapping[str, np.ndarray]:
+        return self.model.variants[variant].arrays()
+
+
 class Engine:
-    """Sessions are created lazily, once per (model folder, variant), and kept."""
+    """Served recipes x verified models; sessions created lazily and kept."""
 
     def __init__(self, registry: ModelRegistry, clinical: ClinicalSource | None = None,
-                 providers: Sequence[str] = DEFAULT_PROVIDERS, batch_size: int = 64, threads: int = 0) -> None:
+                 providers: Sequence[str] = DEFAULT_PROVIDERS, batch_size: int = 64, threads: int = 0,
+                 recipes: RecipeCatalog | None = None) -> None:
         self.registry = registry
         self.clinical = clinical or NullClinicalSource()
         self.providers = pick_providers(providers)
         self.batch_size = batch_size
         self.threads = threads
+        self.catalog = recipes if recipes is not None else RecipeCatalog.discover()
+        for name in registry.models:
+            if name not in self.catalog.names():
+                log.warning("model folder for recipe %r has no registered recipe code: not served", name)
+        #: recipes with code and a verified model: the only ones an exam is offered to
+        self.recipes = self.catalog.only(n for n in self.catalog.names() if registry.get(n) is not None)
         self._sessions: dict[tuple[Path, str], Any] = {}
         self._lock = threading.Lock()
-        from mvi_node.recipes import RECIPES, recipe_module
-
-        for name in registry.models:
-            if name in RECIPES:
-                recipe_module(name).register_roles()
 
     def session(self, model: ModelInfo, variant: str):
         import onnxruntime as ort
@@ -113,91 +213,73 @@ class Engine:
                                                            providers=self.providers)
             return self._sessions[key]
 
-    def predict(self, model: ModelInfo, variant: str, images: np.ndarray,
-                clinical: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-slice probabilities (N,) and Grad-CAM maps (N, 256, 256), batched."""
-        sess = self.session(model, variant)
-        probs, maps = [], []
-        for i in range(0, len(images), self.batch_size):
-            x = np.ascontiguousarray(images[i:i + self.batch_size], dtype=np.float32)
-            feed = {"image": x}
-            if model.variants[variant].needs_clinical:
-                feed["clinical"] = np.repeat(np.asarray(clinical, np.float32)[None], len(x), 0)
-            p, m = sess.run(["probability", "gradcam"], feed)
-            probs.append(p)
-            maps.append(m)
-        return np.concatenate(probs), np.concatenate(maps)
-
-    def run_exam(self, exam) -> list[StudyResult]:
-        """All recipes an exam (``mvi_node.select`` Exam) qualifies for; never silent."""
-        from mvi_node.select import recipes as sel
-
-        winners = exam.winners()
-        ok, missing = sel.evaluate({role: u.uid for role, u in winners.items()})
-        base = {"patient_id": exam.patient_id, "study_instance_uids": list(exam.study_uids)}
-        # a recipe without a served model is not this node's business; an exam nothing fits is
-        results = [StudyResult(**base, recipe=m["name"], outcome=NO_SERIES, reasons=[m["why"]],
-                               model=self._identity(m["name"]))
-                   for m in missing if self.registry.get(m["name"]) is not None]
-        if not ok and not results:
-            results.append(StudyResult(**base, recipe="", outcome=NO_SERIES,
-                                       reasons=[f"{m['name']}: {m['why']}" for m in missing]))
-        for q in ok:
-            try:
-                results.append(self._run_recipe(exam, q["name"], winners, base))
-            except Exception as exc:  # noqa: BLE001 - reported as a failed outcome, with UIDs only
-                log.exception("recipe %s failed for study %s", q["name"], ",".join(exam.study_uids))
-                results.append(StudyResult(**base, recipe=q["name"], outcome=FAILED,
-                                           reasons=[f"{type(exc).__name__}"]))
-        return results
-
-    def _identity(self, recipe: str) -> dict[str, Any]:
+    def identity(self, recipe: str, variant: str | None = None) -> dict[str, Any]:
         """Which model would have run: reported even when it could not."""
         model = self.registry.get(recipe)
-        return model.identity(next(iter(model.variants))) if model else {}
-
-    def _run_recipe(self, exam, name: str, winners, base) -> StudyResult:
-        from mvi_node.recipes import recipe_module
-
-        model = self.registry.get(name)
         if model is None:
-            return StudyResult(**base, recipe=name, outcome=NO_MODEL, reasons=[f"no model folder for {name}"])
-        rec = recipe_module(name)
-        exam_ds = [ds for u in exam.units for ds in u.datasets]
-        prepared = rec.prepare(exam_ds, list(winners[rec.ROLE].datasets), self.clinical)
-        if isinstance(prepared, NoRoi):
-            return StudyResult(**base, recipe=name, outcome=NO_ROI, model=model.identity(next(iter(model.variants))),
-                               series_instance_uid=str(winners[rec.ROLE].series_uid), reasons=prepared.reasons)
-        try:
-            variant = _variant(model, prepared.clinical is not None)
-        except ValueError as exc:  # a site model that ships only the clinical variant
-            return StudyResult(**base, recipe=name, outcome=NO_FACTORS, model=model.identity(next(iter(model.variants))),
-                               clinical_missing=prepared.factors.missing(), reasons=[str(exc)])
-        with observe_stage("infer"):
-            probs, maps = self.predict(model, variant, prepared.images, prepared.clinical)
-        thr = model.variants[variant].threshold
-        score = float(probs.max())
-        info = [{"sop_instance_uid": sop, "slice_index": int(z), "probability": round(float(p), 6),
-                 "crop_box": box.as_dict()}
-                for sop, z, p, box in zip(prepared.sop_uids, prepared.crops.slice_indices, probs, prepared.crops.boxes)]
-        return StudyResult(
-            **base, recipe=name, outcome=OK, model=model.identity(variant), probability=score,
-            predicted_mvi=score >= thr, threshold=thr, slice_info=info, roi=prepared.roi.describe(),
-            clinical_factors_used=variant == "clinical" and prepared.clinical is not None,
-            clinical_missing=prepared.factors.missing(), series_instance_uid=prepared.series_uid, gradcam=maps,
-            factors=prepared.factors.as_dict(), factors_origin=dict(prepared.factors.origin),
-            roi_mask=np.asarray(prepared.roi.mask, bool),
+            return {}
+        return model.identity(variant if variant in model.variants else next(iter(model.variants)))
+
+    def run_exam(self, exam) -> list[RecipeResult]:
+        """Every candidate recipe's result for an exam (``mvi_node.select`` Exam)."""
+        winners = exam.winners()
+        modalities = exam.modalities
+        base = {"patient_id": exam.patient_id, "study_instance_uids": tuple(exam.study_uids),
+                "procedure": procedure_for(modalities)}
+        candidates = [r for r in self.recipes if r.modalities & modalities]
+        results = [self._run_recipe(recipe, exam, winners, base) for recipe in candidates]
+        if any(r.prediction is not None for r in results):
+            return [r if r.prediction is not None else _unreported(r) for r in results]
+        if len(results) == 1:
+            return results
+        return [*map(_unreported, results), self._nothing_ran(results, modalities, base)]
+
+    def _run_recipe(self, recipe: Recipe, exam, winners, base) -> RecipeResult:
+        model = self.registry.get(recipe.name)
+        ident = self.identity(recipe.name)
+        common = dict(base, recipe=recipe.name, endpoint=recipe.endpoint, capture_window=recipe.capture_window)
+        qualified, why = recipe.qualifies(winners)
+        if not qualified:
+            unknown = [u.uid for u in exam.units if u.features.get("timing_phase") == "unknown"]
+            if unknown:
+                why += f"; contrast timing undetermined for {', '.join(unknown)}"
+            return RecipeResult(**common, model=ident, not_evaluated=NotEvaluated(NO_SERIES, (why,)))
+        inputs = ExamInputs(
+            series={role: tuple(winners[role].datasets) for role in recipe.requires},
+            exam=tuple(ds for u in exam.units for ds in u.datasets), clinical=self.clinical,
+            patient_id=exam.patient_id, study_uids=tuple(exam.study_uids),
         )
+        try:
+            prepared = recipe.prepare(inputs)
+            out = prepared if isinstance(prepared, NotEvaluated) else recipe.predict(prepared, _Runner(self, model))
+        except Exception as exc:  # noqa: BLE001 - reported as a failed outcome, with UIDs only
+            log.exception("recipe %s failed for study %s", recipe.name, ",".join(exam.study_uids))
+            out = NotEvaluated(FAILED, (type(exc).__name__,))
+        if isinstance(out, Prediction):
+            return RecipeResult(**common, model=self.identity(recipe.name, out.variant), prediction=out)
+        return RecipeResult(**common, model=ident, not_evaluated=out)
+
+    def _nothing_ran(self, results: list[RecipeResult], modalities, base) -> RecipeResult:
+        """One result for an exam no recipe could evaluate: why, per candidate recipe."""
+        if results:
+            not_run = tuple((f"{r.recipe} {r.model.get('model_version', '')}".strip(),
+                             f"{r.outcome}" + (f" ({'; '.join(r.reasons)})" if r.reasons else "")) for r in results)
+        else:
+            served = ", ".join(f"{r.name} ({'/'.join(sorted(r.modalities))})" for r in self.recipes) or "none"
+            shown = "/".join(sorted(m for m in modalities if m in ("CT", "MR"))) or "/".join(sorted(modalities))
+            not_run = (("", f"no served recipe reads {shown or 'these'} exams (served: {served})"),)
+        training = "; ".join(sorted({str(r.model.get("training_data", "")) for r in results} - {""}))
+        model = {"recipe": "", "name": "mvi-node", "model_version": __version__, "sha256": "",
+                 "intended_use": "Triage of liver exams to the MVI recipes below; each recipe's model card "
+                                 "states its own intended use.", "training_data": training}
+        reason = NotEvaluated(NO_RECIPE, tuple(f"{r}: {w}" if r else w for r, w in not_run))
+        return RecipeResult(**base, recipe="", model=model, not_evaluated=reason, not_run=not_run)
 
 
-def _variant(model: ModelInfo, have_clinical: bool) -> str:
-    """Clinical variant only with every factor present; a model may ship only one variant."""
-    if have_clinical and "clinical" in model.variants:
-        return "clinical"
-    for name, v in model.variants.items():
-        if not v.needs_clinical:
-            return name
-    raise ValueError(f"model {model.recipe} {model.version} has no image-only variant")
+def _unreported(result: RecipeResult) -> RecipeResult:
+    from dataclasses import replace
+
+    return replace(result, reported=False)
 
 
 def infer_path(path: Path | str, engine: Engine) -> dict[str, Any]:
@@ -206,13 +288,3 @@ def infer_path(path: Path | str, engine: Engine) -> dict[str, Any]:
 
     studies = [r for exam in select_path(Path(path)) for r in engine.run_exam(exam)]
     return {"studies": studies}
-
-
-def infer_staged(staging_dir: Path | str, study_uid: str, engine: Engine,
-                 rules_file: str | Path | None = None) -> list[StudyResult]:
-    """The node's job entry: the staged study plus its related sibling studies (phases
-    sent as separate studies), selected by ``mvi_node.select.job.staged_exams``."""
-    from mvi_node.select.job import staged_exams
-
-    exams, _rules = staged_exams(Path(staging_dir), study_uid, rules_file)
-    return [r for exam in exams for r in engine.run_exam(exam)]

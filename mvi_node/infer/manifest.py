@@ -1,4 +1,8 @@
-"""Model folders: ``manifest.toml`` beside one ONNX file per variant, checked at start.
+"""Model folders: ``manifest.toml`` beside one file per variant, checked at start.
+
+A variant is an ONNX graph, or for a classical model (SVM, Gaussian process) that
+skl2onnx cannot convert, a ``.npz`` of documented arrays, read with
+``allow_pickle=False``: nothing in a model folder is ever unpickled.
 
 A model folder is ``<root>/<recipe>/<version>/``. The manifest says what the graph is
 (recipe, version, per-variant file, sha256, input/output names and shapes), how inputs
@@ -17,6 +21,7 @@ from typing import Any
 
 REQUIRED = ("recipe", "version", "intended_use", "training_data", "variants")
 VARIANT_REQUIRED = ("file", "sha256", "threshold", "inputs", "outputs")
+ARRAYS_REQUIRED = ("file", "sha256", "threshold")
 
 
 class ManifestError(ValueError):
@@ -44,6 +49,19 @@ class Variant:
     @property
     def needs_clinical(self) -> bool:
         return "clinical" in self.inputs
+
+    @property
+    def kind(self) -> str:
+        return "arrays" if self.path.suffix == ".npz" else "onnx"
+
+    def arrays(self) -> dict[str, Any]:
+        """A classical model's parameters; object arrays (pickles) are refused."""
+        import numpy as np
+
+        if self.kind != "arrays":
+            raise ManifestError(f"{self.path}: variant {self.name} is an ONNX graph, not arrays")
+        with np.load(self.path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
 
 
 @dataclass(frozen=True)
@@ -109,7 +127,8 @@ def load_model(folder: Path | str, check_graph: bool = True) -> ModelInfo:
     variants = {}
     for name, v in raw["variants"].items():
         where = f"{mpath} [variants.{name}]"
-        miss = [k for k in VARIANT_REQUIRED if k not in v]
+        arrays = str(v.get("file", "")).endswith(".npz")
+        miss = [k for k in (ARRAYS_REQUIRED if arrays else VARIANT_REQUIRED) if k not in v]
         if miss:
             raise ManifestError(f"{where}: missing keys {miss}")
         path = folder / v["file"]
@@ -118,8 +137,13 @@ def load_model(folder: Path | str, check_graph: bool = True) -> ModelInfo:
         digest = sha256_file(path)
         if digest != v["sha256"]:
             raise ManifestError(f"{where}: sha256 of {v['file']} is {digest}, manifest says {v['sha256']}")
-        inputs, outputs = _io(v["inputs"], where + " inputs"), _io(v["outputs"], where + " outputs")
-        if check_graph:
+        if arrays:
+            inputs = _io(v["inputs"], where + " inputs") if v.get("inputs") else {}
+            outputs = _io(v["outputs"], where + " outputs") if v.get("outputs") else {}
+            _check_arrays(path, where)
+        else:
+            inputs, outputs = _io(v["inputs"], where + " inputs"), _io(v["outputs"], where + " outputs")
+        if check_graph and not arrays:
             g_in, g_out = _graph_io(path)
             for label, declared, actual in (("inputs", inputs, g_in), ("outputs", outputs, g_out)):
                 if set(declared) != set(actual):
@@ -130,6 +154,17 @@ def load_model(folder: Path | str, check_graph: bool = True) -> ModelInfo:
         variants[name] = Variant(name, path, digest, float(v["threshold"]), inputs, outputs, dict(v.get("metrics", {})))
     return ModelInfo(str(raw["recipe"]), str(raw["version"]), folder, str(raw["intended_use"]),
                      str(raw["training_data"]), variants, raw)
+
+
+def _check_arrays(path: Path, where: str) -> None:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                data[key]
+    except (ValueError, OSError) as exc:  # object arrays need pickle: refused
+        raise ManifestError(f"{where}: {path.name} is not a plain-array .npz ({exc})") from exc
 
 
 def variant_entry(path: Path, threshold: float, metrics: dict[str, Any], folder: Path) -> dict[str, Any]:

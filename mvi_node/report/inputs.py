@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydicom.dataset import Dataset
 
+from mvi_node.concepts import CT_PROCEDURE, INVASION_ABSENT, INVASION_PRESENT, MVI_PROBABILITY, NEOPLASM, Code
 from mvi_node.report.uids import derived_uid
 
 MANUFACTURER = "mvi-node project"
@@ -109,6 +110,20 @@ class LesionResult:
     slices: list[SliceResult] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class EndpointText:
+    """How the report names a recipe's endpoint: the probability concept, the finding
+    for each decision, the finding type, and the words burned into the captures."""
+
+    concept: Code = MVI_PROBABILITY
+    positive: Code = INVASION_PRESENT
+    negative: Code = INVASION_ABSENT
+    finding_type: Code = NEOPLASM
+    title: str = "MVI"
+    present: str = "MVI present"
+    absent: str = "MVI absent"
+
+
 @dataclass
 class ReportInput:
     """One exam x model. ``evidence``: the source slices (all of one study, with patient
@@ -124,6 +139,15 @@ class ReportInput:
     #: (level, width) of the captures: seed 000's CT window; None: the series' own window
     window: tuple[float, float] | None = (70.0, 200.0)
     body_part: str = "LIVER"
+    #: what the recipe reports (its endpoint) and the procedure of the exam (CT or MR)
+    endpoint: "EndpointText" = None  # type: ignore[assignment]
+    procedure: Code = CT_PROCEDURE
+    #: (recipe, why) per candidate recipe when no recipe could evaluate the exam
+    not_run: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.endpoint is None:
+            self.endpoint = EndpointText()
 
     @property
     def evaluated(self) -> bool:

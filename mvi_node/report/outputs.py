@@ -1,7 +1,9 @@
-"""Adapter: the ONNX engine's ``StudyResult`` + the staged exam -> :class:`ReportInput`.
+"""Adapter: the engine's ``RecipeResult`` + the selected exam -> :class:`ReportInput`.
 
-The only module of the report stage that knows the engine's result fields; the SR and
-SC builders take plain :mod:`mvi_node.report.inputs` values.
+The only module of the report stage that knows the engine's result fields (read by
+name, never imported); the SR and SC builders take plain :mod:`mvi_node.report.inputs`
+values. Whatever the recipe, its endpoint names the concepts and its exam's modality
+the procedure.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from mvi_node.report.build import build_outputs, save_outputs
-from mvi_node.report.inputs import LesionResult, ModelIdentity, PlanarRegion, ReportInput, SliceResult
+from mvi_node.report.inputs import EndpointText, LesionResult, ModelIdentity, PlanarRegion, ReportInput, SliceResult
 
 __all__ = ["build_results", "save_outputs", "report_input_from_engine", "model_identity", "enclosing_circle"]
 
@@ -56,8 +58,34 @@ def _with_pixels(ds: Dataset) -> Dataset:
     return ds if "PixelData" in ds else dcmread(ds.filename)
 
 
+def endpoint_text(endpoint: Any) -> EndpointText:
+    """A recipe's endpoint (``mvi_node.infer.recipe.Endpoint``) as the report names it."""
+    if endpoint is None:
+        return EndpointText()
+    return EndpointText(concept=endpoint.concept, positive=endpoint.positive, negative=endpoint.negative,
+                        finding_type=endpoint.finding_type, title=endpoint.title, present=endpoint.present,
+                        absent=endpoint.absent)
+
+
+def _lesion(finding: Any, threshold: float, by_sop: dict[str, Dataset]) -> LesionResult:
+    slices = [SliceResult(source=_with_pixels(by_sop[s.sop_instance_uid]), probability=float(s.probability),
+                          cam=s.explanation, crop_box=_box(s.crop_box),
+                          roi_mask=np.asarray(s.roi_mask, bool) if s.roi_mask is not None else None)
+              for s in finding.key_slices if s.sop_instance_uid in by_sop]
+    key = max(slices, key=lambda sl: sl.probability) if slices else None
+    region = enclosing_circle(key.roi_mask) if key is not None and key.roi_mask is not None else None
+    if region is None and key is not None and key.crop_box is not None:
+        region = PlanarRegion.box(*key.crop_box)
+    return LesionResult(
+        tracking_id=finding.tracking_id, probability=float(finding.probability), threshold=float(threshold),
+        predicted_mvi=bool(finding.decision), key_slice=key.source if key else None,
+        max_diameter_mm=finding.max_diameter_mm, roi_region=region, slices=slices,
+        grade_probabilities=dict(finding.class_probabilities) or None,
+    )
+
+
 def report_input_from_engine(res: Any, exam) -> ReportInput | None:
-    """Fill a :class:`ReportInput` from an engine ``StudyResult`` and its exam (units of
+    """Fill a :class:`ReportInput` from an engine ``RecipeResult`` and its exam (units of
     datasets); None when the exam holds no instance at all."""
     datasets = [ds for unit in exam.units for ds in unit.datasets]
     if not datasets:
@@ -67,41 +95,26 @@ def report_input_from_engine(res: Any, exam) -> ReportInput | None:
         target = [ds for ds in datasets if str(ds.SeriesInstanceUID) == res.series_instance_uid]
     if not target:
         target = ([ds for ds in datasets if "Rows" in ds] or datasets)[:1]
+    pred = res.prediction
     model = model_identity(res.model or {})
-    factors = {k: v for k, v in (res.factors or {}).items() if v is not None}
-    used = {k: (f"{v} ({res.factors_origin[k]})" if (res.factors_origin or {}).get(k) else v)
-            for k, v in factors.items()} if res.clinical_factors_used else {}
+    used = {}
+    if pred is not None and pred.factors_used:
+        used = {k: (f"{v} ({pred.factors_origin[k]})" if pred.factors_origin.get(k) else v)
+                for k, v in pred.factors.items() if v is not None}
     detail = "; ".join(res.reasons or [])
-    if getattr(res, "clinical_missing", None):
+    if res.clinical_missing:
         detail = (detail + "; " if detail else "") + "missing clinical factors: " + ", ".join(res.clinical_missing)
     base = dict(model=model, clinical_factors_used=used, image_only=not res.clinical_factors_used,
-                outcome=res.outcome, outcome_detail=detail)
+                outcome=res.outcome, outcome_detail=detail, endpoint=endpoint_text(res.endpoint),
+                procedure=res.procedure, window=res.capture_window, not_run=tuple(res.not_run))
     by_sop = {str(ds.SOPInstanceUID): ds for ds in target}
-    info = [s for s in (res.slice_info or []) if s["sop_instance_uid"] in by_sop]
-    if res.outcome != "ok" or not info or res.probability is None:
+    lesions = [_lesion(f, pred.threshold, by_sop) for f in pred.findings] if pred is not None else []
+    lesions = [l for l in lesions if l.slices]
+    if not lesions:
         return ReportInput(evidence=target[:1], **base)
-    slices = []
-    for i, s in enumerate(res.slice_info):
-        if s["sop_instance_uid"] not in by_sop:
-            continue
-        mask = None
-        if res.roi_mask is not None and 0 <= s.get("slice_index", -1) < len(res.roi_mask):
-            mask = np.asarray(res.roi_mask[s["slice_index"]], bool)
-        cam = res.gradcam[i] if res.gradcam is not None and i < len(res.gradcam) else None
-        slices.append(SliceResult(source=_with_pixels(by_sop[s["sop_instance_uid"]]), probability=float(s["probability"]),
-                                  cam=cam, crop_box=_box(s.get("crop_box")), roi_mask=mask))
-    key = max(slices, key=lambda sl: sl.probability)
-    region = enclosing_circle(key.roi_mask) if key.roi_mask is not None else None
-    if region is None and key.crop_box is not None:
-        region = PlanarRegion.box(*key.crop_box)
-    mtd = (res.factors or {}).get("mtd_mm")
-    lesion = LesionResult(
-        tracking_id="Tumor 1", probability=float(res.probability), threshold=float(res.threshold),
-        predicted_mvi=bool(res.predicted_mvi), key_slice=key.source, max_diameter_mm=float(mtd) if mtd else None,
-        roi_region=region, slices=slices,
-    )
-    evidence = [by_sop[s["sop_instance_uid"]] for s in info]
-    return ReportInput(evidence=evidence, lesions=[lesion], **base)
+    evidence = list({s.source.SOPInstanceUID: by_sop[str(s.source.SOPInstanceUID)]
+                     for l in lesions for s in l.slices}.values())
+    return ReportInput(evidence=evidence, lesions=lesions, **base)
 
 
 def build_results(res: Any, exam, secondary_captures: int = 3) -> list:

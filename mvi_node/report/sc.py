@@ -132,9 +132,9 @@ def render(grey: np.ndarray, cam: np.ndarray | None, roi_mask: np.ndarray | None
 
 def caption(inp: ReportInput, lesion: LesionResult, sl: SliceResult, rank: int, total: int) -> list[str]:
     model = inp.model
-    decision = "MVI present" if lesion.predicted_mvi else "MVI absent"
+    decision = inp.endpoint.present if lesion.predicted_mvi else inp.endpoint.absent
     lines = [
-        f"{lesion.tracking_id}: MVI probability {lesion.probability:.3f} (threshold {lesion.threshold:.3f})",
+        f"{lesion.tracking_id}: {inp.endpoint.title} probability {lesion.probability:.3f} (threshold {lesion.threshold:.3f})",
         f"{decision} - slice p {sl.probability:.3f} - Grad-CAM {rank}/{total}",
         f"{model.label} sha256 {model.sha256[:12]}" + (" image-only" if inp.image_only else ""),
     ]
@@ -184,7 +184,7 @@ def build_scs(inp: ReportInput, uids: ResultUIDs, n: int = 3) -> list[Dataset]:
             manufacturer=model.manufacturer,
             pixel_spacing=spacing,
             patient_orientation=patient_orientation(src),
-            series_description=(("NOT FOR CLINICAL USE " if model.synthetic else "") + "MVI Grad-CAM")[:64],
+            series_description=(("NOT FOR CLINICAL USE " if model.synthetic else "") + f"{inp.endpoint.title} Grad-CAM")[:64],
         )
         ref = Dataset()
         ref.ReferencedSOPClassUID = src.SOPClassUID
@@ -197,7 +197,7 @@ def build_scs(inp: ReportInput, uids: ResultUIDs, n: int = 3) -> list[Dataset]:
         derivation.CodeValue, derivation.CodingSchemeDesignator = "130403", "DCM"
         derivation.CodeMeaning = "Gradient-weighted class activation"
         sc.DerivationCodeSequence = [derivation]
-        decision = "MVI present" if lesion.predicted_mvi else "MVI absent"
+        decision = inp.endpoint.present if lesion.predicted_mvi else inp.endpoint.absent
         sc.ImageComments = f"{decision}; probability {lesion.probability:.3f}; {model.intended_use}"[:10240]
         sc.SpecificCharacterSet = "ISO_IR 192"
         out.append(sc)

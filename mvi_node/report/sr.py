@@ -34,33 +34,30 @@ from highdicom.sr import (
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
+from mvi_node import concepts
 from mvi_node.report.inputs import LesionResult, ModelIdentity, ReportInput
 from mvi_node.report.uids import SR_SERIES_NUMBER, ResultUIDs
 
-#: private coding scheme for concepts the standard has no code for (declared in the SR)
-SCHEME = "99MVINODE"
-SCHEME_NAME = "mvi-node private concepts"
+def _cc(code: concepts.Code) -> CodedConcept:
+    return CodedConcept(code.value, code.scheme, code.meaning)
 
-MVI_PROBABILITY = CodedConcept("MVI-P", SCHEME, "Microvascular invasion probability")
-NOT_EVALUATED = CodedConcept("MVI-NE", SCHEME, "Microvascular invasion not evaluated")
-MTD = CodedConcept("M-MTD", SCHEME, "Maximum tumor diameter")
-CLINICAL_FACTOR = CodedConcept("M-CF", SCHEME, "Clinical factor used")
-INTENDED_USE = CodedConcept("M-IU", SCHEME, "Intended use")
-THRESHOLD = CodedConcept("122411", "DCM", "Threshold Value")
-FINDING = CodedConcept("121071", "DCM", "Finding")
-COMMENT = CodedConcept("121106", "DCM", "Comment")
-INVASION_PRESENT = CodedConcept("372287009", "SCT", "Vascular invasion by tumor present")
-INVASION_ABSENT = CodedConcept("127494000", "SCT", "No vascular invasion by tumor")
-NEOPLASM = CodedConcept("108369006", "SCT", "Neoplasm")
-LIVER = CodedConcept("10200004", "SCT", "Liver")
-CT_PROCEDURE = CodedConcept("25045-6", "LN", "CT unspecified body region")
-UNITLESS = CodedConcept("1", "UCUM", "no units")
-MM = CodedConcept("mm", "UCUM", "mm")
+
+SCHEME, SCHEME_NAME = concepts.SCHEME, concepts.SCHEME_NAME
+NOT_EVALUATED = _cc(concepts.NOT_EVALUATED)
+MTD = _cc(concepts.MTD)
+CLINICAL_FACTOR = _cc(concepts.CLINICAL_FACTOR)
+INTENDED_USE = _cc(concepts.INTENDED_USE)
+THRESHOLD = _cc(concepts.THRESHOLD)
+FINDING = _cc(concepts.FINDING)
+COMMENT = _cc(concepts.COMMENT)
+LIVER = _cc(concepts.LIVER)
+UNITLESS = _cc(concepts.UNITLESS)
+MM = _cc(concepts.MM)
 CONTAINS = RelationshipTypeValues.CONTAINS
 
 
 def grade_concept(grade: str) -> CodedConcept:
-    return CodedConcept(f"MVI-{grade}"[:16], SCHEME, f"Probability of MVI grade {grade}")
+    return _cc(concepts.class_probability(grade))
 
 
 def _text(name: CodedConcept, value: str) -> TextContentItem:
@@ -115,19 +112,20 @@ def lesion_group(lesion: LesionResult, inp: ReportInput, tracking_uid: str):
     algo = _algorithm(inp.model, lesion.threshold)
     num = lambda name, value, unit, nd=6: Measurement(name=name, value=round(float(value), nd), unit=unit,  # noqa: E731
                                                        algorithm_id=algo)
-    measurements = [num(MVI_PROBABILITY, lesion.probability, UNITLESS), num(THRESHOLD, lesion.threshold, UNITLESS)]
+    endpoint = inp.endpoint
+    measurements = [num(_cc(endpoint.concept), lesion.probability, UNITLESS), num(THRESHOLD, lesion.threshold, UNITLESS)]
     if lesion.max_diameter_mm is not None:
         measurements.append(num(MTD, lesion.max_diameter_mm, MM, 1))
     for grade, p in (lesion.grade_probabilities or {}).items():
         measurements.append(num(grade_concept(grade), p, UNITLESS))
     common = dict(
         tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier=lesion.tracking_id[:64] or "Tumor"),
-        finding_type=NEOPLASM,
+        finding_type=_cc(endpoint.finding_type),
         algorithm_id=algo,
         finding_sites=[FindingSite(LIVER)],
         measurements=measurements,
-        qualitative_evaluations=[QualitativeEvaluation(FINDING, INVASION_PRESENT if lesion.predicted_mvi
-                                                       else INVASION_ABSENT)],
+        qualitative_evaluations=[QualitativeEvaluation(FINDING, _cc(endpoint.positive if lesion.predicted_mvi
+                                                                    else endpoint.negative))],
     )
     region = _region(lesion)
     if region is not None:
@@ -139,21 +137,28 @@ def not_evaluated_group(inp: ReportInput, tracking_uid: str):
     model = inp.model
     group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier="Exam"),
-        finding_type=NEOPLASM,
+        finding_type=_cc(inp.endpoint.finding_type),
         algorithm_id=_algorithm(model, None) if model.recipe or model.name else None,
         finding_sites=[FindingSite(LIVER)],
         qualitative_evaluations=[QualitativeEvaluation(FINDING, NOT_EVALUATED)],
     )
+    if inp.not_run:
+        # no recipe could evaluate the exam: one line per candidate recipe
+        group[0].ContentSequence.append(_text(COMMENT, f"Not evaluated: {inp.outcome}."))
+        for recipe, why in inp.not_run:
+            group[0].ContentSequence.append(_text(COMMENT, f"{recipe}: {why}" if recipe else why))
+        return group
     detail = f" {inp.outcome_detail}" if inp.outcome_detail else ""
     group[0].ContentSequence.append(_text(COMMENT, f"Not evaluated: {inp.outcome}.{detail}"))
     return group
 
 
 def title_of(inp: ReportInput) -> str:
+    ep = inp.endpoint
     if not inp.evaluated:
-        return f"MVI not evaluated: {inp.outcome}"
+        return f"{ep.title} not evaluated: {inp.outcome}"
     top = max(inp.lesions, key=lambda l: l.probability)
-    return f"MVI {'present' if any(l.predicted_mvi for l in inp.lesions) else 'absent'} p={top.probability:.3f}"
+    return f"{ep.present if any(l.predicted_mvi for l in inp.lesions) else ep.absent} p={top.probability:.3f}"
 
 
 def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
@@ -169,7 +174,7 @@ def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
     images = [ds for ds in inp.evidence if "Rows" in ds and "SOPClassUID" in ds]
     report = MeasurementReport(
         observation_context=_observation_context(inp.model),
-        procedure_reported=CT_PROCEDURE,
+        procedure_reported=_cc(inp.procedure),
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
         referenced_images=images or None,
@@ -180,7 +185,7 @@ def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
         purpose_of_reference=codes.DCM.ProcessingEquipment,
         manufacturer_model_name=(model.label or "mvi-node")[:64],
         software_versions=model.software_versions,
-        contribution_description=f"MVI prediction by {model.label} (sha256 {model.sha256 or 'none'})"[:1024],
+        contribution_description=f"{inp.endpoint.title} prediction by {model.label} (sha256 {model.sha256 or 'none'})"[:1024],
     )
     equipment.DeviceUID = model.device_uid
     caution = "NOT FOR CLINICAL USE " if model.synthetic else ""
@@ -193,7 +198,7 @@ def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
         instance_number=1,
         manufacturer=model.manufacturer,
         is_complete=True,
-        series_description=(caution + "MVI AI result")[:64],
+        series_description=(caution + f"{inp.endpoint.title} AI result")[:64],
         contributing_equipment=[equipment],
     )
     sr.ContentDescription = (f"{title_of(inp)}" + (" - NOT FOR CLINICAL USE" if model.synthetic else ""))[:64]

@@ -60,6 +60,11 @@ class Exam:
     agent_basis: str = ""
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def modalities(self) -> frozenset[str]:
+        """Modalities of the exam's series (CT, MR, SEG, SR ...)."""
+        return frozenset(str(u.ds.get("Modality", "") or "") for u in self.units)
+
     def winners(self) -> dict[str, Unit]:
         """The unit holding each single role (for mr_dwi: the highest b-value)."""
         out: dict[str, Unit] = {}

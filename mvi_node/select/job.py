@@ -1,4 +1,4 @@
-"""The selection report stored with every study job.
+"""The exam(s) a staged study belongs to, for the study job.
 
 Reads the staged study (``<staging>/<StudyInstanceUID>/<SeriesInstanceUID>/*.dcm``,
 headers only) together with the staged studies of the same exam: some sites send one
@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
-
 from pydicom import dcmread
 
 from mvi_node.select.engine import select_datasets
-from mvi_node.select.report import build_report
 from mvi_node.select.rules import load_rules
 from mvi_node.select.series import read_headers
 
@@ -80,11 +77,3 @@ def staged_exams(staging_dir: Path, study_uid: str, rules_file: str | Path | Non
         headers += [ds for _p, ds in read_headers(sib)]
     rules = load_rules(rules_file)
     return [e for e in select_datasets(headers, rules) if study_uid in e.study_uids], rules
-
-
-def staged_selection(staging_dir: Path, study_uid: str, rules_file: str | Path | None = None) -> dict[str, Any]:
-    """JSON-serialisable selection report for the exam holding ``study_uid``."""
-    exams, rules = staged_exams(staging_dir, study_uid, rules_file)
-    report = build_report(exams, f"staged study {study_uid}")
-    report["rules"] = rules.sources
-    return report

@@ -1,12 +1,13 @@
-"""Which model recipes an exam can run: each recipe declares the roles it needs.
+"""Which recipes an exam qualifies for, given what each recipe needs.
 
-New recipes call :func:`register` (from their own module); the engine never changes.
+Selection does not know the recipes: the caller passes their needs (the recipe catalog
+of :mod:`mvi_node.infer.catalog` builds them), so a recipe without code is never listed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
 from mvi_node.select.rules import ROLES
 
@@ -16,46 +17,36 @@ class RecipeNeeds:
     name: str
     requires: tuple[str, ...]
     summary: str = ""
+    modalities: frozenset[str] = frozenset()
+    #: (winners role -> unit) -> (qualified, why not); default: every required role present
+    qualifies: Callable[[Mapping[str, Any]], tuple[bool, str]] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.requires if r not in ROLES or r == "other"]
+        if bad or not self.requires:
+            raise ValueError(f"recipe {self.name!r}: required roles must be from the role vocabulary, "
+                             f"got {bad or list(self.requires)}")
+
+    def check(self, winners: Mapping[str, Any]) -> tuple[bool, str]:
+        if self.qualifies is not None:
+            return self.qualifies(winners)
+        absent = [r for r in self.requires if r not in winners]
+        return not absent, ("no series holds role " + ", ".join(absent)) if absent else ""
 
 
-_REGISTRY: dict[str, RecipeNeeds] = {}
-
-
-def register(name: str, requires: tuple[str, ...] | list[str], summary: str = "") -> RecipeNeeds:
-    """Declare (or redeclare) a recipe's required roles."""
-    bad = [r for r in requires if r not in ROLES or r == "other"]
-    if bad or not requires:
-        raise ValueError(f"recipe {name!r}: required roles must be from the role vocabulary, got {bad or requires}")
-    recipe = RecipeNeeds(name, tuple(requires), summary)
-    _REGISTRY[name] = recipe
-    return recipe
-
-
-def registered() -> list[RecipeNeeds]:
-    return list(_REGISTRY.values())
-
-
-register("ct_ap_resnet18", ("ct_arterial",), "Liu 2021: CT late arterial phase, ResNet-18 + clinical factors")
-register(
-    "mr_3seq_grade",
-    ("mr_t1_pre", "mr_portal_venous", "mr_transitional"),
-    "Sun 2022: T1 pre + portal venous + delayed (3 min), MVI grade M0/M1/M2",
-)
-
-
-def evaluate(winners: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(qualified, not qualified) for ``winners`` = {role: unit uid}."""
+def evaluate(winners: Mapping[str, Any], needs: Iterable[RecipeNeeds],
+             modalities: Iterable[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(qualified, not qualified) for ``winners`` = {role: unit uid}. A recipe whose
+    modalities the exam does not have is neither: it does not apply to the exam."""
+    present = set(modalities) if modalities is not None else None
     ok, missing = [], []
-    for recipe in registered():
-        absent = [r for r in recipe.requires if r not in winners]
-        if absent:
-            missing.append(
-                {
-                    "name": recipe.name,
-                    "missing": absent,
-                    "why": "no series holds role " + ", ".join(absent),
-                }
-            )
-        else:
+    for recipe in needs:
+        if present is not None and recipe.modalities and not (recipe.modalities & present):
+            continue
+        qualified, why = recipe.check(winners)
+        if qualified:
             ok.append({"name": recipe.name, "inputs": {r: winners[r] for r in recipe.requires}})
+        else:
+            missing.append({"name": recipe.name, "missing": [r for r in recipe.requires if r not in winners],
+                            "why": why})
     return ok, missing

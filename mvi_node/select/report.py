@@ -9,9 +9,9 @@ multi-phase series is ``<SeriesInstanceUID>#<TemporalPositionIdentifier>``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
-from mvi_node.select import recipes as recipe_registry
+from mvi_node.select.recipes import RecipeNeeds, evaluate
 from mvi_node.select.engine import Exam
 
 
@@ -44,9 +44,9 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def exam_report(exam: Exam) -> dict[str, Any]:
+def exam_report(exam: Exam, needs: Sequence[RecipeNeeds] = ()) -> dict[str, Any]:
     winners = {role: u.uid for role, u in exam.winners().items()}
-    ok, missing = recipe_registry.evaluate(winners)
+    ok, missing = evaluate(winners, needs, exam.modalities)
     unknown = [u.uid for u in exam.units if u.features.get("timing_phase") == "unknown"]
     for m in missing:
         if unknown:
@@ -71,8 +71,9 @@ def exam_report(exam: Exam) -> dict[str, Any]:
     }
 
 
-def build_report(exams: list[Exam], source: str = "") -> dict[str, Any]:
-    report: dict[str, Any] = {"studies": [exam_report(e) for e in exams], "notes": []}
+def build_report(exams: list[Exam], source: str = "", needs: Sequence[RecipeNeeds] = ()) -> dict[str, Any]:
+    """``needs``: the recipes to judge each exam against (the served ones); none: roles only."""
+    report: dict[str, Any] = {"studies": [exam_report(e, needs) for e in exams], "notes": []}
     if not exams:
         report["notes"].append(f"no DICOM series found{' in ' + source if source else ''}")
     return report

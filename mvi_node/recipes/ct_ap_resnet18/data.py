@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from mvi_node.clinical import ClinicalFactors, FileClinicalSource, header_factors
+from mvi_node.clinical import FileClinicalSource, header_factors
 from mvi_node.recipes.ct_ap_resnet18 import preprocess as pp
-from mvi_node.recipes.ct_ap_resnet18.recipe import ROLE, clinical_vector
+from mvi_node.recipes.ct_ap_resnet18.recipe import FACTORS, ROLE, clinical_vector
 from mvi_node.roi.model import largest_component
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def prepare_study(root: Path, study: dict, labs: FileClinicalSource) -> PatientC
     spacing = (float(dsets[0].PixelSpacing[0]), float(dsets[0].PixelSpacing[1]))
     volume = np.stack([pp.hu(d) for d in dsets])
     crops = pp.crops_from_volume(volume, mask, spacing)
-    factors = ClinicalFactors()
+    factors = FACTORS.values()
     factors.update(header_factors(dsets[0]), "header")
     factors.update({"mtd_mm": pp.max_diameter_mm(mask, spacing)}, "roi")
     factors.update(labs.lookup(study["accession_number"], study["patient_id"]) or {}, "source")

@@ -40,6 +40,20 @@ def onnx_scores(path: Path, patients: list[PatientCrops]) -> np.ndarray:
     return np.asarray(out)
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Seed 000's training options (``--out``, ``--seed``, ``--version`` are shared)."""
+    p.add_argument("--data", required=True, help="folder written by `mvi-node synth ct` (manifest.json)")
+    p.add_argument("--test", help="separate synth folder (other seed/vendor mix) for the held-out evaluation")
+    p.add_argument("--cache", help="crop cache folder (default: <data>/.cache/<recipe>)")
+    p.add_argument("--epochs", type=int, default=12, help="image-only epochs (early stop on validation AUC)")
+    p.add_argument("--clinical-epochs", type=int, default=4, help="clinical variant fine-tuning epochs")
+    p.add_argument("--slices-per-patient", type=int, default=3, help="tumour slices sampled per patient per epoch")
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget for training both variants")
+    p.add_argument("--max-steps", type=int, help="stop each variant after this many SGD steps (smoke tests)")
+
+
 def main(args: argparse.Namespace) -> int:
     from mvi_node.recipes.ct_ap_resnet18.export import OPSET, export_onnx
     from mvi_node.recipes.ct_ap_resnet18.train import TrainConfig, split_patients, train_variants

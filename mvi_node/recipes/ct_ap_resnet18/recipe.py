@@ -1,7 +1,10 @@
-"""ct_ap_resnet18 as the engine sees it: roles, inputs, clinical encoding. Torch-free.
+"""ct_ap_resnet18 on the recipe interface: roles, factors, inputs, prediction. Torch-free.
 
-Seed 000 (Liu et al. 2021): CT late arterial phase, per-slice ResNet-18 probability,
-patient decision = max over tumour slices, threshold from Youden's J.
+Seed 000 (Liu et al. 2021): CT late arterial phase, per-slice ResNet-18 probability
+with Grad-CAM computed inside the ONNX graph, patient decision = max over tumour
+slices, threshold from Youden's J. The clinical variant runs only when all seven
+factors are known, else the image-only one, and the result says which and what was
+missing.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 
-from mvi_node.clinical import ClinicalFactors, ClinicalSource, header_factors
+from mvi_node.clinical import ClinicalSource, Factor, FactorSchema, FactorValues, header_factors
+from mvi_node.infer.recipe import (MVI, NO_FACTORS, ExamInputs, Finding, KeySlice, ModelRunner, NotEvaluated,
+                                   Prediction, Recipe, frozen)
 from mvi_node.metrics import observe_stage
 from mvi_node.recipes.ct_ap_resnet18 import preprocess as pp
 from mvi_node.roi import NoRoi, Roi, find_roi
@@ -22,6 +27,17 @@ ROLE = "ct_arterial"
 VARIANTS = ("clinical", "image_only")
 IMAGE_SHAPE = ("N", pp.CHANNELS, pp.SIZE, pp.SIZE)
 CLINICAL_SHAPE = ("N", 9)
+
+#: seed 000's seven factors, in the order of the clinical vector
+FACTORS = FactorSchema([
+    Factor("sex", "category", "patient sex (DICOM PatientSex)", choices=("M", "F")),
+    Factor("age", "number", "age at the study", unit="years"),
+    Factor("mtd_mm", "number", "maximum tumour diameter, from the ROI", unit="mm"),
+    Factor("afp_ng_ml", "number", "alpha-fetoprotein", unit="ng/mL"),
+    Factor("child_pugh", "category", "Child-Pugh class", choices=("A", "B", "C")),
+    Factor("hbsag", "bool", "hepatitis B surface antigen positive"),
+    Factor("hcv", "bool", "hepatitis C antibody positive"),
+])
 
 # clinical vector: fixed scale so the FC sees O(1) values (documented in the manifest)
 CLINICAL_ENCODING = {
@@ -35,19 +51,19 @@ CLINICAL_ENCODING = {
 }
 
 
-def clinical_vector(f: ClinicalFactors) -> np.ndarray:
+def clinical_vector(f: FactorValues) -> np.ndarray:
     """(9,) float32; raises ValueError when a factor is missing."""
     if not f.complete():
         raise ValueError(f"missing clinical factors: {f.missing()}")
-    cp = [1.0 if f.child_pugh == c else 0.0 for c in "ABC"]
+    cp = [1.0 if f["child_pugh"] == c else 0.0 for c in "ABC"]
     return np.asarray([
-        1.0 if f.sex == "M" else 0.0,
-        float(f.age) / 100.0,
-        float(f.mtd_mm) / 100.0,
-        math.log10(1.0 + max(float(f.afp_ng_ml), 0.0)) / 5.0,
+        1.0 if f["sex"] == "M" else 0.0,
+        float(f["age"]) / 100.0,
+        float(f["mtd_mm"]) / 100.0,
+        math.log10(1.0 + max(float(f["afp_ng_ml"]), 0.0)) / 5.0,
         *cp,
-        1.0 if f.hbsag else 0.0,
-        1.0 if f.hcv else 0.0,
+        1.0 if f["hbsag"] else 0.0,
+        1.0 if f["hcv"] else 0.0,
     ], dtype=np.float32)
 
 
@@ -61,24 +77,16 @@ def preprocessing_constants() -> dict[str, object]:
     }
 
 
-def register_roles() -> None:
-    """The select package owns the recipe -> roles registry; make sure ours is there."""
-    from mvi_node.select import recipes as sel
-
-    if NAME not in {r.name for r in sel.registered()}:
-        sel.register(NAME, (ROLE,), "Liu 2021: CT late arterial phase, ResNet-18 + clinical factors")
-
-
 CIRCLE_MARGIN_MM = 10.0  # seed 000's circles are ~1 cm wider than the tumour
 
 
 @dataclass
 class Prepared:
-    """Everything the engine feeds the graph with, and what the report needs to draw."""
+    """Everything the graph is fed with, and what the report needs to draw."""
 
     images: np.ndarray  # (N, 3, 256, 256) float32
     clinical: np.ndarray | None  # (9,) when every factor is known
-    factors: ClinicalFactors
+    factors: FactorValues
     crops: pp.Crops
     roi: Roi
     sop_uids: list[str]
@@ -99,19 +107,17 @@ def prepare(exam: list[Dataset], target: list[Dataset], labs: ClinicalSource) ->
     if isinstance(roi, NoRoi):
         return roi
     with observe_stage("preprocess"):
-        return _prepare_inputs(exam, roi, labs)
+        return _prepare_inputs(roi, labs)
 
 
-def _prepare_inputs(exam: list[Dataset], roi, labs: ClinicalSource) -> Prepared:
+def _prepare_inputs(roi: Roi, labs: ClinicalSource) -> Prepared:
     geo = roi.geometry
-    slices = roi.slices
-    full = {z: _pixels(geo.datasets[z]) for z in slices}
     volume = np.zeros(geo.shape, np.float32)
-    for z, ds in full.items():
-        volume[z] = pp.hu(ds)
+    for z in roi.slices:
+        volume[z] = pp.hu(_pixels(geo.datasets[z]))
     crops = pp.crops_from_volume(volume, roi.mask, geo.spacing_rc, 0.0 if roi.kind == "circle" else pp.TIGHT_MASK_PAD_MM)
     ds0 = geo.datasets[0]
-    factors = ClinicalFactors()
+    factors = FACTORS.values()
     factors.update(header_factors(ds0), "header")
     factors.update({"mtd_mm": mtd_from_roi(roi)}, "roi")
     factors.update(labs.lookup(str(ds0.get("AccessionNumber", "") or ""), str(ds0.get("PatientID", "") or "")) or {},
@@ -128,3 +134,64 @@ def _pixels(ds: Dataset) -> Dataset:
     import pydicom
 
     return pydicom.dcmread(ds.filename)
+
+
+def choose_variant(variants, have_clinical: bool) -> str:
+    """Clinical variant only with every factor present; a model may ship only one variant."""
+    if have_clinical and "clinical" in variants:
+        return "clinical"
+    for name, v in variants.items():
+        if not v.needs_clinical:
+            return name
+    raise ValueError(f"model {NAME} has no image-only variant")
+
+
+class CtApResnet18(Recipe):
+    name = NAME
+    summary = "Liu 2021: CT late arterial phase, ResNet-18 + clinical factors"
+    modalities = frozenset({"CT"})
+    requires = (ROLE,)
+    factors = FACTORS
+    endpoint = MVI
+    trainer = "mvi_node.recipes.ct_ap_resnet18.pipeline"
+    capture_window = (pp.WINDOW_LEVEL, pp.WINDOW_WIDTH)
+
+    def prepare(self, exam: ExamInputs) -> Prepared | NotEvaluated:
+        target = list(exam.series[ROLE])
+        prepared = prepare(list(exam.exam), target, exam.clinical)
+        if isinstance(prepared, NoRoi):
+            return NotEvaluated(prepared.outcome, tuple(prepared.reasons), series_uid=str(target[0].SeriesInstanceUID))
+        return prepared
+
+    def predict(self, prepared: Prepared, model: ModelRunner) -> Prediction | NotEvaluated:
+        try:
+            variant = choose_variant(model.variants, prepared.clinical is not None)
+        except ValueError as exc:  # a site model that ships only the clinical variant
+            return NotEvaluated(NO_FACTORS, (str(exc),), prepared.series_uid, tuple(prepared.factors.missing()))
+        feeds = {"image": prepared.images}
+        if model.variants[variant].needs_clinical:
+            feeds["clinical"] = np.repeat(np.asarray(prepared.clinical, np.float32)[None], len(prepared.images), 0)
+        with observe_stage("infer"):
+            probs, maps = model.run(variant, feeds, ["probability", "gradcam"], batched=list(feeds))
+        threshold = model.threshold(variant)
+        score = float(probs.max())
+        mask = np.asarray(prepared.roi.mask, bool)
+        slices = tuple(
+            KeySlice(sop, int(z), round(float(p), 6), frozen(box.as_dict()), maps[i], mask[int(z)])
+            for i, (sop, z, p, box) in enumerate(zip(prepared.sop_uids, prepared.crops.slice_indices, probs,
+                                                     prepared.crops.boxes)))
+        mtd = prepared.factors["mtd_mm"]
+        finding = Finding("Tumor 1", score, score >= threshold, float(mtd) if mtd else None, key_slices=slices)
+        used = variant == "clinical" and prepared.clinical is not None
+        return Prediction(
+            probability=score, threshold=threshold, decision=score >= threshold, findings=(finding,),
+            series_uid=prepared.series_uid, variant=variant, roi=frozen(prepared.roi.describe()),
+            factors=frozen(prepared.factors.as_dict()), factors_origin=frozen(prepared.factors.origin),
+            factors_used=used, factors_missing=tuple(prepared.factors.missing()),
+        )
+
+    def preprocessing(self) -> dict[str, object]:
+        return preprocessing_constants()
+
+
+RECIPE = CtApResnet18

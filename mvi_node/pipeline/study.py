@@ -1,9 +1,10 @@
-"""What a completed study job does: select -> ROI + infer -> report -> queue dispatch.
+"""What a completed study job does: select -> ROI + infer -> report -> result sinks.
 
-Each stage is timed (metrics and one log line); the job result records what every stage
-found, so ``/jobs/{id}`` shows it. Results are written durably before their dispatch
-jobs are queued, and their UIDs are deterministic, so a resumed or repeated job sends
-nothing twice.
+The one path from a staged study to results: the node's study jobs and ``mvi-node
+select`` on a staged study both go through :func:`selection_report`. Each stage is
+timed (metrics and one log line); the job result records what every stage found, so
+``/jobs/{id}`` shows it. Results are written durably before the sinks queue them, and
+their UIDs are deterministic, so a resumed or repeated job sends nothing twice.
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from mvi_node.dispatch.sink import ResultSet, ResultSink
 from mvi_node.jobs.store import Job
 from mvi_node.jobs.worker import PermanentJobError
 from mvi_node.metrics import EXAMS_SKIPPED, PREDICTED_PROBABILITY, SERIES_SELECTED, observe_stage
+from mvi_node.select.job import staged_exams
+from mvi_node.select.recipes import RecipeNeeds
+from mvi_node.select.report import build_report
+from mvi_node.select.rules import RuleError
 from mvi_node.stage.index import StagingIndex
 
 log = logging.getLogger("mvi_node.jobs")
@@ -46,6 +52,15 @@ ReportBuilder = Callable[[Any, Any, int], list]
 ResultWriter = Callable[[list, Path], list[Path]]
 
 
+def selection_report(staging_dir: Path, study_uid: str, rules_file: str | Path | None = None,
+                     needs: Sequence[RecipeNeeds] = ()) -> tuple[list, dict[str, Any]]:
+    """The exam(s) holding a staged study (with its sibling studies) and their report."""
+    exams, rules = staged_exams(Path(staging_dir), study_uid, rules_file)
+    report = build_report(exams, f"staged study {study_uid}", needs)
+    report["rules"] = rules.sources
+    return exams, report
+
+
 @dataclass
 class StudyPipeline:
     index: StagingIndex
@@ -56,8 +71,13 @@ class StudyPipeline:
     write: ResultWriter | None = None
     results_dir: Path | None = None
     secondary_captures: int = 3
-    #: where results go (C-STORE destinations, Orthanc): (files, result_key, study_uid, completed_at) -> jobs
-    sinks: list[Callable[..., list]] = field(default_factory=list)
+    #: where results go (C-STORE destinations, Orthanc)
+    sinks: list[ResultSink] = field(default_factory=list)
+
+    @property
+    def needs(self) -> list[RecipeNeeds]:
+        """The served recipes' needs (none without an engine: nothing would run)."""
+        return self.engine.recipes.needs() if self.engine is not None else []
 
     def __call__(self, job: Job) -> dict[str, Any]:
         study_uid = job.payload["study_uid"]
@@ -72,15 +92,9 @@ class StudyPipeline:
         }
         if self.staging_dir is None:
             return result
-        from mvi_node.select.job import staged_exams
-        from mvi_node.select.report import build_report
-        from mvi_node.select.rules import RuleError
-
         try:
             with observe_stage("select", job.id, study_uid):
-                exams, rules = staged_exams(self.staging_dir, study_uid, self.rules_file)
-                report = build_report(exams, f"staged study {study_uid}")
-                report["rules"] = rules.sources
+                exams, report = selection_report(self.staging_dir, study_uid, self.rules_file, self.needs)
         except RuleError as exc:  # a bad site rules file: retrying cannot help
             raise PermanentJobError(f"selection rules: {exc}") from exc
         result["selection"] = _without_identifiers(report)
@@ -96,9 +110,9 @@ class StudyPipeline:
             record = _without_identifiers(res.as_dict())
             if res.probability is not None:
                 PREDICTED_PROBABILITY.labels(recipe=res.recipe).observe(res.probability)
-            elif res.outcome != "ok":
+            elif res.reported:
                 EXAMS_SKIPPED.labels(reason=res.outcome).inc()
-            if self.report is not None and self.write is not None:
+            if self.report is not None and self.write is not None and res.reported:
                 record["outputs"] = self._report_and_queue(job, exam, res)
             records.append(record)
         return records
@@ -110,9 +124,9 @@ class StudyPipeline:
                 return {"files": [], "dispatch_jobs": []}
             folder = self.results_dir / str(datasets[0].StudyInstanceUID)  # type: ignore[operator]
             files = self.write(datasets, folder)
-        queued = []
-        for sink in self.sinks:
-            queued += sink(files, str(datasets[0].SOPInstanceUID), str(datasets[0].StudyInstanceUID), job.created_at)
+        result = ResultSet(tuple(files), str(datasets[0].SOPInstanceUID), str(datasets[0].StudyInstanceUID),
+                           job.created_at)
+        queued = [j for sink in self.sinks for j in sink.queue(result)]
         return {
             "sr": str(datasets[0].SOPInstanceUID),
             "files": [str(f) for f in files],

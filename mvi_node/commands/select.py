@@ -12,8 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from mvi_node.infer.catalog import RecipeCatalog
+from mvi_node.pipeline import selection_report
 from mvi_node.select.engine import select_path
-from mvi_node.select.job import staged_selection
 from mvi_node.select.report import build_report, format_text
 from mvi_node.select.rules import RuleError, load_rules
 from mvi_node.stage.paths import InvalidUID, check_uid
@@ -40,6 +41,7 @@ def _staged(path: Path, args: argparse.Namespace) -> tuple[Path, str] | None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     path = Path(args.path)
+    needs = RecipeCatalog.discover().needs()  # the recipes this installation has code for
     try:
         rules_file = args.rules
         staged = _staged(path, args)
@@ -47,12 +49,12 @@ def cmd_select(args: argparse.Namespace) -> int:
             if not (staged[0] / staged[1]).is_dir():
                 print(f"study {staged[1]} is not staged under {staged[0]}", file=sys.stderr)
                 return 2
-            report = staged_selection(staged[0], staged[1], rules_file)
+            report = selection_report(staged[0], staged[1], rules_file, needs)[1]
         elif not path.exists():
             print(f"{path}: no such file or folder", file=sys.stderr)
             return 2
         else:
-            report = build_report(select_path(path, load_rules(rules_file)), str(path))
+            report = build_report(select_path(path, load_rules(rules_file)), str(path), needs)
     except RuleError as exc:
         print(f"rules error: {exc}", file=sys.stderr)
         return 2

@@ -34,23 +34,27 @@ def cmd_infer(args: argparse.Namespace) -> int:
                                     sop_instance_uids=np.array([s["sop_instance_uid"] for s in r.slice_info]))
     records = [r.as_dict() for r in results]
     if args.json:
-        print(json.dumps({"providers": engine.providers, "studies": records}, indent=2))
-    else:
-        for r in records:
-            line = f"{','.join(r['study_instance_uids'])} {r['recipe']}: {r['outcome']}"
-            if r["outcome"] == "ok":
-                line += (f" p={r['probability']:.3f} (threshold {r['threshold']:.3f}) -> "
-                         f"{'MVI+' if r['predicted_mvi'] else 'MVI-'}; {r['slices']} slices; ROI {r['roi_source']}; "
-                         f"clinical factors {'used' if r['clinical_factors_used'] else 'not used (missing ' + ', '.join(r['clinical_factors_missing']) + ')'}")
-            elif r["reasons"]:
-                line += " (" + "; ".join(r["reasons"]) + ")"
-            if r["model_version"]:
-                line += f" [model {r['recipe']} {r['model_version']} {r['variant']} sha256 {r['model_sha256'][:12]}; {r['training_data']}]"
-            print(line)
-        used = {(r["recipe"], r["model_version"], r["variant"], r["model_sha256"]): r["intended_use"]
-                for r in records if r["model_version"]}
-        for (recipe, version, variant, sha), use in sorted(used.items()):
-            print(f"model {recipe} {version} {variant} sha256 {sha}: {use}")
+        print(json.dumps({"providers": engine.providers, "recipes": engine.recipes.names(), "studies": records},
+                         indent=2))
+        return 0
+    for r in records:
+        line = f"{','.join(r['study_instance_uids'])} {r['recipe']}: {r['outcome']}"
+        if r["outcome"] == "ok":
+            line += (f" p={r['probability']:.3f} (threshold {r['threshold']:.3f}) -> "
+                     f"{r['endpoint']} {'positive' if r['decision'] else 'negative'}; {r['slices']} slices; "
+                     f"ROI {r['roi_source']}; "
+                     f"clinical factors {'used' if r['clinical_factors_used'] else 'not used (missing ' + ', '.join(r['clinical_factors_missing']) + ')'}")
+        elif not r["reported"]:
+            line += " (not reported: another recipe evaluated the exam, or see the summary line)"
+        if r["outcome"] != "ok" and r["reasons"]:
+            line += " (" + "; ".join(r["reasons"]) + ")"
+        if r["model_version"] and r["recipe"]:
+            line += f" [model {r['recipe']} {r['model_version']} {r['variant']} sha256 {r['model_sha256'][:12]}; {r['training_data']}]"
+        print(line)
+    used = {(r["recipe"], r["model_version"], r["variant"], r["model_sha256"]): r["intended_use"]
+            for r in records if r["model_version"] and r["recipe"]}
+    for (recipe, version, variant, sha), use in sorted(used.items()):
+        print(f"model {recipe} {version} {variant} sha256 {sha}: {use}")
     return 0
 
 

@@ -27,8 +27,8 @@ def node_status(settings: Settings) -> dict[str, Any]:
 
 
 def _orthanc_failing(jobs) -> list[dict[str, Any]]:
-    """Result sends through Orthanc whose last attempt failed (mvi_node.dispatch.orthanc)."""
-    from mvi_node.dispatch.orthanc import failing_store_jobs
+    """Result sends through Orthanc whose last attempt failed (mvi_node.orthanc.results)."""
+    from mvi_node.orthanc.results import failing_store_jobs
 
     return failing_store_jobs(jobs)
 

@@ -1,4 +1,4 @@
-"""``mvi-node`` command line. Each stage package adds its own sub-commands."""
+"""``mvi-node`` command line: serve, status, dispatch, config here; the rest in sibling modules."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from mvi_node import __version__
 from mvi_node.config import ConfigError, load_settings, masked_dump
 
 # Modules exposing ``register(subparsers)``; stages add theirs here.
-COMMAND_MODULES: tuple[str, ...] = ("mvi_node.select.cli", "mvi_node.synth.cli", "mvi_node.recipes.cli", "mvi_node.infer.cli", "mvi_node.demo")
+COMMAND_MODULES: tuple[str, ...] = ("mvi_node.commands.select", "mvi_node.commands.synth", "mvi_node.commands.train",
+                                     "mvi_node.commands.infer", "mvi_node.commands.demo")
 
 
 def _settings_from(args: argparse.Namespace, extra: dict[str, Any] | None = None):
@@ -39,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mvi_node.status import format_status, node_status
+    from mvi_node.commands.status import format_status, node_status
 
     status = node_status(_settings_from(args))
     print(json.dumps(status, indent=2) if args.json else format_status(status))
