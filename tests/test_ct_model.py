@@ -10,7 +10,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from monai.visualize import GradCAM  # noqa: E402
 
-from mvi_node.recipes.ct_ap_resnet18 import evaluate as ev  # noqa: E402
+from mvi_node import evaluation as ev  # noqa: E402
 from mvi_node.recipes.ct_ap_resnet18.data import PatientCrops  # noqa: E402
 from mvi_node.recipes.ct_ap_resnet18.export import export_onnx  # noqa: E402
 from mvi_node.recipes.ct_ap_resnet18.network import MviResNet18, normalise_map  # noqa: E402
@@ -147,3 +147,6 @@ def test_train_command_on_a_synth_folder_writes_a_servable_model(tmp_path):
     assert model.version == "9.9.9" and set(model.variants) == {"clinical", "image_only"}
     assert model.raw["training"]["patients_train"] == 2 and model.raw["training"]["patients_validation"] == 2
     assert "not for clinical use" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    for v in model.raw["variants"].values():  # calibration beside the discrimination metrics
+        val = v["metrics"]["validation"]
+        assert "note" in val or {"auc", "brier", "ece", "calibration_intercept", "calibration_slope"} <= set(val)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
+from mvi_node import evaluation as ev
 from mvi_node.infer.manifest import variant_entry
-from mvi_node.recipes.ct_ap_resnet18 import evaluate as ev
 from mvi_node.recipes.ct_ap_resnet18.data import PatientCrops, build_cache, load_cache
 from mvi_node.recipes.ct_ap_resnet18.recipe import NAME, preprocessing_constants
 
@@ -79,7 +79,8 @@ def main(args: argparse.Namespace) -> int:
         metrics = {"validation": tr.validation}
         if test:
             labels = np.array([p.label for p in test])
-            metrics["test"] = ev.metrics_at(labels, onnx_scores(path, test), tr.threshold)
+            scores = onnx_scores(path, test)
+            metrics["test"] = {**ev.metrics_at(labels, scores, tr.threshold), **ev.calibration_metrics(labels, scores)}
         metrics["history"] = json.dumps(tr.history)
         variants[name] = variant_entry(path, tr.threshold, metrics, out)
     wall = time.time() - t0

@@ -25,7 +25,7 @@ from monai.transforms import Compose, RandFlip, RandomizableTransform, RandRotat
 from monai.utils import set_determinism
 from torch import nn
 
-from mvi_node.recipes.ct_ap_resnet18 import evaluate as ev
+from mvi_node import evaluation as ev
 from mvi_node.recipes.ct_ap_resnet18.data import PatientCrops
 from mvi_node.recipes.ct_ap_resnet18.network import MviResNet18
 
@@ -167,7 +167,7 @@ def fit(net: MviResNet18, train: list[PatientCrops], val: list[PatientCrops], cf
     scores = patient_scores(net, val)
     if 0 < labels.sum() < len(labels):
         threshold = ev.youden_threshold(labels, scores)
-        validation = ev.metrics_at(labels, scores, threshold)
+        validation = {**ev.metrics_at(labels, scores, threshold), **ev.calibration_metrics(labels, scores)}
     else:
         threshold, validation = 0.5, {"note": "validation holds one class only"}
     return Trained(net, threshold, validation, history)
