@@ -101,3 +101,13 @@ def t1_gre(**extra: Any) -> dict[str, Any]:
     )
     base.update(extra)
     return base
+
+
+from mvi_node.select.recipes import RecipeNeeds  # noqa: E402
+
+#: what seed 000's and seed 001's recipes need, as their recipe classes declare it; selection
+#: is judged against these (the node passes the served recipes' needs the same way)
+SEED_NEEDS = (
+    RecipeNeeds("ct_ap_resnet18", ("ct_arterial",), modalities=frozenset({"CT"})),
+    RecipeNeeds("mr_3seq_grade", ("mr_t1_pre", "mr_portal_venous", "mr_transitional"), modalities=frozenset({"MR"})),
+)

@@ -135,7 +135,7 @@ def test_exam_without_annotation_reports_no_tumour_roi(model_root, exams):
 
 
 def test_cli_json(model_root, exams, capsys):
-    from mvi_node.cli import main
+    from mvi_node.commands.main import main
 
     rc = main(["infer", str(exams["seg"] / "dicom"), "--json", "--models", str(model_root),
                "--clinical", str(exams["seg"] / "clinical")])
@@ -150,7 +150,7 @@ def test_cli_json(model_root, exams, capsys):
 
 
 def test_cli_refuses_a_bad_model_folder(model_root, tmp_path, capsys):
-    from mvi_node.cli import main
+    from mvi_node.commands.main import main
 
     folder = _copy_model(model_root, tmp_path)
     (folder / "clinical.onnx").write_bytes(b"not a graph")
@@ -161,7 +161,8 @@ def test_cli_refuses_a_bad_model_folder(model_root, tmp_path, capsys):
 def test_clinical_file_sources_json_csv_and_header(tmp_path):
     from pydicom.dataset import Dataset
 
-    from mvi_node.clinical import ClinicalFactors, header_factors, open_source
+    from mvi_node.clinical import header_factors, open_source
+    from mvi_node.recipes.ct_ap_resnet18.recipe import FACTORS
 
     (tmp_path / "labs.csv").write_text("accession_number,patient_id,afp_ng_ml,child_pugh,hbsag,hcv\n"
                                        "ACC1,P1,400,B,yes,0\n", encoding="utf-8")
@@ -171,13 +172,13 @@ def test_clinical_file_sources_json_csv_and_header(tmp_path):
     assert csv_src.lookup("ACC1", "other")["afp_ng_ml"] == "400"
     assert json_src.lookup("", "P2")["hcv"] is True and json_src.lookup("X", "Y") is None
     assert open_source(None).lookup("ACC1", "P1") is None
-    f = ClinicalFactors()
+    f = FACTORS.values()
     f.update(csv_src.lookup("ACC1", ""), "file")
     ds = Dataset()
     ds.PatientSex, ds.PatientBirthDate, ds.StudyDate = "F", "19700615", "20200615"
     f.update(header_factors(ds), "header")
-    assert (f.afp_ng_ml, f.child_pugh, f.hbsag, f.hcv, f.sex) == (400.0, "B", True, False, "F")
-    assert f.age == pytest.approx(50.0, abs=0.01) and f.missing() == ["mtd_mm"]
+    assert (f["afp_ng_ml"], f["child_pugh"], f["hbsag"], f["hcv"], f["sex"]) == (400.0, "B", True, False, "F")
+    assert f["age"] == pytest.approx(50.0, abs=0.01) and f.missing() == ["mtd_mm"]
     ds.PatientAge = "063Y"
     assert header_factors(ds)["age"] == 63.0
 
@@ -185,7 +186,7 @@ def test_clinical_file_sources_json_csv_and_header(tmp_path):
 def test_infer_staged_study_finds_phases_sent_as_other_studies(model_root, tmp_path):
     import pydicom
 
-    from mvi_node.infer import infer_staged
+    from mvi_node.pipeline import selection_report
 
     entry = make_exam(tmp_path / "src", "ct", seed=21, index=2, mvi=False, matrix=128, annotations="seg",
                       hard_cases="none", split_studies=True)
@@ -199,7 +200,10 @@ def test_infer_staged_study_finds_phases_sent_as_other_studies(model_root, tmp_p
     arterial = next(u for u, r in entry["series"].items() if r == "ct_arterial")
     seg = next(u for u, r in entry["series"].items() if r == "seg")
     study = entry["series_detail"][seg]["study_instance_uid"]
-    results = infer_staged(staging, study, Engine(ModelRegistry([model_root])))
+    engine = Engine(ModelRegistry([model_root]))
+    exams, report = selection_report(staging, study, needs=engine.recipes.needs())
+    results = [r for exam in exams for r in engine.run_exam(exam)]
+    assert [r["name"] for s in report["studies"] for r in s["recipes"]] == ["ct_ap_resnet18"]
     [r] = [r for r in results if r.recipe == "ct_ap_resnet18"]
     assert r.outcome == "ok" and r.series_instance_uid == arterial and set(r.study_instance_uids) > {study}
 
@@ -209,7 +213,8 @@ def test_serving_imports_no_torch():
     import sys
 
     code = ("import sys; sys.modules['torch'] = None; sys.modules['monai'] = None\n"
-            "import mvi_node.infer, mvi_node.infer.cli, mvi_node.roi, mvi_node.clinical\n"
+            "import mvi_node.infer, mvi_node.commands.infer, mvi_node.roi, mvi_node.clinical\n"
             "import mvi_node.recipes.ct_ap_resnet18.recipe, mvi_node.recipes.ct_ap_resnet18.evaluate\n"
-            "from mvi_node.cli import build_parser; build_parser()\n")
+            "import mvi_node.pipeline, mvi_node.report\n"
+            "from mvi_node.commands.main import build_parser; build_parser()\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,44 @@ def test_ct_recipe_outputs_match_the_code_before_the_interface(golden_exams):
                 assert gs[1] == pytest.approx(es[1], abs=1e-6)
             assert g["sr"] == e["sr"], name
             assert g["sc"] == e["sc"], name
+
+
+def test_engine_offers_an_exam_only_to_recipes_of_its_modality(tmp_path):
+    from mvi_node.select.engine import select_path
+    from mvi_node.synth import make_exam
+
+    make_exam(tmp_path / "mr", "mr", seed=5, index=0, mvi=True, matrix=64, hard_cases="none", annotations="seg")
+    engine = Engine(ModelRegistry([DEFAULT_ROOT]))
+    [exam] = select_path(tmp_path / "mr" / "dicom")
+    [res] = engine.run_exam(exam)
+    assert res.recipe == "" and res.reported and res.outcome == "no recipe for this exam"
+    assert res.procedure.meaning == "MRI unspecified body region"
+    assert res.not_run and "no served recipe reads MR exams" in res.not_run[0][1]
+
+
+def test_mr_exam_sent_to_the_node_gets_one_sr_that_never_says_ct(node, tmp_path):
+    from conftest import free_port, storescu
+    from pydicom import dcmread
+    from test_dispatch import StoreSCP
+    from test_e2e_results import _texts, _valid, _wait_files
+
+    from mvi_node.synth import make_exam
+
+    make_exam(tmp_path / "mr", "mr", seed=6, index=0, mvi=True, matrix=64, hard_cases="none", annotations="seg")
+    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
+    try:
+        n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"])})
+        storescu(n.port, tmp_path / "mr" / "dicom", extra=["-R"])
+        files = _wait_files(scp, 1, timeout=60)
+        time.sleep(2)  # nothing else may follow
+        files = scp.received()
+    finally:
+        scp.stop()
+    assert len(files) == 1
+    sr = dcmread(files[0])
+    _valid(files[0])
+    procedure = next(i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058")
+    assert procedure.ConceptCodeSequence[0].CodeMeaning == "MRI unspecified body region"
+    text = _texts(sr)
+    assert "CT unspecified" not in str(sr.to_json()) and "no served recipe reads MR exams" in text
+    assert "ct_ap_resnet18 (CT)" in text  # which recipes were there, and what they read

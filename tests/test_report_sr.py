@@ -7,6 +7,7 @@ the CAM and probabilities are fabricated: the model is not under test here.
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -260,27 +261,36 @@ def test_errors_carry_no_patient_identity(exam):
     assert str(src.PatientID) not in str(err.value)
 
 
-def test_engine_adapter_fills_the_report_input(exam):
-    """outputs.report_input_from_engine: an engine-shaped result (no engine needed)."""
-    from types import SimpleNamespace
+def _procedure(sr) -> str:
+    """TID 1500's Procedure Reported (121058, DCM)."""
+    item = next(i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058")
+    return str(item.ConceptCodeSequence[0].CodeMeaning)
 
+
+def test_engine_adapter_fills_the_report_input(exam):
+    """outputs.report_input_from_engine: a recipe-neutral engine result (no model needed)."""
+    from mvi_node.concepts import CT_PROCEDURE, MR_PROCEDURE
+    from mvi_node.infer import Finding, KeySlice, NotEvaluated, Prediction, RecipeResult
+    from mvi_node.infer.recipe import MVI
     from mvi_node.report.outputs import build_results, report_input_from_engine
 
     zs = exam.tumour_slices[:3]
-    info = []
+    slices = []
     for k, z in enumerate(zs):
         rows, cols = np.nonzero(exam.truth[z])
-        info.append({"sop_instance_uid": str(exam.arterial[z].SOPInstanceUID), "slice_index": z,
-                     "probability": 0.3 + 0.2 * k,
-                     "crop_box": {"center_col": cols.mean() + 0.5, "center_row": rows.mean() + 0.5,
-                                  "edge_cols": 30.0, "edge_rows": 30.0, "edge_mm": 118.0}})
+        box = {"center_col": cols.mean() + 0.5, "center_row": rows.mean() + 0.5, "edge_cols": 30.0,
+               "edge_rows": 30.0, "edge_mm": 118.0}
+        slices.append(KeySlice(str(exam.arterial[z].SOPInstanceUID), z, 0.3 + 0.2 * k, box, gaussian(256, 30),
+                               exam.truth[z]))
     identity = {"recipe": "ct_ap_resnet18", "model_version": "0.1.0", "variant": "clinical", "sha256": SHA,
                 "intended_use": INTENDED, "training_data": "synthetic phantoms"}
-    res = SimpleNamespace(outcome="ok", model=identity, probability=0.7, predicted_mvi=True, threshold=0.42,
-                          slice_info=info, clinical_factors_used=True, clinical_missing=[],
-                          series_instance_uid=str(exam.arterial[0].SeriesInstanceUID), reasons=[],
-                          gradcam=np.stack([gaussian(256, 30)] * 3), factors={"age": 71, "mtd_mm": 71.1, "hcv": None},
-                          factors_origin={"age": "header"}, roi_mask=exam.truth)
+    pred = Prediction(probability=0.7, threshold=0.42, decision=True,
+                      findings=(Finding("Tumor 1", 0.7, True, 71.1, key_slices=tuple(slices)),),
+                      series_uid=str(exam.arterial[0].SeriesInstanceUID), variant="clinical",
+                      factors={"age": 71, "mtd_mm": 71.1, "hcv": None}, factors_origin={"age": "header"},
+                      factors_used=True)
+    res = RecipeResult("ct_ap_resnet18", "P", ("1.2.3",), identity, CT_PROCEDURE, MVI, prediction=pred,
+                       capture_window=(70.0, 200.0))
     units = SimpleNamespace(units=[SimpleNamespace(datasets=exam.all)])
     inp = report_input_from_engine(res, units)
     assert inp.model.synthetic and inp.model.sha256 == SHA and inp.model.device_uid == model().device_uid
@@ -293,9 +303,20 @@ def test_engine_adapter_fills_the_report_input(exam):
     assert [d.Modality for d in outs] == ["SR", "OT", "OT"]
     assert nums(outs[0])["Microvascular invasion probability"][0] == pytest.approx(0.7)
 
-    not_run = SimpleNamespace(outcome="no eligible series", model=identity, probability=None, predicted_mvi=None,
-                              threshold=None, slice_info=[], clinical_factors_used=False, clinical_missing=["afp"],
-                              series_instance_uid=None, reasons=["no arterial phase"], gradcam=None, factors={},
-                              factors_origin={}, roi_mask=None)
+    not_run = RecipeResult("ct_ap_resnet18", "P", ("1.2.3",), identity, CT_PROCEDURE, MVI,
+                           not_evaluated=NotEvaluated("no eligible series", ("no arterial phase",),
+                                                      factors_missing=("afp",)))
     (sr,) = build_results(not_run, units)
     assert any("no eligible series" in t and "no arterial phase" in t for t in texts(sr, "Comment"))
+    assert _procedure(sr) == "CT unspecified body region"
+
+    # an exam no recipe could evaluate: one SR, one line per candidate recipe, the exam's procedure
+    nothing = RecipeResult("", "P", ("1.2.3",), {"name": "mvi-node", "model_version": "0.1.0",
+                                                   "intended_use": "triage", "training_data": ""}, MR_PROCEDURE,
+                           not_evaluated=NotEvaluated("no recipe for this exam"),
+                           not_run=(("mr_a 0.1", "no tumour ROI"), ("mr_b 0.2", "no eligible series")))
+    (sr,) = build_results(nothing, units)
+    comments = texts(sr, "Comment")
+    assert "mr_a 0.1: no tumour ROI" in comments and "mr_b 0.2: no eligible series" in comments
+    assert _procedure(sr) == "MRI unspecified body region"
+    assert "CT" not in str(sr.ContentDescription)

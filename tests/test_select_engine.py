@@ -9,9 +9,9 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from mvi_node.cli import main
+from mvi_node.commands.main import main
 from mvi_node.select.engine import select_datasets
-from select_fixtures import CORONAL, Exam, hms, t1_gre
+from select_fixtures import CORONAL, SEED_NEEDS, Exam, hms, t1_gre
 from mvi_node.select.report import build_report
 
 T0 = 10 * 3600.0  # 10:00:00
@@ -235,7 +235,7 @@ def test_mr_sequences_from_parameters_with_gd_eob():
         "mr_t2", "mr_dwi", "mr_adc", "mr_t1_pre", "mr_arterial", "mr_portal_venous", "mr_transitional", "mr_hepatobiliary",
     ]
     assert exam.agent == "hepatobiliary"
-    report = build_report([exam])["studies"][0]
+    report = build_report([exam], needs=SEED_NEEDS)["studies"][0]
     assert report["recipes"] == [
         {
             "name": "mr_3seq_grade",
@@ -246,8 +246,10 @@ def test_mr_sequences_from_parameters_with_gd_eob():
             },
         }
     ]
-    assert report["not_qualified"][0]["name"] == "ct_ap_resnet18"
-    assert report["not_qualified"][0]["missing"] == ["ct_arterial"]
+    # the CT recipe does not apply to an MR exam: neither qualified nor "not qualified"
+    assert report["not_qualified"] == []
+    ct_exam = build_report([exam], needs=SEED_NEEDS[:1])["studies"][0]
+    assert ct_exam["recipes"] == [] and ct_exam["not_qualified"] == []
 
 
 def test_extracellular_agent_late_series_is_transitional():
@@ -423,12 +425,12 @@ def test_dwi_with_several_b_values_is_not_split():
 def test_report_is_json_and_explains_unusable_study():
     e = Exam()
     e.series("Topogram", time=T0, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
-    report = build_report(select_datasets(e.datasets))
+    report = build_report(select_datasets(e.datasets), needs=SEED_NEEDS)
     json.dumps(report)
     study = report["studies"][0]
     assert study["series"][0]["role"] == "other"
     assert study["recipes"] == [] and any("no usable series" in n for n in study["notes"])
-    assert {m["name"] for m in study["not_qualified"]} == {"ct_ap_resnet18", "mr_3seq_grade"}
+    assert {m["name"] for m in study["not_qualified"]} == {"ct_ap_resnet18"}  # the MR recipe does not apply
     assert build_report([])["notes"] == ["no DICOM series found"]
 
 
@@ -464,7 +466,7 @@ def test_cli_select_folder_json(tmp_path, capsys):
 
 def test_job_result_holds_selection_of_the_whole_exam(tmp_path):
     from mvi_node.jobs.store import Job
-    from mvi_node.jobs.study import StudyPipeline
+    from mvi_node.pipeline import StudyPipeline
 
     staging = tmp_path / "staging"
     e = Exam()

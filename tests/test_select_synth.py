@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mvi_node.cli import main
+from mvi_node.commands.main import main
 from mvi_node.select.engine import select_path
 from mvi_node.select.report import build_report
+from select_fixtures import SEED_NEEDS
 
 VENDORS = ("ge", "siemens", "philips", "canon")
 MANIFEST_RECIPES = ("ct_ap_resnet18", "mr_3seq_grade")
@@ -39,7 +40,7 @@ def _expected(study: dict) -> dict[str, str]:
 
 def _check(out: Path) -> int:
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    report = build_report(select_path(out))
+    report = build_report(select_path(out), needs=SEED_NEEDS)
     json.dumps(report)
     got, recipes = {}, {}
     for st in report["studies"]:
