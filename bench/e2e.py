@@ -37,7 +37,7 @@ def one_run(exam: Path, work: Path) -> dict[str, float]:
     log = open(work / "node.log", "wb")
     env = {**ENV, "MVI_LOG_FORMAT": "json", "MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{pacs_port}"]),
            "MVI_COMPLETION__POLL_SECONDS": "0.1"}
-    node = subprocess.Popen([sys.executable, "-m", "mvi_node.cli", "serve", "--data-dir", str(work / "var"),
+    node = subprocess.Popen([sys.executable, "-m", "mvi_node", "serve", "--data-dir", str(work / "var"),
                              "--port", str(node_port), "--admin-port", str(free_port()), "--quiet-seconds", "1"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

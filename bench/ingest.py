@@ -120,7 +120,7 @@ def orthanc(workdir: Path) -> Server:
 def mvi_node(workdir: Path, workers: int, durability: str = "fsync") -> Server:
     port = free_port()
     env = {**ENV, "MVI_LISTENER__WORKERS": str(workers), "MVI_STAGING__DURABILITY": durability, "MVI_LOG_LEVEL": "WARNING"}
-    cmd = [sys.executable, "-m", "mvi_node.cli", "serve", "--data-dir", str(workdir / "var"), "--port", str(port), "--quiet-seconds", "3600"]
+    cmd = [sys.executable, "-m", "mvi_node", "serve", "--data-dir", str(workdir / "var"), "--port", str(port), "--quiet-seconds", "3600"]
     return Server(cmd, port, workdir, env)
 
 

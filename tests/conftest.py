@@ -67,7 +67,7 @@ class NodeProcess:
         self.log_path = data_dir.parent / f"{data_dir.name}-node.log"
 
     def start(self) -> "NodeProcess":
-        cmd = [sys.executable, "-m", "mvi_node.cli", "serve", "--data-dir", str(self.data_dir)]
+        cmd = [sys.executable, "-m", "mvi_node", "serve", "--data-dir", str(self.data_dir)]
         cmd += ["--port", str(self.port), "--quiet-seconds", str(self.quiet), "--admin-port", str(self.admin_port)]
         if self.config:
             cmd += ["--config", str(self.config)]
@@ -92,7 +92,7 @@ class NodeProcess:
 
     def status(self) -> dict:
         out = subprocess.run(
-            [sys.executable, "-m", "mvi_node.cli", "status", "--json", "--data-dir", str(self.data_dir)],
+            [sys.executable, "-m", "mvi_node", "status", "--json", "--data-dir", str(self.data_dir)],
             capture_output=True,
             text=True,
             check=True,
@@ -163,6 +163,6 @@ def raw_sender():
 
 
 def run_cli_json(args: list[str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "mvi_node.cli", *args], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "mvi_node", *args], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -12,7 +12,7 @@ from mvi_node.config import ConfigError, load_settings, masked_dump
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "mvi_node.cli", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "mvi_node", *args], capture_output=True, text=True, env=env)
 
 
 def test_defaults_work_on_one_machine():

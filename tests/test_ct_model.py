@@ -132,7 +132,7 @@ def test_youden_threshold_separates_a_separable_set():
 
 
 def test_train_command_on_a_synth_folder_writes_a_servable_model(tmp_path):
-    from mvi_node.cli import main
+    from mvi_node.commands.main import main
     from mvi_node.infer import ModelRegistry
     from mvi_node.synth import generate_ct
 

@@ -78,7 +78,7 @@ def test_exam_comes_back_as_sr_and_gradcam_scs_in_the_same_study(node, pacs, tmp
     assert "synthetic" in _texts(sr) and "NOT FOR CLINICAL USE" in sr.SeriesDescription
 
     # the SR's probability equals `mvi-node infer` on the same exam
-    infer = subprocess.run([sys.executable, "-m", "mvi_node.cli", "infer", str(exam), "--json"], capture_output=True, text=True)
+    infer = subprocess.run([sys.executable, "-m", "mvi_node", "infer", str(exam), "--json"], capture_output=True, text=True)
     assert infer.returncode == 0, infer.stderr
     (record,) = [r for r in json.loads(infer.stdout)["studies"] if r["recipe"] == "ct_ap_resnet18"]
     assert _num(sr, "Microvascular invasion probability") == pytest.approx(record["probability"], abs=1e-6)
@@ -100,7 +100,7 @@ def test_exam_comes_back_as_sr_and_gradcam_scs_in_the_same_study(node, pacs, tmp
 
     # a retried job makes the same objects: PACS still holds one SR and three SCs
     job = next(j for j in n.status_jobs() if j["kind"] == "study")
-    subprocess.run([sys.executable, "-m", "mvi_node.cli", "dispatch", "retry", str(job["id"]), "--data-dir", str(n.data_dir)], check=True)
+    subprocess.run([sys.executable, "-m", "mvi_node", "dispatch", "retry", str(job["id"]), "--data-dir", str(n.data_dir)], check=True)
     time.sleep(4)
     assert len(pacs.received()) == 4
 

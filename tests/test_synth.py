@@ -248,7 +248,7 @@ def test_hard_cases_in_headers(tmp_path: Path) -> None:
 
 
 def test_cli_writes_manifest(tmp_path: Path) -> None:
-    from mvi_node.cli import main
+    from mvi_node.commands.main import main
 
     assert main(["synth", "mr", "--out", str(tmp_path), "--patients", "1", "--seed", "3", "--matrix", "64",
                  "--agent", "gd-eob", "--annotations", "circle"]) == 0
