@@ -94,3 +94,65 @@ def test_mr_exam_sent_to_the_node_gets_one_sr_that_never_says_ct(node, tmp_path)
     text = _texts(sr)
     assert "CT unspecified" not in str(sr.to_json()) and "no served recipe reads MR exams" in text
     assert "ct_ap_resnet18 (CT)" in text  # which recipes were there, and what they read
+
+
+def test_a_recipe_missing_a_piece_is_refused_with_its_name():
+    from importlib.metadata import EntryPoint
+
+    from mvi_node.infer.catalog import load_entry_point
+
+    class NoRoles(Recipe):
+        name = "no_roles"
+        modalities = frozenset({"CT"})
+
+        def prepare(self, exam):
+            return None
+
+        def predict(self, prepared, model):
+            return None
+
+    with pytest.raises(RecipeError, match="recipe 'no_roles'.*requires no series role"):
+        RecipeCatalog([NoRoles()])
+    NoRoles.requires = ("ct_arterial", "ct_lunar_phase")
+    with pytest.raises(RecipeError, match=r"recipe 'no_roles'.*unknown roles \['ct_lunar_phase'\]"):
+        RecipeCatalog([NoRoles()])
+    # a class that leaves predict() unimplemented, named through its entry point
+    ep = EntryPoint("half", "test_recipe_interface:HalfRecipe", "mvi_node.recipes")
+    with pytest.raises(RecipeError, match="entry point half = test_recipe_interface:HalfRecipe.*predict"):
+        load_entry_point(ep)
+
+
+class HalfRecipe(Recipe):
+    name = "half"
+    modalities = frozenset({"CT"})
+    requires = ("ct_arterial",)
+
+    def prepare(self, exam):
+        return None
+
+
+def test_classical_model_arrays_load_without_unpickling(tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    from mvi_node.infer import ManifestError, load_model
+
+    folder = tmp_path / "gp" / "0.1"
+    folder.mkdir(parents=True)
+
+    def manifest(file: str) -> None:
+        digest = hashlib.sha256((folder / file).read_bytes()).hexdigest()
+        (folder / "manifest.toml").write_text(
+            f'recipe = "gp"\nversion = "0.1"\nintended_use = "tests"\ntraining_data = "synthetic"\n'
+            f'[variants.gp]\nfile = "{file}"\nsha256 = "{digest}"\nthreshold = 0.5\n', encoding="utf-8")
+
+    np.savez(folder / "plain.npz", alpha=np.arange(3.0), length_scale=np.array([2.0]))
+    manifest("plain.npz")
+    model = load_model(folder)
+    assert model.variants["gp"].kind == "arrays"
+    assert model.variants["gp"].arrays()["length_scale"][0] == 2.0
+    np.savez(folder / "pickled.npz", payload=np.array([{"code": "runs on load"}], dtype=object))
+    manifest("pickled.npz")
+    with pytest.raises(ManifestError, match="not a plain-array .npz"):
+        load_model(folder)
