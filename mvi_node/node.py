@@ -11,16 +11,17 @@ import threading
 from typing import Callable
 
 from mvi_node.admin.clinical import ClinicalFactorStore
+from mvi_node.admin.collector import NodeCollector
 from mvi_node.config import Settings
-from mvi_node.dispatch.destination import Destination
-from mvi_node.dispatch.jobs import DISPATCH_JOB, enqueue_dispatch, make_dispatch_handler
+from mvi_node.config.destination import Destination
+from mvi_node.dispatch.cstore import CStoreSink
+from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
 from mvi_node.dispatch.sender import echo
 from mvi_node.infer.service import build_engine, model_readiness
 from mvi_node.jobs import open_job_store
-from mvi_node.jobs.study import StudyPipeline
+from mvi_node.pipeline import StudyPipeline
 from mvi_node.jobs.worker import JobWorker
 from mvi_node.logs import setup_logging
-from mvi_node.metrics import NodeCollector
 from mvi_node.receive.handlers import ListenerHandlers
 from mvi_node.receive.policy import CallerPolicy, DiskGuard
 from mvi_node.receive.server import Listener
@@ -111,11 +112,7 @@ class Node:
             secondary_captures=settings.models.secondary_captures,
         )
         if self.destinations:
-            handler.sinks.append(
-                lambda files, key, study, completed: enqueue_dispatch(
-                    self.jobs, files, self.destinations, key, study, settings.dispatch.max_attempts, completed
-                )
-            )
+            handler.sinks.append(CStoreSink(self.jobs, self.destinations, settings.dispatch.max_attempts))
         self.workers = [
             JobWorker(self.jobs, {STUDY_JOB: handler}, name=f"worker-{i}")
             for i in range(settings.jobs.workers)
@@ -146,50 +143,18 @@ class Node:
         self.orthanc_routers: list = []
         self.catch_up = None
         if settings.orthanc.enabled:
-            self._wire_orthanc(handler)
+            from mvi_node.orthanc.wiring import wire_orthanc  # fastapi, httpx: only when enabled
+
+            orthanc = wire_orthanc(settings, self.jobs, self.index)
+            self.workers.append(orthanc.worker)
+            if orthanc.sink is not None:
+                handler.sinks.append(orthanc.sink)
+            self.orthanc_routers.append(orthanc.router)
+            self.catch_up = orthanc.catch_up
+            self.readiness["orthanc"] = orthanc.readiness
         self.admin = None
         self._stopped = False
         self._collector: NodeCollector | None = None
-
-    def _wire_orthanc(self, pipeline: StudyPipeline) -> None:
-        """Orthanc as front door (plugin hand-off, /changes catch-up) and results path."""
-        from mvi_node.admin.orthanc import ORTHANC_IMPORT_JOB, orthanc_router
-        from mvi_node.dispatch.orthanc import (
-            ORTHANC_STORE_JOB,
-            RetentionSweeper,
-            enqueue_orthanc_store,
-            make_orthanc_store_handler,
-        )
-        from mvi_node.stage.orthanc import OrthancClient
-        from mvi_node.stage.orthanc_intake import ChangesCatchUp, make_import_handler
-
-        cfg = self.settings.orthanc
-        client = OrthancClient(cfg.url, cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-        stager = Stager(self.settings.staging_dir, self.index, sync=self.settings.staging.durability == "fsync")
-        self.workers.append(
-            JobWorker(
-                self.jobs,
-                {
-                    ORTHANC_IMPORT_JOB: make_import_handler(client, stager),
-                    ORTHANC_STORE_JOB: make_orthanc_store_handler(client, cfg.retention_hours),
-                },
-                backoff_seconds=self.settings.dispatch.backoff_initial_s,
-                backoff_max_seconds=self.settings.dispatch.backoff_max_s,
-                name="orthanc",
-            )
-        )
-        if cfg.modality:
-            modality, attempts = cfg.modality, self.settings.dispatch.max_attempts
-            pipeline.sinks.append(
-                lambda files, key, study, completed: [
-                    enqueue_orthanc_store(self.jobs, files, modality, key, study, attempts, completed)
-                ]
-            )
-        self.orthanc_routers.append(lambda guarded: orthanc_router(self.jobs, client, guarded))
-        sweeper = RetentionSweeper(client, self.jobs, cfg.retention_hours)
-        self.catch_up = ChangesCatchUp(client, self.jobs, self.settings.data_dir / "orthanc-changes.seq",
-                                       cfg.changes_poll_seconds, also_each_poll=sweeper.sweep)
-        self.readiness["orthanc"] = lambda: (client.alive(), cfg.url)
 
     def _storage_writable(self) -> tuple[bool, str]:
         probe = self.settings.staging_dir / ".ready-probe"

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import DCMTK_ENV, free_port, run_cli_json, wait_port
 from mvi_node.config import load_settings
-from mvi_node.dispatch.destination import Destination
+from mvi_node.config.destination import Destination
 from mvi_node.dispatch.jobs import enqueue_dispatch
 from mvi_node.jobs import JobState
 from mvi_node.node import Node

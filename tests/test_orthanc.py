@@ -184,8 +184,8 @@ def test_failed_orthanc_store_job_is_resubmitted_and_counted(tmp_path):
     """Orthanc never retries a failed store job: the node resubmits it, and counts it."""
     from prometheus_client import REGISTRY
 
-    from mvi_node.dispatch.orthanc import store_with_resubmit
-    from mvi_node.stage.orthanc import OrthancClient, OrthancError
+    from mvi_node.orthanc.client import OrthancClient, OrthancError
+    from mvi_node.orthanc.results import store_with_resubmit
 
     pacs = OrthancProcess(tmp_path / "pacs", "PACS")
     staging = OrthancProcess(tmp_path / "staging", "STAGING")
@@ -222,9 +222,9 @@ def test_failed_orthanc_store_job_is_resubmitted_and_counted(tmp_path):
 
 
 def test_retention_sweep_deletes_only_delivered_studies_after_the_retention(tmp_path):
-    from mvi_node.dispatch.orthanc import ORTHANC_STORE_JOB, RetentionSweeper
     from mvi_node.jobs import open_job_store
-    from mvi_node.stage.orthanc import OrthancError
+    from mvi_node.orthanc.client import OrthancError
+    from mvi_node.orthanc.results import ORTHANC_STORE_JOB, RetentionSweeper
 
     class FakeOrthanc:
         def __init__(self):
@@ -258,7 +258,7 @@ def test_import_skips_the_nodes_own_results(tmp_path):
     from mvi_node.report.inputs import MANUFACTURER
     from mvi_node.stage.index import StagingIndex
     from mvi_node.stage.ingest import Stager
-    from mvi_node.stage.orthanc import OWN_MANUFACTURER, import_study
+    from mvi_node.orthanc.intake import OWN_MANUFACTURER, import_study
 
     assert OWN_MANUFACTURER == MANUFACTURER
     make_exam(tmp_path / "exam", "ct", seed=7, index=0, mvi=False, hard_cases="none", matrix=64)

@@ -79,7 +79,10 @@ def test_shipped_prometheus_config_and_rules_pass_promtool():
 def test_dashboard_queries_only_metrics_the_node_exports():
     dash = json.loads((DEPLOY / "grafana" / "mvi-node-dashboard.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
-    source = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "mvi_node" / "metrics").glob("*.py"))
+    package = Path(__file__).resolve().parents[1] / "mvi_node"
+    # in-process metrics, and the collector that reads the stores at scrape time
+    sources = [*(package / "metrics").glob("*.py"), package / "admin" / "collector.py"]
+    source = "\n".join(p.read_text() for p in sources)
     import re
 
     for expr in exprs:

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
-from mvi_node.stage.durable import write_durably
+from mvi_node.common.durable import write_durably
 
 
 def _not_bool(value: object) -> object:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from mvi_node.receive.sop_classes import DEFAULT_SOP_CLASSES, DEFAULT_TRANSFER_SYNTAXES
+from mvi_node.config.sop_classes import DEFAULT_SOP_CLASSES, DEFAULT_TRANSFER_SYNTAXES
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE VR: no backslash, no control chars
 
@@ -175,7 +175,7 @@ class DispatchSettings(_Section):
     @field_validator("destinations")
     @classmethod
     def _destinations(cls, values: list[str]) -> list[str]:
-        from mvi_node.dispatch.destination import Destination
+        from mvi_node.config.destination import Destination
 
         for spec in values:
             Destination.parse(spec)

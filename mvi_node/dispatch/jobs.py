@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mvi_node.dispatch.destination import Destination
+from mvi_node.config.destination import Destination
 from mvi_node.dispatch.sender import DispatchError, send_files
 from mvi_node.jobs.store import Job, JobStore
 from mvi_node.jobs.worker import PermanentJobError

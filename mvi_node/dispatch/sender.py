@@ -12,7 +12,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from mvi_node.dispatch.destination import Destination
+from mvi_node.config.destination import Destination
 
 log = logging.getLogger("mvi_node.dispatch")
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from mvi_node.common.sqlite import SqliteDatabase
 from mvi_node.jobs.store import Job, JobState
 
 _SCHEMA = """
@@ -36,42 +35,11 @@ class UnknownJob(KeyError):
     pass
 
 
-class SqliteJobStore:
+class SqliteJobStore(SqliteDatabase):
     def __init__(self, path: Path, default_max_attempts: int = 3) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.default_max_attempts = default_max_attempts
-        self._local = threading.local()
-        self._conn().executescript(_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            # Jobs are few and their state matters: every commit is synced.
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=60000")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        # Jobs are few and their state matters: every commit is synced.
+        super().__init__(path, _SCHEMA, synchronous="FULL", row_factory=sqlite3.Row)
 
     def enqueue(self, kind: str, key: str, payload: dict[str, Any], max_attempts: int | None = None) -> Job:
         now = time.time()

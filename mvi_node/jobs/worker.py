@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from typing import Any, Callable
 
+from mvi_node.common.poller import Poller
 from mvi_node.jobs.store import Job, JobState, JobStore
 from mvi_node.metrics.registry import CURRENT_JOB
 
@@ -20,7 +20,12 @@ class PermanentJobError(Exception):
     """Retrying cannot help (bad input): the job goes to ``failed`` at once."""
 
 
-class JobWorker:
+class JobWorker(Poller):
+    thread_name = "job-worker"
+    join_timeout = 30.0
+    failure_message = "job worker pass failed"
+    logger = log
+
     def __init__(
         self,
         store: JobStore,
@@ -30,14 +35,12 @@ class JobWorker:
         backoff_max_seconds: float = 900.0,
         name: str | None = None,
     ) -> None:
+        super().__init__(poll_seconds)
         self.store = store
         self.handlers = handlers
-        self.poll_seconds = poll_seconds
         self.backoff_seconds = backoff_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self.name = name or f"{os.uname().nodename}:{os.getpid()}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_one(self) -> Job | None:
         job = self.store.claim(list(self.handlers), worker=self.name)
@@ -65,23 +68,8 @@ class JobWorker:
             CURRENT_JOB.reset(token)
         return self.store.get(job.id)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.run_one() is None:
-                    self._stop.wait(self.poll_seconds)
-            except Exception:
-                log.exception("job worker pass failed")
-                self._stop.wait(self.poll_seconds)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="job-worker", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+    def poll(self) -> bool:
+        return self.run_one() is not None
 
 
 __all__ = ["JobWorker", "PermanentJobError", "JobState"]

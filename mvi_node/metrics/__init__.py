@@ -4,10 +4,11 @@ addresses, never patient data.
 Two kinds: counters and histograms recorded in-process by the stage that observes the
 event (stage durations, predictions, results sent), and a collector that reads the
 node's stores at scrape time (instances, rejections, jobs), so every listener process
-is counted once however many share the port.
+is counted once however many share the port. The collector reads the stage and job
+stores, so it lives with the admin API (``mvi_node.admin.collector``): this package
+stays a ground floor that any stage may import.
 """
 
-from mvi_node.metrics.collector import NodeCollector
 from mvi_node.metrics.registry import (
     EXAMS_SKIPPED,
     GPU_MEMORY,
@@ -28,7 +29,6 @@ __all__ = [
     "GPU_MEMORY",
     "INFERENCE_DEVICE",
     "MODEL_INFO",
-    "NodeCollector",
     "PREDICTED_PROBABILITY",
     "RESULTS_FAILED",
     "RESULTS_SENT",

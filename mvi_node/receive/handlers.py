@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from mvi_node.receive.policy import REJECT_CALLING_AE, REJECT_CONGESTION, CallerPolicy, DiskGuard
-from mvi_node.receive.sop_classes import sop_class_name
+from mvi_node.config.sop_classes import sop_class_name
 from mvi_node.stage.file_meta import encode_file_meta
 from mvi_node.stage.ingest import STATUS_OUT_OF_RESOURCES, RejectedInstance, Stager
 

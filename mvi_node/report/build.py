@@ -33,7 +33,7 @@ def build_outputs(inp: ReportInput, n_sc: int = 3) -> list[Dataset]:
 
 def save_outputs(datasets: list[Dataset], folder: Path | str) -> list[Path]:
     """Write each object durably as ``<SOPInstanceUID>.dcm`` (DICOM file format); return the paths."""
-    from mvi_node.stage.durable import write_durably
+    from mvi_node.common.durable import write_durably
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     paths = []

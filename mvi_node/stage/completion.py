@@ -9,9 +9,9 @@ its turn: late images are processed, never dropped.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
+from mvi_node.common.poller import Poller
 from mvi_node.jobs.store import JobStore
 from mvi_node.metrics import record_stage
 from mvi_node.stage.index import StagingIndex
@@ -25,14 +25,18 @@ def study_job_key(study_uid: str, round_no: int) -> str:
     return f"study:{study_uid}:round:{round_no}"
 
 
-class CompletionWatcher:
+class CompletionWatcher(Poller):
+    thread_name = "completion"
+    join_timeout = 10.0
+    # keep watching: a transient DB error must not stop completion
+    failure_message = "completion pass failed"
+    logger = log
+
     def __init__(self, index: StagingIndex, jobs: JobStore, quiet_seconds: float, poll_seconds: float = 1.0) -> None:
+        super().__init__(min(poll_seconds, max(quiet_seconds / 4, 0.05)))
         self.index = index
         self.jobs = jobs
         self.quiet_seconds = quiet_seconds
-        self.poll_seconds = min(poll_seconds, max(quiet_seconds / 4, 0.05))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self) -> int:
         """Close every quiet round and enqueue its job; return the number closed."""
@@ -52,19 +56,10 @@ class CompletionWatcher:
             log.info("study %s round %d queued as job %d", study_uid, round_no, job.id)
         return closed
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.run_once()
-            except Exception:  # keep watching: a transient DB error must not stop completion
-                log.exception("completion pass failed")
-
-    def start(self) -> None:
+    def poll(self) -> bool:
         self.run_once()
-        self._thread = threading.Thread(target=self._loop, name="completion", daemon=True)
-        self._thread.start()
+        return False
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+    def first_pass(self) -> bool:
+        self.run_once()  # at start, in the caller: a failure here stops the node starting
+        return True

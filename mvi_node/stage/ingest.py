@@ -18,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from mvi_node.stage.durable import write_durably
+from mvi_node.common.durable import write_durably
 from mvi_node.stage.index import InstanceRecord, StagingIndex
 from mvi_node.stage.paths import InvalidUID, check_uid, instance_path
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from mvi_node.common.durable import TMP_PREFIX
+
 # PS3.5 §9.1: components of digits separated by dots, no leading zero, at most 64 chars.
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
-
-TMP_PREFIX = ".tmp-"
 
 
 class InvalidUID(ValueError):
@@ -30,3 +30,6 @@ def check_uid(value: object, what: str) -> str:
 def instance_path(staging_dir: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path:
     """``<staging>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``."""
     return staging_dir / study_uid / series_uid / f"{sop_uid}.dcm"
+
+
+__all__ = ["TMP_PREFIX", "InvalidUID", "check_uid", "instance_path"]

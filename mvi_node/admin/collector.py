@@ -1,4 +1,4 @@
-"""Metrics read from the node's stores at scrape time."""
+"""Metrics read from the node's stores at scrape time (served by the admin API's /metrics)."""
 
 from __future__ import annotations
 

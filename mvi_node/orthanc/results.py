@@ -22,7 +22,7 @@ from prometheus_client import Counter
 from mvi_node.jobs.store import Job, JobState, JobStore
 from mvi_node.jobs.worker import PermanentJobError
 from mvi_node.metrics import RESULTS_FAILED, RESULTS_SENT, record_stage
-from mvi_node.stage.orthanc import OrthancClient, OrthancError
+from mvi_node.orthanc.client import OrthancClient, OrthancError
 
 log = logging.getLogger("mvi_node.orthanc")
 

@@ -1,4 +1,8 @@
-"""Admin API route the Orthanc plugin calls when a study is stable."""
+"""Admin API routes for Orthanc: the plugin's stable-study hand-off, failing result sends.
+
+Mounted by the admin app only when Orthanc is enabled (``orthanc.wiring``), so the
+admin package needs no Orthanc import.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from mvi_node.jobs.store import JobStore
-from mvi_node.stage.orthanc import OrthancClient, OrthancError
-
-ORTHANC_IMPORT_JOB = "orthanc-import"
+from mvi_node.orthanc.client import OrthancClient, OrthancError
+from mvi_node.orthanc.intake import ORTHANC_IMPORT_JOB, import_job_key
+from mvi_node.orthanc.results import failing_store_jobs
 
 
 class StableStudy(BaseModel):
@@ -18,12 +22,6 @@ class StableStudy(BaseModel):
 
 class Queued(BaseModel):
     job_id: int
-
-
-def import_job_key(client: OrthancClient, study_id: str) -> str:
-    """One import per study version: a study that changes in Orthanc is imported again."""
-    info = client.study(study_id)
-    return f"orthanc-import:{study_id}:{info.get('LastUpdate', '')}"
 
 
 def orthanc_router(jobs: JobStore, client: OrthancClient, guarded: list) -> APIRouter:
@@ -57,8 +55,6 @@ def orthanc_router(jobs: JobStore, client: OrthancClient, guarded: list) -> APIR
         summary="Result sends through Orthanc that failed (retrying or dead), with the Orthanc job's error",
     )
     def store_jobs() -> list[dict]:
-        from mvi_node.dispatch.orthanc import failing_store_jobs  # dispatch imports this module
-
         return failing_store_jobs(jobs)
 
     return router

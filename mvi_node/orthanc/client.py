@@ -1,20 +1,14 @@
-"""Orthanc as the staging store (REST API, Orthanc Book "REST API of the Orthanc core").
+"""Orthanc's REST API as the node uses it (Orthanc Book "REST API of the Orthanc core").
 
-The node reads a study's instances from Orthanc into its own durable staging through
-the same checks as the DICOM listener (so completion, selection and jobs are unchanged),
-and writes its results into Orthanc, whose modality C-STORE job sends them on to PACS.
+One small client for intake (read a stable study), results (upload, modality store
+jobs) and housekeeping (change log, deletes); errors carry IDs and HTTP status only.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import httpx
-
-from mvi_node.stage.ingest import RejectedInstance, Stager
-
-log = logging.getLogger("mvi_node.orthanc")
 
 
 class OrthancError(RuntimeError):
@@ -93,55 +87,3 @@ class OrthancClient:
             return True
         except OrthancError:
             return False
-
-
-def split_part10(data: bytes) -> tuple[bytes, bytes, str, str, str]:
-    """(file-meta chunk, dataset, transfer syntax, SOP class, SOP instance) of a Part 10 file."""
-    import io
-
-    from pydicom import dcmread
-
-    meta = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).file_meta
-    # preamble + "DICM" (132) + the group length element (12) + the group it announces
-    start = 132 + 12 + int(meta.FileMetaInformationGroupLength)
-    return (
-        data[:start],
-        data[start:],
-        str(meta.TransferSyntaxUID),
-        str(meta.MediaStorageSOPClassUID),
-        str(meta.MediaStorageSOPInstanceUID),
-    )
-
-
-#: Manufacturer the report stage writes into every SR/SC (mvi_node.report.inputs)
-OWN_MANUFACTURER = "mvi-node project"
-
-
-def is_own_result(data: bytes) -> bool:
-    """True for the node's own SR/SC: with retention > 0 they sit in the staging Orthanc's
-    copy of the study, and importing them would open a second round of the study."""
-    import io
-
-    from pydicom import dcmread
-
-    ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["Manufacturer"])
-    return str(ds.get("Manufacturer", "")) == OWN_MANUFACTURER
-
-
-def import_study(client: OrthancClient, study_id: str, stager: Stager) -> dict[str, int]:
-    """Copy every instance of an Orthanc study into the node's staging (idempotent)."""
-    counts = {"staged": 0, "duplicates": 0, "refused": 0, "own_results": 0}
-    for instance_id in client.study_instances(study_id):
-        data = client.instance_file(instance_id)
-        if is_own_result(data):
-            counts["own_results"] += 1
-            continue
-        meta, dataset, ts, sop_class, sop_uid = split_part10(data)
-        try:
-            outcome = stager.store([meta, dataset], dataset, ts, sop_class, sop_uid, calling_ae="ORTHANC")
-        except RejectedInstance as exc:
-            counts["refused"] += 1
-            log.warning("Orthanc instance %s refused: %s", instance_id, exc.reason)
-            continue
-        counts["duplicates" if outcome.duplicate else "staged"] += 1
-    return counts

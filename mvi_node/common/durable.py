@@ -12,7 +12,8 @@ import threading
 import uuid
 from pathlib import Path
 
-from mvi_node.stage.paths import TMP_PREFIX
+#: name prefix of a file not yet renamed into place; start-up reconcile removes leftovers
+TMP_PREFIX = ".tmp-"
 
 # Folders already known to exist and be durable: saves a mkdir+fsync per instance.
 _known_dirs: set[Path] = set()

@@ -1,0 +1,71 @@
+"""A background thread that repeats one pass until stopped (completion, job workers, Orthanc).
+
+The node's loops differ only in what one pass does, so the thread, the stop event and
+the error policy live here once: a pass that raises is logged and the loop goes on
+(a transient database or network error must not silently stop the thread), and
+``stop()`` waits a bounded time for the pass in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+log = logging.getLogger("mvi_node")
+
+
+class Poller:
+    """Subclass and implement :meth:`poll`; ``start()`` runs it on a daemon thread.
+
+    ``poll`` returns True when more work may be waiting (the next pass starts at once)
+    and False when the thread should wait ``poll_seconds`` first.
+    """
+
+    #: name of the thread (shows in logs and thread dumps)
+    thread_name = "poller"
+    #: how long ``stop()`` waits for a pass in progress
+    join_timeout = 10.0
+    #: logged with the traceback when a pass raises
+    failure_message = "poll pass failed"
+    logger = log
+
+    def __init__(self, poll_seconds: float) -> None:
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> bool:
+        """One pass. True: run the next pass at once; False: wait ``poll_seconds`` first."""
+        raise NotImplementedError
+
+    def pass_failed(self, exc: Exception) -> None:
+        """Called inside the ``except`` of a failed pass; the loop continues after it."""
+        self.logger.exception(self.failure_message)
+
+    def first_pass(self) -> bool:
+        """Runs in ``start()``, in the caller's thread, before the thread starts.
+
+        Return True if it ran a pass (the thread then waits before its first one).
+        Default: nothing, the thread's first pass runs at once.
+        """
+        return False
+
+    def start(self) -> None:
+        wait = self.first_pass()
+        self._thread = threading.Thread(target=self._loop, args=(wait,), name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.join_timeout)
+
+    def _loop(self, wait: bool) -> None:
+        while not self._stop.is_set():
+            if wait and self._stop.wait(self.poll_seconds):
+                return
+            try:
+                wait = not self.poll()
+            except Exception as exc:
+                self.pass_failed(exc)
+                wait = True

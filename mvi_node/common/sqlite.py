@@ -1,0 +1,77 @@
+"""SQLite as the node's stores use it: WAL, autocommit, one connection per thread.
+
+The staging index and the job store are each one database file shared by threads and
+processes. WAL lets readers run beside the one writer; a 60 s busy wait rides out a
+writer in another process; explicit ``BEGIN IMMEDIATE`` transactions take the write
+lock up front so a read-then-write never fails half way. Only ``synchronous`` differs
+between the stores (the index can be repaired from the files, jobs cannot).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+def connect(
+    path: Path, synchronous: Synchronous = "NORMAL", row_factory: Callable[..., Any] | None = None
+) -> sqlite3.Connection:
+    """Open ``path`` in WAL mode, autocommit (transactions are explicit), usable from any thread."""
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    if row_factory is not None:
+        conn.row_factory = row_factory
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=60000")
+    return conn
+
+
+class SqliteDatabase:
+    """Base for a store in one SQLite file: a connection per thread, ``_tx()`` for writes."""
+
+    def __init__(
+        self,
+        path: Path,
+        schema: str = "",
+        synchronous: Synchronous = "NORMAL",
+        row_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._synchronous: Synchronous = synchronous
+        self._row_factory = row_factory
+        self._local = threading.local()
+        if schema:
+            self._conn().executescript(schema)
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, self._synchronous, self._row_factory)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: ``BEGIN IMMEDIATE``, committed unless the block raises."""
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
