@@ -10,7 +10,7 @@ import pytest
 
 from conftest import free_port, storescu
 from mvi_node.config import load_settings
-from mvi_node.node import Node
+from mvi_node.app.node import Node
 from mvi_node.synth.plain_series import plain_ct_series
 
 

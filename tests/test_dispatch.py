@@ -13,7 +13,7 @@ from mvi_node.config import load_settings
 from mvi_node.config.destination import Destination
 from mvi_node.dispatch.jobs import enqueue_dispatch
 from mvi_node.jobs import JobState
-from mvi_node.node import Node
+from mvi_node.app.node import Node
 from mvi_node.synth.plain_series import plain_ct_series
 
 

@@ -17,7 +17,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from conftest import echoscu, free_port
 from mvi_node.config import load_settings
-from mvi_node.node import Node
+from mvi_node.app.node import Node
 from mvi_node.synth.plain_series import plain_ct_series
 
 

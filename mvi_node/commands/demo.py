@@ -98,7 +98,7 @@ def _walk(ds: Dataset):
 def run(out: Path, timeout: float = 110.0) -> int:
     from mvi_node.config import load_settings
     from mvi_node.logs import setup_logging
-    from mvi_node.node import Node
+    from mvi_node.app.node import Node
     from mvi_node.report.sc import sc_preview_png
     from mvi_node.synth import make_exam
 

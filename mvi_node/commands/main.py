@@ -23,7 +23,7 @@ def _settings_from(args: argparse.Namespace, extra: dict[str, Any] | None = None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mvi_node.node import serve
+    from mvi_node.app.node import serve
 
     settings = _settings_from(
         args,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -61,12 +60,3 @@ class JobStore(Protocol):
     def oldest_created_at(self, state: JobState) -> float | None: ...
 
     def close(self) -> None: ...
-
-
-def open_job_store(backend: str, path: Path, max_attempts: int = 3) -> JobStore:
-    """Return the configured backend; a server-grade one slots in here."""
-    if backend == "sqlite":
-        from mvi_node.jobs.sqlite import SqliteJobStore
-
-        return SqliteJobStore(path, default_max_attempts=max_attempts)
-    raise ValueError(f"unknown job store backend: {backend}")

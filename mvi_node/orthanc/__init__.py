@@ -4,5 +4,5 @@
 and the ``/changes`` catch-up); ``results`` uploads results and watches Orthanc's
 C-STORE jobs; ``routes`` are the admin API's Orthanc endpoints; ``sink`` is the
 "orthanc" result sink; ``wiring`` assembles it all for the node. Only the composition
-root (``mvi_node.node``, ``mvi_node.status``) imports this package.
+root (``mvi_node.app.node``, ``mvi_node.commands.status``) imports this package.
 """

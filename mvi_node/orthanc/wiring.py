@@ -2,7 +2,7 @@
 
 The composition root calls :func:`wire_orthanc` when ``[orthanc] enabled`` and attaches
 the parts it returns (worker, sink, admin routes, catch-up thread, readiness probe) to
-the node, so ``mvi_node.node`` knows no Orthanc module but this one.
+the node, so ``mvi_node.app.node`` knows no Orthanc module but this one.
 """
 
 from __future__ import annotations

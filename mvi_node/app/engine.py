@@ -1,4 +1,4 @@
-"""The node's inference service: verified models, one engine, its metrics and readiness."""
+"""The node's inference service: verified models, the served recipes, one engine, its metrics and readiness."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from mvi_node.config.destination import Destination
 from mvi_node.dispatch.cstore import CStoreSink
 from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
 from mvi_node.dispatch.sender import echo
-from mvi_node.infer.service import build_engine, model_readiness
+from mvi_node.app.engine import build_engine, model_readiness
 from mvi_node.jobs import open_job_store
 from mvi_node.pipeline import StudyPipeline
 from mvi_node.jobs.worker import JobWorker
