@@ -156,3 +156,66 @@ def test_classical_model_arrays_load_without_unpickling(tmp_path):
     manifest("pickled.npz")
     with pytest.raises(ManifestError, match="not a plain-array .npz"):
         load_model(folder)
+
+
+def test_stored_calibration_is_applied_when_serving_and_said_in_the_sr(golden_exams, tmp_path):
+    import math
+    import tomllib
+
+    import tomli_w
+
+    from mvi_node.clinical import open_source
+    from mvi_node.report.outputs import build_results
+    from mvi_node.select.engine import select_path
+
+    src = DEFAULT_ROOT / "ct_ap_resnet18" / "0.1.0"
+    dst = tmp_path / "models" / "ct_ap_resnet18" / "0.1.0-cal"
+    dst.mkdir(parents=True)
+    for f in src.glob("*.onnx"):
+        (dst / f.name).symlink_to(f)
+    raw = tomllib.loads((src / "manifest.toml").read_text(encoding="utf-8"))
+    raw["version"] = "0.1.0-cal"
+    for v in raw["variants"].values():
+        v["calibration"] = {"method": "platt", "a": 0.5, "b": -1.0, "on_logit": True,
+                            "fitted_on": "a test cohort of 10 exams"}
+    (dst / "manifest.toml").write_text(tomli_w.dumps(raw), encoding="utf-8")
+
+    folder = golden_exams / "seg_clinical_pos"
+    [exam] = select_path(folder / "dicom")
+    plain = Engine(ModelRegistry([DEFAULT_ROOT]), open_source(folder / "clinical")).run_exam(exam)[0]
+    cal = Engine(ModelRegistry([tmp_path / "models"]), open_source(folder / "clinical")).run_exam(exam)[0]
+    p = plain.probability
+    expected = 1 / (1 + math.exp(-(0.5 * math.log(p / (1 - p)) - 1.0)))
+    assert cal.probability == pytest.approx(expected, abs=1e-9) and cal.prediction.raw_probability == p
+    assert cal.decision == (cal.probability >= cal.threshold)
+    assert cal.as_dict()["calibration"] == "Platt scaling on a test cohort of 10 exams"
+    sr_plain, sr_cal = build_results(plain, exam, 0)[0], build_results(cal, exam, 0)[0]
+    assert sr_plain.SOPInstanceUID != sr_cal.SOPInstanceUID  # another algorithm, another result
+    texts = [str(i.TextValue) for i in _walk(sr_cal) if i.ValueType == "TEXT"]
+    assert "Probability calibrated by Platt scaling on a test cohort of 10 exams" in texts
+    assert not any("calibrated" in str(i.get("TextValue", "")) for i in _walk(sr_plain))
+
+
+def test_a_malformed_calibration_refuses_the_model(tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    from mvi_node.infer import ManifestError, load_model
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    np.savez(folder / "w.npz", w=np.ones(2))
+    digest = hashlib.sha256((folder / "w.npz").read_bytes()).hexdigest()
+    (folder / "manifest.toml").write_text(
+        f'recipe = "x"\nversion = "1"\nintended_use = "t"\ntraining_data = "t"\n[variants.v]\nfile = "w.npz"\n'
+        f'sha256 = "{digest}"\nthreshold = 0.5\n[variants.v.calibration]\nmethod = "isotonic"\nx = [0.0, 0.5]\n'
+        f'y = [0.9, 0.1]\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match="non-decreasing"):
+        load_model(folder)
+
+
+def _walk(ds):
+    for item in ds.get("ContentSequence", []):
+        yield item
+        yield from _walk(item)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,6 +25,7 @@ import numpy as np
 from mvi_node import __version__
 from mvi_node.clinical import ClinicalSource, NullClinicalSource
 from mvi_node.concepts import Code, procedure_for
+from mvi_node.infer.calibration import Calibration
 from mvi_node.infer.catalog import RecipeCatalog
 from mvi_node.infer.manifest import ModelInfo
 from mvi_node.infer.recipe import (FAILED, NO_SERIES, OK, Endpoint, ExamInputs, NotEvaluated, Prediction, Recipe)
@@ -135,7 +136,8 @@ class RecipeResult:
             "variant": p.variant if p else self.model.get("variant"), "intended_use": self.model.get("intended_use"),
             "training_data": self.model.get("training_data"),
             "probability": self.probability, "predicted_mvi": self.decision, "decision": self.decision,
-            "threshold": self.threshold,
+            "threshold": self.threshold, "raw_probability": p.raw_probability if p else None,
+            "calibration": self.model.get("calibration"),
             "class_probabilities": dict(p.class_probabilities) if p else {},
             "findings": [{"tracking_id": f.tracking_id, "probability": f.probability, "decision": f.decision,
                           "max_diameter_mm": f.max_diameter_mm, "class_probabilities": dict(f.class_probabilities),
@@ -256,6 +258,9 @@ class Engine:
             log.exception("recipe %s failed for study %s", recipe.name, ",".join(exam.study_uids))
             out = NotEvaluated(FAILED, (type(exc).__name__,))
         if isinstance(out, Prediction):
+            calibration = model.variants[out.variant].calibration if out.variant in model.variants else None
+            if calibration is not None:
+                out = calibrated(out, calibration)
             return RecipeResult(**common, model=self.identity(recipe.name, out.variant), prediction=out)
         return RecipeResult(**common, model=ident, not_evaluated=out)
 
@@ -276,9 +281,19 @@ class Engine:
         return RecipeResult(**base, recipe="", model=model, not_evaluated=reason, not_run=not_run)
 
 
-def _unreported(result: RecipeResult) -> RecipeResult:
-    from dataclasses import replace
+def calibrated(pred: Prediction, calibration: Calibration) -> Prediction:
+    """Every probability of ``pred`` through the model's calibration (monotone, so the
+    ranking is kept); decisions against the manifest's threshold, which is on that scale."""
+    thr = pred.threshold
+    findings = tuple(replace(
+        f, probability=calibration.apply(f.probability), decision=calibration.apply(f.probability) >= thr,
+        key_slices=tuple(replace(k, probability=round(calibration.apply(k.probability), 6)) for k in f.key_slices),
+    ) for f in pred.findings)
+    p = calibration.apply(pred.probability)
+    return replace(pred, probability=p, decision=p >= thr, findings=findings, raw_probability=pred.probability)
 
+
+def _unreported(result: RecipeResult) -> RecipeResult:
     return replace(result, reported=False)
 
 

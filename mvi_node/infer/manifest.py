@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mvi_node.infer.calibration import Calibration
+
 REQUIRED = ("recipe", "version", "intended_use", "training_data", "variants")
 VARIANT_REQUIRED = ("file", "sha256", "threshold", "inputs", "outputs")
 ARRAYS_REQUIRED = ("file", "sha256", "threshold")
@@ -45,6 +47,8 @@ class Variant:
     inputs: dict[str, list]  # name -> shape (str for symbolic axes)
     outputs: dict[str, list]
     metrics: dict[str, Any]
+    #: probability calibration applied when serving (None: the graph's own probabilities)
+    calibration: Calibration | None = None
 
     @property
     def needs_clinical(self) -> bool:
@@ -77,8 +81,12 @@ class ModelInfo:
     def identity(self, variant: str) -> dict[str, Any]:
         """What every output carries: which model made it and what it is for."""
         v = self.variants[variant]
-        return {"recipe": self.recipe, "model_version": self.version, "variant": variant,
-                "sha256": v.sha256, "intended_use": self.intended_use, "training_data": self.training_data}
+        ident = {"recipe": self.recipe, "model_version": self.version, "variant": variant,
+                 "sha256": v.sha256, "intended_use": self.intended_use, "training_data": self.training_data}
+        if v.calibration is not None:
+            ident["calibration"] = v.calibration.describe()
+            ident["calibration_digest"] = v.calibration.digest
+        return ident
 
 
 def _shape(value: Any) -> list:
@@ -151,7 +159,12 @@ def load_model(folder: Path | str, check_graph: bool = True) -> ModelInfo:
                 for n, shape in declared.items():
                     if not _same_shape(shape, actual[n]):
                         raise ManifestError(f"{where}: {label} {n} declared {shape}, graph has {actual[n]}")
-        variants[name] = Variant(name, path, digest, float(v["threshold"]), inputs, outputs, dict(v.get("metrics", {})))
+        try:
+            calibration = Calibration.from_manifest(v.get("calibration"), where)
+        except ValueError as exc:
+            raise ManifestError(str(exc)) from exc
+        variants[name] = Variant(name, path, digest, float(v["threshold"]), inputs, outputs, dict(v.get("metrics", {})),
+                                 calibration)
     return ModelInfo(str(raw["recipe"]), str(raw["version"]), folder, str(raw["intended_use"]),
                      str(raw["training_data"]), variants, raw)
 

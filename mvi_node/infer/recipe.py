@@ -137,6 +137,8 @@ class Prediction:
     factors_used: bool = False
     factors_missing: tuple[str, ...] = ()
     class_probabilities: Mapping[str, float] = field(default_factory=dict)
+    #: the model's own score before the manifest's calibration (None: not calibrated)
+    raw_probability: float | None = None
 
 
 class ModelRunner(Protocol):

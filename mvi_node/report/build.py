@@ -21,7 +21,7 @@ def result_uids(inp: ReportInput) -> ResultUIDs:
     series = {str(ds.SeriesInstanceUID) for ds in inp.evidence}
     for lesion in inp.lesions:
         series.update(str(s.source.SeriesInstanceUID) for s in lesion.slices)
-    return ResultUIDs.of(study, series, inp.model.sha256, inp.model.recipe)
+    return ResultUIDs.of(study, series, inp.model.uid_key, inp.model.recipe)
 
 
 def build_outputs(inp: ReportInput, n_sc: int = 3) -> list[Dataset]:

@@ -37,10 +37,18 @@ class ModelIdentity:
     manufacturer: str = MANUFACTURER
     device_uid: str = ""
     variant: str = ""
+    #: how the probabilities were calibrated, in words ("" : the graph's own probabilities)
+    calibration: str = ""
+    calibration_digest: str = ""
 
     def __post_init__(self) -> None:
         if not self.device_uid:
-            object.__setattr__(self, "device_uid", derived_uid("device", self.recipe, self.sha256 or "no-model"))
+            object.__setattr__(self, "device_uid", derived_uid("device", self.recipe, self.uid_key or "no-model"))
+
+    @property
+    def uid_key(self) -> str:
+        """What makes this algorithm another one for result UIDs: the graph, and its calibration."""
+        return self.sha256 + (f"+cal:{self.calibration_digest}" if self.calibration_digest else "")
 
     @property
     def label(self) -> str:

@@ -70,6 +70,8 @@ def _algorithm(model: ModelIdentity, threshold: float | None) -> AlgorithmIdenti
         params.append(f"variant={model.variant}")
     if threshold is not None:
         params.append(f"threshold={threshold:.4f}")
+    if model.calibration_digest:
+        params.append(f"calibration={model.calibration_digest}")
     return AlgorithmIdentification(name=model.name or model.recipe or "mvi-node", version=model.version or "0",
                                    parameters=params)
 
@@ -91,6 +93,8 @@ def _texts(inp: ReportInput) -> list[TextContentItem]:
             items.append(_text(CLINICAL_FACTOR, f"{key}={value}"))
     if inp.image_only:
         items.append(_text(COMMENT, "Image-only model: clinical factors not used"))
+    if inp.model.calibration and inp.evaluated:
+        items.append(_text(COMMENT, f"Probability calibrated by {inp.model.calibration}"))
     items.append(_text(INTENDED_USE, f"Intended use: {inp.model.intended_use or 'not stated'}"))
     if inp.model.training_data:
         items.append(_text(COMMENT, f"Training data: {inp.model.training_data}"))
