@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_RUNTIME=(dcmtk)
-APT_TEST=(dcmtk dicom3tools prometheus orthanc orthanc-python orthanc-dicomweb)
+APT_TEST=(dcmtk dicom3tools prometheus orthanc orthanc-python orthanc-dicomweb chromium)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -231,3 +231,62 @@ def test_ct_card_keeps_every_fact_of_the_stored_card():
         assert fact in card, fact
     # the stored manifest has no calibration: no calibration table
     assert "Brier" not in card
+
+
+def test_isotonic_recalibration_is_plain_floats_and_matches_scikit_learn():
+    import json
+
+    from sklearn.isotonic import IsotonicRegression
+
+    y, _, z = _synthetic(4000, 2)
+    miscalibrated = 1 / (1 + np.exp(-(3 * z + 1.5)))
+    fit, held = slice(0, 2000), slice(2000, None)
+    params = ev.isotonic_fit(y[fit], miscalibrated[fit])
+    assert set(params) == {"x", "y"} and len(params["x"]) == len(params["y"]) > 2
+    assert all(type(v) is float for v in params["x"] + params["y"])
+    assert json.loads(json.dumps(params)) == params  # storable in a manifest as it stands
+    assert np.all(np.diff(params["x"]) > 0) and np.all(np.diff(params["y"]) >= 0)
+    reference = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(miscalibrated[fit], y[fit])
+    fixed = ev.isotonic_apply(miscalibrated[held], params)
+    assert fixed == pytest.approx(reference.predict(miscalibrated[held]), abs=1e-12)
+    assert ev.brier_score(y[held], fixed) < ev.brier_score(y[held], miscalibrated[held])
+    assert ev.expected_calibration_error(y[held], fixed) < 0.5 * ev.expected_calibration_error(
+        y[held], miscalibrated[held])
+    # outside the fitted range: held at the end values
+    assert ev.isotonic_apply([0.0, 1.0], params).tolist() == [params["y"][0], params["y"][-1]]
+    with pytest.raises(ValueError):
+        ev.isotonic_apply([0.5], {"x": [], "y": []})
+
+
+def test_paired_delong_identical_better_and_reversed_scores():
+    rng = np.random.default_rng(4)
+    y = rng.random(300) < 0.4
+    good = rng.normal(y * 2.0, 1.0)
+    weak = rng.normal(y * 0.3, 1.0)
+    same = ev.delong_paired(y, good, good)
+    assert same["p_value"] == 1.0 and same["z"] == 0.0 and same["difference"] == 0.0
+    assert same["auc_a"] == same["auc_b"] == ev.auc_delong(y, good)[0]
+    better = ev.delong_paired(y, good, weak)
+    assert better["p_value"] < 1e-6 and better["z"] > 5 and better["ci"][0] > 0
+    assert better["difference"] == pytest.approx(better["auc_a"] - better["auc_b"])
+    swapped = ev.delong_paired(y, weak, good)
+    assert swapped["difference"] == pytest.approx(-better["difference"])
+    assert swapped["p_value"] == pytest.approx(better["p_value"])
+    # reversed scores: AUC 1 - a, components perfectly anti-correlated, Var(a - b) = 4 Var(a)
+    auc, var = ev.auc_delong(y, good)
+    rev = ev.delong_paired(y, good, -good)
+    assert rev["auc_b"] == pytest.approx(1 - auc) and rev["variance"] == pytest.approx(4 * var)
+    assert set(better) >= {"auc_a", "auc_b", "difference", "z", "p_value", "ci"}
+    with pytest.raises(ValueError):
+        ev.delong_paired([1, 0, 0], [0.9, 0.2, 0.1], [0.8, 0.3, 0.1])
+
+
+def test_at_threshold_adds_ppv_npv_and_leaves_undefined_ratios_empty():
+    y = np.array([1, 1, 1, 0, 0, 0, 0])
+    s = np.array([0.9, 0.6, 0.2, 0.7, 0.4, 0.1, 0.3])
+    op = ev.at_threshold(y, s, 0.5)
+    assert (op["tp"], op["fp"], op["tn"], op["fn"]) == (2, 1, 3, 1)
+    assert op["ppv"] == pytest.approx(2 / 3) and op["npv"] == pytest.approx(3 / 4)
+    assert op["sensitivity"] == pytest.approx(2 / 3) and op["accuracy"] == pytest.approx(5 / 7)
+    none_called = ev.at_threshold(y, s, 0.95)
+    assert none_called["ppv"] is None and none_called["npv"] == pytest.approx(4 / 7)

@@ -1,20 +1,28 @@
-"""Calibration of predicted probabilities, numpy only: Brier score, calibration intercept
-and slope (logistic recalibration, Van Calster et al., J Clin Epidemiol 2016), expected
-calibration error and reliability-diagram bins; Platt scaling (Platt 1999) to recalibrate
-the probability shown to a radiologist; decision curves (Vickers & Elkin, Med Decis
-Making 2006).
+"""Calibration of predicted probabilities: Brier score, calibration intercept and slope
+(logistic recalibration, Van Calster et al., J Clin Epidemiol 2016), expected calibration
+error and reliability-diagram bins; Platt scaling (Platt 1999) and isotonic regression
+(Zadrozny & Elkan 2002) to recalibrate the probability shown to a radiologist, each with a
+plain-float form a manifest stores; decision curves (Vickers & Elkin, Med Decis Making
+2006).
 
-The logistic fits are Newton-Raphson (IRLS) on one or two parameters: no scipy or
-scikit-learn needed. A fit whose maximum-likelihood estimate does not exist (separable
-data, one class only) gives ``nan`` rather than a huge number.
+The fits are scikit-learn's unpenalised ``LogisticRegression`` (Newton solver) and
+``IsotonicRegression``; calibration in the large (slope fixed at 1, an offset model
+scikit-learn has no form for) solves its one-parameter score equation with SciPy's
+``brentq``. A fit whose maximum-likelihood estimate does not exist (separable data, one
+class only) gives ``nan`` rather than a huge number.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+from scipy.optimize import brentq
+from scipy.special import expit
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss
 
 #: probabilities are clipped to [EPS, 1 - EPS] before taking their logit
 EPS = 1e-6
@@ -41,52 +49,50 @@ def logit(p: Any) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    return expit(x)
 
 
-def _logistic_fit(x: np.ndarray, y: np.ndarray, offset: np.ndarray | None = None,
-                  max_iter: int = 100, tol: float = 1e-10) -> np.ndarray | None:
-    """Maximum-likelihood coefficients of ``P(y) = sigmoid(x @ beta + offset)``; ``y`` may
-    be soft targets in [0, 1]. None when the fit does not converge (no finite MLE)."""
-    off = np.zeros(len(y)) if offset is None else offset
-    beta = np.zeros(x.shape[1])
+def _logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Unpenalised maximum-likelihood logistic regression of ``y`` (0/1) on the columns
+    of ``x`` with an intercept: (coefficients, intercept)."""
+    model = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-10, max_iter=200)
+    model.fit(x, y.astype(int), sample_weight=weights)
+    return model.coef_[0].astype(float), float(model.intercept_[0])
 
-    def nll(b: np.ndarray) -> float:
-        eta = x @ b + off
-        return float(np.sum(np.logaddexp(0.0, eta) - y * eta))
 
-    current = nll(beta)
-    for _ in range(max_iter):
-        mu = _sigmoid(x @ beta + off)
-        w = mu * (1.0 - mu)
-        grad = x.T @ (y - mu)
-        hess = (x * w[:, None]).T @ x
-        try:
-            step = np.linalg.solve(hess, grad)
-        except np.linalg.LinAlgError:
-            return None
-        if not np.all(np.isfinite(step)):
-            return None
-        scale = 1.0
-        while scale > 1e-8:  # step halving keeps every iteration downhill
-            candidate = beta + scale * step
-            value = nll(candidate)
-            if value <= current + 1e-12:
-                break
-            scale *= 0.5
-        else:
-            return None
-        beta, current = candidate, value
-        if np.max(np.abs(scale * step)) < tol * (1.0 + np.max(np.abs(beta))):
-            return beta if np.all(np.abs(beta) < 1e6) else None
-    return None
+def _separated(x: np.ndarray, y: np.ndarray) -> bool:
+    """One predictor: no finite MLE when one class lies wholly at or beyond the other
+    (complete or quasi-complete separation), when a class is missing, or x is constant."""
+    pos, neg = x[y > 0], x[y <= 0]
+    if len(pos) == 0 or len(neg) == 0 or np.ptp(x) == 0:
+        return True
+    return bool(neg.max() <= pos.min() or pos.max() <= neg.min())
+
+
+def _offset_intercept(y: np.ndarray, offset: np.ndarray) -> float:
+    """``a`` in ``logit P(y) = a + offset`` by maximum likelihood: the root of the score
+    equation ``sum(sigmoid(a + offset)) = sum(y)`` (monotone in ``a``); nan when every
+    case has the same outcome."""
+    target = float(y.sum())
+    if target <= 0.0 or target >= len(y):
+        return float("nan")
+
+    def score(a: float) -> float:
+        return float(expit(a + offset).sum()) - target
+
+    lo, hi = -1.0, 1.0
+    while score(lo) > 0.0:
+        lo *= 2.0
+    while score(hi) < 0.0:
+        hi *= 2.0
+    return float(brentq(score, lo, hi, xtol=1e-12, rtol=1e-12))
 
 
 def brier_score(labels: Any, probs: Any) -> float:
     """Mean squared difference between probability and outcome (0 is perfect)."""
     y, p = _binary(labels, probs)
     _check_probabilities(p)
-    return float(np.mean((p - y) ** 2))
+    return float(brier_score_loss(y.astype(int), p, pos_label=1))
 
 
 def calibration_intercept_slope(labels: Any, probs: Any) -> tuple[float, float]:
@@ -100,11 +106,9 @@ def calibration_intercept_slope(labels: Any, probs: Any) -> tuple[float, float]:
     y, p = _binary(labels, probs)
     _check_probabilities(p)
     lp = logit(p)
-    ones = np.ones((len(y), 1))
-    a = _logistic_fit(ones, y, offset=lp)
-    ab = _logistic_fit(np.column_stack([ones[:, 0], lp]), y)
-    return (float(a[0]) if a is not None else float("nan"),
-            float(ab[1]) if ab is not None else float("nan"))
+    a = _offset_intercept(y, lp)
+    b = float("nan") if _separated(lp, y) else float(_logistic(lp[:, None], y)[0][0])
+    return a, b
 
 
 def _bin_index(p: np.ndarray, bins: int) -> np.ndarray:
@@ -164,10 +168,13 @@ def platt_fit(labels: Any, scores: Any, *, on_logit: bool = True) -> tuple[float
     x = logit(s) if on_logit else s
     n_pos, n_neg = y.sum(), len(y) - y.sum()
     target = np.where(y > 0, (n_pos + 1) / (n_pos + 2), 1.0 / (n_neg + 2))
-    beta = _logistic_fit(np.column_stack([x, np.ones(len(y))]), target)
-    if beta is None:
+    # soft targets as a weighted pair of hard ones: each case once as 1 (weight t), once as 0 (1 - t)
+    coef, intercept = _logistic(np.concatenate([x, x])[:, None], np.concatenate([np.ones(len(y)), np.zeros(len(y))]),
+                                np.concatenate([target, 1.0 - target]))
+    a, b = float(coef[0]), float(intercept)
+    if not (math.isfinite(a) and math.isfinite(b)):
         raise ValueError("Platt scaling did not converge")
-    return float(beta[0]), float(beta[1])
+    return a, b
 
 
 def platt_apply(scores: Any, a: float, b: float, *, on_logit: bool = True) -> np.ndarray:
@@ -175,6 +182,27 @@ def platt_apply(scores: Any, a: float, b: float, *, on_logit: bool = True) -> np
     s = np.asarray(scores, float)
     x = logit(s) if on_logit else s
     return _sigmoid(a * x + b)
+
+
+def isotonic_fit(labels: Any, probs: Any) -> dict[str, list[float]]:
+    """Isotonic recalibration (scikit-learn ``IsotonicRegression``, increasing, bounded
+    to [0, 1]): the fitted step points as plain float lists ``{"x": [...], "y": [...]}``
+    for a manifest; :func:`isotonic_apply` maps a probability through them. Fit on data
+    the model did not learn from (validation)."""
+    y, p = _binary(labels, probs)
+    _check_probabilities(p)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(p, y)
+    return {"x": [float(v) for v in iso.X_thresholds_], "y": [float(v) for v in iso.y_thresholds_]}
+
+
+def isotonic_apply(probs: Any, params: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """Recalibrated probabilities from :func:`isotonic_fit`'s points: linear between
+    them, held at the end values outside (what ``IsotonicRegression.predict`` does with
+    ``out_of_bounds="clip"``)."""
+    x, y = np.asarray(params["x"], float), np.asarray(params["y"], float)
+    if x.ndim != 1 or x.shape != y.shape or len(x) == 0:
+        raise ValueError("isotonic parameters need equal, non-empty 'x' and 'y' lists")
+    return np.interp(np.asarray(probs, float), x, y)
 
 
 def decision_curve(labels: Any, scores: Any, thresholds: Sequence[float]) -> dict[str, list[float]]:
