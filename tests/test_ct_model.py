@@ -105,6 +105,30 @@ def test_training_a_few_steps_is_deterministic_and_gives_both_variants():
         assert 0.0 <= a[k].threshold <= 1.0 and "auc" in a[k].validation
 
 
+def test_given_validation_is_used_and_clinical_variant_needs_factors():
+    pts = _patients()
+    for p in pts[:3]:
+        p.clinical = None
+    cfg = TrainConfig(seed=1, epochs=1, clinical_epochs=1, max_steps=1, slices_per_patient=1)
+    seen = []
+    out = train_variants(pts[:6], cfg, log=lambda m: None, validation=pts[6:], progress=lambda v, e: seen.append(v))
+    assert set(out) == {"clinical", "image_only"} and seen == ["image_only", "clinical"]
+    assert out["image_only"].validation["patients"] == 2
+    for p in pts:
+        p.clinical = None
+    assert set(train_variants(pts[:6], cfg, log=lambda m: None, validation=pts[6:])) == {"image_only"}
+
+
+def test_patient_crops_from_a_training_example():
+    from mvi_node.infer.recipe import TrainingExample
+    from mvi_node.recipes.ct_ap_resnet18.data import TrainingCrops, patient_crops
+
+    kept = TrainingCrops(np.zeros((2, 256, 256), np.float16), None, (3, 4))
+    ex = TrainingExample("row 1", "abc", {"mvi": 1}, "train", kept, {"manufacturer": "GE"}, row=1)
+    p = patient_crops(ex)
+    assert (p.patient_id, p.label, p.vendor, p.clinical) == ("abc", 1, "GE", None) and p.grey.shape == (2, 256, 256)
+
+
 def test_fit_changes_weights():
     pts = _patients()
     net = MviResNet18(False)
@@ -139,13 +163,16 @@ def test_train_command_on_a_synth_folder_writes_a_servable_model(tmp_path):
     manifest = generate_ct(tmp_path / "data", 4, seed=5, matrix=128, hard_cases="none")
     assert sorted(s["mvi"] for s in manifest["studies"]) == [False, False, True, True]
     out = tmp_path / "models" / "ct_ap_resnet18" / "9.9.9"
-    rc = main(["train", "ct_ap_resnet18", "--data", str(tmp_path / "data"), "--out", str(out), "--seed", "1",
+    rc = main(["train", "ct_ap_resnet18", "--cohort", str(tmp_path / "data"), "--out", str(out), "--seed", "1",
                "--epochs", "1", "--clinical-epochs", "1", "--max-steps", "1", "--version", "9.9.9"])
     assert rc == 0
     assert {p.name for p in out.iterdir()} == {"model.onnx", "model_image_only.onnx", "manifest.toml", "MODEL_CARD.md"}
     model = ModelRegistry([tmp_path / "models"]).get("ct_ap_resnet18")
     assert model.version == "9.9.9" and set(model.variants) == {"clinical", "image_only"}
     assert model.raw["training"]["patients_train"] == 2 and model.raw["training"]["patients_validation"] == 2
+    cohort = model.raw["cohort"]  # the synth folder read as a cohort, through the serving path
+    assert (cohort["kind"], cohort["rows"], cohort["usable_rows"], cohort["prevalence"]) == ("synth", 4, 4, 0.5)
+    assert model.raw["synthetic"] is True
     assert "not for clinical use" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     for v in model.raw["variants"].values():  # calibration beside the discrimination metrics
         val = v["metrics"]["validation"]

@@ -18,7 +18,7 @@ FLOORS: dict[str, int] = {
     "__main__": 8,
     "commands": 7,
     "app": 6,
-    "pipeline": 5, "orthanc": 5, "admin": 5,
+    "pipeline": 5, "cohort": 5, "orthanc": 5, "admin": 5,
     "recipes": 4, "report": 4, "dispatch": 4,
     "infer": 3, "receive": 3,
     "stage": 2,

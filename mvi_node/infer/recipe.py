@@ -216,3 +216,35 @@ class Recipe(ABC):
 def frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """A read-only copy, for the value types above."""
     return MappingProxyType(dict(mapping or {}))
+
+
+#: the splits a :class:`TrainingExample` belongs to
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One cohort exam made ready for a recipe's trainer by the serving path (selection,
+    ``qualifies``, ROI from the exam's annotations, :meth:`Recipe.prepare`).
+
+    ``key`` names the exam in logs and reports ("row 12"): never a patient identifier.
+    ``group`` is a hash of the patient, so no patient has exams on both sides of a split.
+    ``labels``: the cohort's label columns for this exam (``mvi`` 0/1, ``mvi_grade``
+    M0/M1/M2, ``early_recurrence`` 0/1; absent ones left out). ``split``: one of
+    :data:`SPLITS`. ``prepared``: what :meth:`Recipe.prepare` returned, or what the
+    trainer module's ``training_input(prepared)`` keeps of it when it defines one (so a
+    cohort of many exams does not hold every volume in memory). ``attributes``:
+    ``manufacturer`` and ``max_diameter_mm`` when known, for subgroup reporting.
+    """
+
+    key: str
+    group: str
+    labels: Mapping[str, Any]
+    split: str
+    prepared: Any
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    row: int = 0
+
+    def label(self, name: str) -> Any:
+        """The value of label column ``name`` (KeyError when the cohort has none)."""
+        return self.labels[name]

@@ -41,20 +41,62 @@ LIMITATIONS = """Synthetic phantoms with simulated MVI signs; no real scanner no
 are drawn from distributions in which MVI+ tumours are larger and AFP higher, so the clinical variant can lean
 on them. Never use for diagnosis."""
 
+SITE_LIMITATIONS = """Trained on one site's cohort: scanners, protocols, annotation habits and patient mix of that site only.
+Performance on held-out exams of the same site says little about other sites. The patient score is the maximum
+over tumour slices of the annotated (main) tumour. Never use for diagnosis."""
 
-def model_card(manifest: dict[str, Any], data: Path | str, test: str | None) -> str:
-    """Markdown card of a folder trained on synth folder ``data`` and tested on ``test``."""
-    note = f"""Validation: patients held out of the training split of `{data}` (split by patient). Test: `{test or 'none'}`, a
-population generated with another seed and vendor mix. These figures say the pipeline learns the synthetic
-signs; they say nothing about real patients."""
+
+def _data_command(cohort: dict[str, Any]) -> str:
+    """How the data are had again: the synth call for a synth folder, else the cohort's path."""
+    if cohort.get("kind") == "synth" and cohort.get("location"):
+        return synth_command(cohort["location"])
+    return f"cohort {cohort.get('location', cohort.get('source', '?'))}"
+
+
+def cohort_section(cohort: dict[str, Any]) -> str:
+    """Source, rows, usable rows, label prevalence, manufacturers, splits, rows left out."""
+    if not cohort:
+        return "No cohort description recorded."
+    lines = [f"- Source: {cohort.get('source', '?')} ({cohort.get('rows', '?')} rows, "
+             f"{cohort.get('usable_rows', '?')} usable, {cohort.get('patients', '?')} patients)"]
+    if "prevalence" in cohort:
+        lines.append(f"- Label `{cohort.get('label')}`: {cohort.get('positives')} positive, prevalence "
+                     f"{cohort['prevalence']:.2f}")
+    elif "classes" in cohort:
+        lines.append(f"- Label `{cohort.get('label')}`: " + ", ".join(f"{k} {v}" for k, v in cohort["classes"].items()))
+    if cohort.get("manufacturers"):
+        lines.append("- Manufacturers: " + ", ".join(f"{k} {v}" for k, v in cohort["manufacturers"].items()))
+    if cohort.get("splits"):
+        lines.append("- Exams per split (by patient): " + ", ".join(f"{k} {v}" for k, v in cohort["splits"].items()))
+    if cohort.get("left_out"):
+        lines.append("- Rows left out: " + "; ".join(f"{k} ({v})" for k, v in cohort["left_out"].items()))
+    if cohort.get("test_cohort"):
+        lines.append("- Test cohort (held out whole):\n  " + cohort_section(cohort["test_cohort"]).replace("\n", "\n  "))
+    return "\n".join(lines)
+
+
+def model_card(manifest: dict[str, Any], cohort: dict[str, Any]) -> str:
+    """Markdown card of a folder trained on ``cohort`` (the description ``mvi-node train`` gives)."""
+    synthetic = bool(manifest.get("synthetic"))
+    test = cohort.get("test_cohort")
+    note = ("Validation: patients of the cohort held out of training (split by patient; the threshold is chosen "
+            "there). Test: " + (f"the separate cohort {test.get('source')}" if test else
+                                "the cohort's test split" if cohort.get("splits", {}).get("test") else "none") + ".")
+    if synthetic:
+        note += (" The data are synthetic phantoms: these figures say the pipeline learns the synthetic signs; "
+                 "they say nothing about real patients.")
     if any("brier" in m for v in manifest["variants"].values() for m in v["metrics"].values() if isinstance(m, dict)):
         note += " Calibration is of the patient score (max over slices) as served, not recalibrated."
+    commands = {"Data": _data_command(cohort), "Test data": _data_command(test) if test else "none"}
     return write_card(
-        manifest, method=method(manifest), performance_note=note,
-        data_commands={"Data": synth_command(data), "Test data": synth_command(test) if test else "none"},
+        manifest, method=method(manifest), performance_note=note, data_commands=commands,
         training_notes=[
-            "Wall time covers the crop cache, both variants, ONNX export and test on a shared 2-core CPU, not "
-            "counting data generation; deterministic on one machine unless `--max-minutes` cuts an epoch short",
+            "Inputs made by the serving path: the node's header selection of the arterial series, the ROI from "
+            "the exam's own annotation (SEG, RTSTRUCT, SR or GSPS), the recipe's own preprocessing",
+            "Wall time covers both variants, ONNX export and test on the machine that trained; preparing the "
+            "cohort's exams is the prepare time; deterministic on one machine unless `--max-minutes` cuts an "
+            "epoch short",
             "Slices per patient per epoch are tumour slices; early stop on validation AUC",
         ],
-        limitations=LIMITATIONS)
+        limitations=LIMITATIONS if synthetic else SITE_LIMITATIONS,
+        sections={"Cohort": cohort_section(cohort)}, synthetic=synthetic)

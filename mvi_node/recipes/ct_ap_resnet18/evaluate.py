@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mvi_node.evaluation import calibration_metrics, metrics_at
-
 
 def end_to_end(data: str, model_root: str, clinical: bool = True) -> dict:
     """Score a synth folder through the served path: DICOM -> selection -> ROI from the
@@ -21,6 +19,7 @@ def end_to_end(data: str, model_root: str, clinical: bool = True) -> dict:
     from pathlib import Path
 
     from mvi_node.clinical import open_source
+    from mvi_node.evaluation import calibration_metrics, metrics_at  # scikit-learn: not at import time
     from mvi_node.infer import Engine, ModelRegistry, infer_path
 
     root = Path(data)

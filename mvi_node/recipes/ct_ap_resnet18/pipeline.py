@@ -1,4 +1,13 @@
-"""``mvi-node train ct_ap_resnet18``: cache -> train both variants -> ONNX -> test -> manifest + card."""
+"""``mvi-node train ct_ap_resnet18 --cohort C --out M``: examples -> both variants -> ONNX -> test -> manifest + card.
+
+The command (:mod:`mvi_node.commands.train`) gives ``args.examples``: one
+:class:`~mvi_node.infer.recipe.TrainingExample` per usable cohort exam, prepared by the
+serving path and split by patient, each holding :func:`training_input` of the recipe's
+``Prepared``; and ``args.cohort``: the cohort's description. Training uses the train
+split, the threshold and early stop the validation split, and the test split (a
+``--test-fraction`` of the cohort, a ``split`` column, or a second ``--test`` cohort)
+is scored through the exported ONNX graph, as served.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +17,27 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tomli_w
 
-from mvi_node import evaluation as ev
 from mvi_node.infer.manifest import variant_entry
-from mvi_node.recipes.ct_ap_resnet18.data import PatientCrops, build_cache, load_cache
+from mvi_node.recipes.ct_ap_resnet18.data import PatientCrops, patient_crops, training_input
 from mvi_node.recipes.ct_ap_resnet18.recipe import NAME, preprocessing_constants
+
+__all__ = ["add_arguments", "main", "onnx_scores", "training_input"]
 
 INTENDED_USE = ("Research and integration testing of the mvi-node pipeline only. Predicts microvascular "
                 "invasion of hepatocellular carcinoma from the CT late arterial phase (Liu et al., Cancer "
                 "Imaging 2021). NOT FOR CLINICAL USE: trained on synthetic phantoms.")
 TRAINING_DATA = "synthetic phantoms — not for clinical use"
+SITE_INTENDED_USE = ("Research use at the training site only. Predicts microvascular invasion of hepatocellular "
+                     "carcinoma from the CT late arterial phase (Liu et al., Cancer Imaging 2021), trained on the "
+                     "site's own cohort. NOT FOR CLINICAL USE: not a cleared device; validate on held-out exams "
+                     "of the site before relying on it in any study.")
 FILES = {"clinical": "model.onnx", "image_only": "model_image_only.onnx"}
+LABEL = "mvi"
 
 
 def onnx_scores(path: Path, patients: list[PatientCrops]) -> np.ndarray:
@@ -41,10 +57,8 @@ def onnx_scores(path: Path, patients: list[PatientCrops]) -> np.ndarray:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Seed 000's training options (``--out``, ``--seed``, ``--version`` are shared)."""
-    p.add_argument("--data", required=True, help="folder written by `mvi-node synth ct` (manifest.json)")
-    p.add_argument("--test", help="separate synth folder (other seed/vendor mix) for the held-out evaluation")
-    p.add_argument("--cache", help="crop cache folder (default: <data>/.cache/<recipe>)")
+    """Seed 000's training options (``--cohort``, ``--test``, ``--out``, ``--seed``,
+    ``--version`` and the split fractions are shared by every recipe)."""
     p.add_argument("--epochs", type=int, default=12, help="image-only epochs (early stop on validation AUC)")
     p.add_argument("--clinical-epochs", type=int, default=4, help="clinical variant fine-tuning epochs")
     p.add_argument("--slices-per-patient", type=int, default=3, help="tumour slices sampled per patient per epoch")
@@ -54,55 +68,106 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="stop each variant after this many SGD steps (smoke tests)")
 
 
+def _crops(examples: list[Any]) -> dict[str, list[PatientCrops]]:
+    out: dict[str, list[PatientCrops]] = {"train": [], "validation": [], "test": []}
+    for e in examples:
+        crops = patient_crops(e, LABEL)
+        if len(crops.grey):
+            out.setdefault(e.split, []).append(crops)
+    return out
+
+
+def _synthetic(cohort: dict[str, Any]) -> bool:
+    return cohort.get("kind") == "synth" and cohort.get("test_cohort", {}).get("kind", "synth") == "synth"
+
+
+def _patients(crops: list[PatientCrops]) -> int:
+    return len({p.patient_id for p in crops})
+
+
 def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mvi_node import evaluation as ev
+    from mvi_node.recipes.ct_ap_resnet18.card import model_card
     from mvi_node.recipes.ct_ap_resnet18.export import OPSET, export_onnx
-    from mvi_node.recipes.ct_ap_resnet18.train import TrainConfig, split_patients, train_variants
+    from mvi_node.recipes.ct_ap_resnet18.train import TrainConfig, train_variants
 
     t0 = time.time()
-    data, out = Path(args.data), Path(args.out)
-    cache = Path(args.cache) if args.cache else data / ".cache" / NAME
-    patients = load_cache(build_cache(data, cache))
-    print(f"cache: {len(patients)} patients ({time.time() - t0:.0f} s)", flush=True)
+    out = Path(args.out)
+    cohort: dict[str, Any] = dict(getattr(args, "cohort", None) or {})
+    sets = _crops(list(getattr(args, "examples", None) or []))
+    train_set, val_set, test = sets["train"], sets["validation"], sets["test"]
+    if not train_set or not val_set:
+        print(f"ct_ap_resnet18: need training and validation exams, have {len(train_set)} and {len(val_set)} "
+              "(more rows, a larger --val-fraction, or a split column)", file=sys.stderr)
+        return 1
+
+    def log(message: str) -> None:
+        tqdm.write(message, file=sys.stderr)
+
     cfg = TrainConfig(seed=args.seed, epochs=args.epochs, clinical_epochs=args.clinical_epochs,
                       slices_per_patient=args.slices_per_patient, lr=args.lr, patience=args.patience,
                       max_minutes=args.max_minutes, max_steps=args.max_steps)
-    trained = train_variants(patients, cfg, log=lambda m: print(m, flush=True))
-    train_set, val_set = split_patients(patients, cfg.val_fraction, cfg.seed)
-    test = None
-    if args.test:
-        tcache = Path(args.cache + "_test") if args.cache else Path(args.test) / ".cache" / NAME
-        test = load_cache(build_cache(Path(args.test), tcache))
+    bar = tqdm(total=cfg.epochs + cfg.clinical_epochs, desc="epochs", unit="epoch", file=sys.stderr,
+               dynamic_ncols=True)
+
+    def progress(variant: str, entry: dict) -> None:
+        bar.update(1)
+        bar.set_postfix(variant=variant, val_auc=entry.get("val_auc"), refresh=False)
+
+    try:
+        trained = train_variants(train_set, cfg, log=log, validation=val_set, progress=progress)
+    finally:
+        bar.close()
     out.mkdir(parents=True, exist_ok=True)
     variants = {}
     for name, tr in trained.items():
         path = export_onnx(tr.net, out / FILES[name])
         metrics = {"validation": tr.validation}
-        if test:
-            labels = np.array([p.label for p in test])
-            scores = onnx_scores(path, test)
-            metrics["test"] = {**ev.metrics_at(labels, scores, tr.threshold), **ev.calibration_metrics(labels, scores)}
+        scored = [p for p in test if name != "clinical" or p.clinical is not None]
+        if scored:
+            labels = np.array([p.label for p in scored])
+            scores = onnx_scores(path, scored)
+            if 0 < labels.sum() < len(labels):
+                metrics["test"] = {**ev.metrics_at(labels, scores, tr.threshold),
+                                   **ev.calibration_metrics(labels, scores)}
+            else:
+                metrics["test"] = {"note": "test holds one class only", "patients": len(scored)}
         metrics["history"] = json.dumps(tr.history)
         variants[name] = variant_entry(path, tr.threshold, metrics, out)
     wall = time.time() - t0
     command = "mvi-node " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    synthetic = _synthetic(cohort)
+    clinical_train = [p for p in train_set if p.clinical is not None]
     manifest = {
-        "recipe": NAME, "version": args.version, "intended_use": INTENDED_USE, "training_data": TRAINING_DATA,
+        "recipe": NAME, "version": args.version,
+        "intended_use": INTENDED_USE if synthetic else SITE_INTENDED_USE,
+        "training_data": TRAINING_DATA if synthetic else (
+            f"cohort {cohort.get('source', '?')}: {cohort.get('usable_rows', len(args.examples))} usable exams of "
+            f"{cohort.get('rows', '?')} rows — not for clinical use"),
+        "synthetic": synthetic,
         "paper": "Liu et al., Cancer Imaging 2021 (seed 000)", "opset": OPSET,
         "engine_rule": "clinical variant only when all seven clinical factors are present, else image_only",
         "preprocessing": preprocessing_constants(),
         "training": {
-            "command": command, "wall_seconds": round(wall, 1), "seed": args.seed,
-            "data": str(data), "test_data": str(args.test or ""),
-            "patients_train": len(train_set), "patients_validation": len(val_set),
-            "patients_test": len(test or []), "optimizer": "SGD lr %g momentum 0.9 weight decay 1e-5 batch 8" % args.lr,
+            "command": command, "wall_seconds": round(wall, 1),
+            "prepare_seconds": float(getattr(args, "prepare_seconds", 0.0) or 0.0), "seed": args.seed,
+            "data": str(getattr(args, "cohort_path", "") or cohort.get("location", "")),
+            "test_data": str(getattr(args, "test", "") or ""),
+            "patients_train": _patients(train_set), "patients_validation": _patients(val_set),
+            "patients_test": _patients(test),
+            "exams_train": len(train_set), "exams_validation": len(val_set), "exams_test": len(test),
+            "exams_train_with_all_clinical_factors": len(clinical_train),
+            "optimizer": "SGD lr %g momentum 0.9 weight decay 1e-5 batch 8" % args.lr,
             "slices_per_patient_per_epoch": args.slices_per_patient,
+            "split": "by patient, seeded (--seed), stratified by label; a split column wins",
         },
+        "cohort": cohort,
         "variants": variants,
     }
     (out / "manifest.toml").write_text(tomli_w.dumps(manifest), encoding="utf-8")
-    from mvi_node.recipes.ct_ap_resnet18.card import model_card
-
-    (out / "MODEL_CARD.md").write_text(model_card(manifest, data, args.test), encoding="utf-8")
+    (out / "MODEL_CARD.md").write_text(model_card(manifest, cohort), encoding="utf-8")
     print(json.dumps({"out": str(out), "wall_seconds": round(wall, 1),
                       **{n: v["metrics"].get("test", v["metrics"]["validation"]) for n, v in variants.items()}}))
     return 0

@@ -1,4 +1,4 @@
-"""Training of seed 000 (Liu et al. 2021) on cached crops: torch + MONAI.
+"""Training of seed 000 (Liu et al. 2021) on the crops the serving path prepared: torch + MONAI.
 
 Augmentation (training only): rotation +-10 deg, random crop of 0.8-1.0 of the area with
 aspect 0.95-1.05 resized back to 256, horizontal flip p=0.5. SGD lr 3e-4, momentum 0.9,
@@ -119,8 +119,10 @@ class Trained:
 
 
 def fit(net: MviResNet18, train: list[PatientCrops], val: list[PatientCrops], cfg: TrainConfig, epochs: int,
-        log: Callable[[str], None] = print, deadline: float | None = None) -> Trained:
-    """SGD with early stopping on validation AUC; the best epoch's weights are kept."""
+        log: Callable[[str], None] = print, deadline: float | None = None,
+        progress: Callable[[dict], None] | None = None) -> Trained:
+    """SGD with early stopping on validation AUC; the best epoch's weights are kept.
+    ``progress(history entry)`` after each epoch."""
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     aug = augmenter(cfg.seed)
@@ -153,6 +155,8 @@ def fit(net: MviResNet18, train: list[PatientCrops], val: list[PatientCrops], cf
         history.append({"epoch": epoch + 1, "loss": round(total / max(len(items), 1), 4),
                         "val_auc": round(auc, 4), "seconds": round(time.perf_counter() - t0, 1)})
         log(f"epoch {epoch + 1}: {history[-1]}")
+        if progress is not None:
+            progress(history[-1])
         if not auc <= best_auc:  # also takes the first (nan) epoch
             best, best_auc, stale = copy.deepcopy(net.state_dict()), auc, 0
         else:
@@ -173,16 +177,39 @@ def fit(net: MviResNet18, train: list[PatientCrops], val: list[PatientCrops], cf
     return Trained(net, threshold, validation, history)
 
 
-def train_variants(patients: list[PatientCrops], cfg: TrainConfig,
-                   log: Callable[[str], None] = print) -> dict[str, Trained]:
-    """Image-only first, then the clinical variant from its weights."""
+def train_variants(patients: list[PatientCrops], cfg: TrainConfig, log: Callable[[str], None] = print,
+                   validation: list[PatientCrops] | None = None,
+                   progress: Callable[[str, dict], None] | None = None) -> dict[str, Trained]:
+    """Image-only first, then the clinical variant from its weights.
+
+    ``patients`` are the training set when ``validation`` is given (the cohort's patient
+    split), else split here (:func:`split_patients`). The clinical variant trains and
+    validates on the patients with every factor known; it is left out when none in
+    training has them. ``progress(variant, history entry)`` after each epoch.
+    """
     set_determinism(seed=cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    train, val = split_patients(patients, cfg.val_fraction, cfg.seed)
+    if validation is None:
+        train, val = split_patients(patients, cfg.val_fraction, cfg.seed)
+    else:
+        train, val = list(patients), list(validation)
     log(f"patients: {len(train)} training, {len(val)} validation (split by patient)")
     deadline = time.time() + cfg.max_minutes * 60 if cfg.max_minutes else None
     share = None if deadline is None else time.time() + 0.7 * (deadline - time.time())
-    img = fit(MviResNet18(clinical=False), train, val, cfg, cfg.epochs, log, share)
+
+    def step(variant: str):
+        return None if progress is None else (lambda entry: progress(variant, entry))
+
+    img = fit(MviResNet18(clinical=False), train, val, cfg, cfg.epochs, log, share, step("image_only"))
+    out = {"image_only": img}
+    train_c = [p for p in train if p.clinical is not None]
+    val_c = [p for p in val if p.clinical is not None]
+    if not train_c:
+        log("clinical variant not trained: no training patient has every clinical factor")
+        set_determinism(seed=None)
+        return out
+    if len(train_c) < len(train) or len(val_c) < len(val):
+        log(f"clinical variant: {len(train_c)} training, {len(val_c)} validation patients with every factor")
     set_determinism(seed=cfg.seed + 1)
     clin_net = MviResNet18(clinical=True)
     state = {k: v for k, v in img.net.state_dict().items() if not k.startswith("fc.")}
@@ -191,6 +218,6 @@ def train_variants(patients: list[PatientCrops], cfg: TrainConfig,
         clin_net.fc.weight[:, :512] = img.net.fc.weight
         clin_net.fc.weight[:, 512:] = 0.0
         clin_net.fc.bias[:] = img.net.fc.bias
-    clin = fit(clin_net, train, val, cfg, cfg.clinical_epochs, log, deadline)
+    out["clinical"] = fit(clin_net, train_c, val_c, cfg, cfg.clinical_epochs, log, deadline, step("clinical"))
     set_determinism(seed=None)
-    return {"image_only": img, "clinical": clin}
+    return out
