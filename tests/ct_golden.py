@@ -77,14 +77,14 @@ def sr_summary(sr) -> dict[str, Any]:
     }
 
 
-def outputs(root: Path, model_root: Path) -> dict[str, Any]:
+def outputs(root: Path, model_root: Path, version: str | None = None) -> dict[str, Any]:
     """Per exam: each recipe result's probabilities and the SR/SC the report builds."""
     from mvi_node.clinical import NullClinicalSource, open_source
     from mvi_node.infer import Engine, ModelRegistry
     from mvi_node.report.outputs import build_results
     from mvi_node.select.engine import select_path
 
-    registry = ModelRegistry([model_root])
+    registry = ModelRegistry([model_root], pins={"ct_ap_resnet18": version} if version else None)
     out: dict[str, Any] = {}
     for name, _kwargs, clinical in EXAMS:
         folder = root / name

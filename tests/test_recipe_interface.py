@@ -37,7 +37,8 @@ def test_package_recipes_come_from_the_entry_point_group():
 def test_ct_recipe_outputs_match_the_code_before_the_interface(golden_exams):
     """Same probabilities (1e-6), same SR content tree and UIDs, same captures."""
     expected = json.loads(REFERENCE.read_text(encoding="utf-8"))["exams"]
-    got = json.loads(json.dumps(outputs(golden_exams, DEFAULT_ROOT)))
+    # the reference was made with 0.1.0, the model the code before the interface served
+    got = json.loads(json.dumps(outputs(golden_exams, DEFAULT_ROOT, "0.1.0")))
     assert set(got) == set(expected)
     for name, entries in expected.items():
         assert len(got[name]) == len(entries), name
@@ -182,7 +183,8 @@ def test_stored_calibration_is_applied_when_serving_and_said_in_the_sr(golden_ex
 
     folder = golden_exams / "seg_clinical_pos"
     [exam] = select_path(folder / "dicom")
-    plain = Engine(ModelRegistry([DEFAULT_ROOT]), open_source(folder / "clinical")).run_exam(exam)[0]
+    plain = Engine(ModelRegistry([DEFAULT_ROOT], pins={"ct_ap_resnet18": "0.1.0"}),
+                   open_source(folder / "clinical")).run_exam(exam)[0]
     cal = Engine(ModelRegistry([tmp_path / "models"]), open_source(folder / "clinical")).run_exam(exam)[0]
     p = plain.probability
     expected = 1 / (1 + math.exp(-(0.5 * math.log(p / (1 - p)) - 1.0)))

@@ -682,7 +682,8 @@ def evaluate_predictions(rows: Iterable[Mapping[str, Any]], *, label: str, thres
             r["probability_b"] = other["probability"] if other else None
             r["decision_b"] = other["decision"] if other else None
         if b_rows and 0 < sum(r[label] for r in b_rows) < len(b_rows):
-            b_name = _identity(compare.get("model", {})).get("recipe", "model B")
+            b_ident = _identity(compare.get("model", {}))
+            b_name = f"{b_ident.get('recipe', 'model B')} {b_ident.get('version', '')}".strip()
             b_curve = (f"{b_name} (AUC {metrics['compare']['b']['auc']:.3f})",
                        np.array([r[label] for r in b_rows], bool), np.array([r["probability"] for r in b_rows]))
     metrics = _json_ready({k: metrics[k] for k in METRICS_KEYS if k in metrics})
