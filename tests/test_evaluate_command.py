@@ -76,3 +76,18 @@ def test_calibrate_writes_a_servable_model_whose_decisions_are_unchanged(cohort,
     ma, mb = (json.loads((d / "metrics.json").read_text(encoding="utf-8")) for d in (a, b))
     assert ma["auc"] == pytest.approx(mb["auc"], abs=1e-12)
     assert abs(mb["calibration_intercept"]) < abs(ma["calibration_intercept"])
+
+
+def test_training_from_a_cohort_calibrates_on_the_validation_split(tmp_path):
+    from mvi_node.infer import ModelRegistry
+
+    generate_ct(tmp_path / "synth", 24, seed=78, matrix=64, hard_cases="none", annotations="seg", seg_on="arterial")
+    out = tmp_path / "models" / "ct_ap_resnet18" / "8.0.0"
+    assert main(["train", "ct_ap_resnet18", "--cohort", str(tmp_path / "synth"), "--out", str(out), "--seed", "3",
+                 "--val-fraction", "0.5", "--epochs", "1", "--clinical-epochs", "1", "--max-steps", "1",
+                 "--version", "8.0.0"]) == 0
+    model = ModelRegistry([tmp_path / "models"]).get("ct_ap_resnet18")
+    for variant in model.variants.values():
+        assert variant.calibration is not None and variant.calibration.method == "platt"
+        assert "validation split" in variant.calibration.fitted_on
+        assert 0.0 < variant.threshold < 1.0

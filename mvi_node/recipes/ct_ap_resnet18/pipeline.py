@@ -85,6 +85,28 @@ def _patients(crops: list[PatientCrops]) -> int:
     return len({p.patient_id for p in crops})
 
 
+MIN_CALIBRATION_EXAMS = 10
+
+
+def _calibrate(path: Path, val: list[PatientCrops], cohort: dict[str, Any]):
+    """(Calibration, manifest table) fitted on the validation split, or (None, None) when
+    it is too small or holds one class: the graph's probabilities are then served as
+    they are, and the SR says nothing about calibration."""
+    from mvi_node.evaluation import platt_fit
+    from mvi_node.infer.calibration import Calibration
+
+    labels = np.array([p.label for p in val])
+    if len(val) < MIN_CALIBRATION_EXAMS or not 0 < labels.sum() < len(labels):
+        return None, None
+    a, b = platt_fit(labels, onnx_scores(path, val), on_logit=True)
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return None, None
+    source = str(cohort.get("source", "the training cohort"))
+    table = {"method": "platt", "a": float(a), "b": float(b), "on_logit": True,
+             "fitted_on": f"the validation split ({len(val)} exams) of {source}"}
+    return Calibration.from_manifest(table, "validation"), table
+
+
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -125,17 +147,25 @@ def main(args: argparse.Namespace) -> int:
     for name, tr in trained.items():
         path = export_onnx(tr.net, out / FILES[name])
         metrics = {"validation": tr.validation}
+        # Platt scaling on the validation split, as served (mvi_node.infer.calibration)
+        calibration, table = _calibrate(path, [p for p in val_set if name != "clinical" or p.clinical is not None],
+                                        cohort)
+        threshold = float(calibration.apply(tr.threshold)) if calibration else tr.threshold
         scored = [p for p in test if name != "clinical" or p.clinical is not None]
         if scored:
             labels = np.array([p.label for p in scored])
             scores = onnx_scores(path, scored)
+            if calibration is not None:
+                scores = np.asarray(calibration.apply(scores), float)
             if 0 < labels.sum() < len(labels):
-                metrics["test"] = {**ev.metrics_at(labels, scores, tr.threshold),
+                metrics["test"] = {**ev.metrics_at(labels, scores, threshold),
                                    **ev.calibration_metrics(labels, scores)}
             else:
                 metrics["test"] = {"note": "test holds one class only", "patients": len(scored)}
         metrics["history"] = json.dumps(tr.history)
-        variants[name] = variant_entry(path, tr.threshold, metrics, out)
+        variants[name] = variant_entry(path, threshold, metrics, out)
+        if table:
+            variants[name]["calibration"] = table
     wall = time.time() - t0
     command = "mvi-node " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     synthetic = _synthetic(cohort)
