@@ -133,3 +133,40 @@ def test_destination_spec_parsing():
     for bad in ("PACS", "PACS@host", "@host:104", "WAY_TOO_LONG_AE_TITLE@h:1", "A@h:0", "A@h:70000"):
         with pytest.raises(ValueError):
             Destination.parse(bad)
+
+
+def test_a_silent_destination_delays_a_live_one_by_the_timeout_at_most(tmp_path):
+    """A peer that accepts TCP and never answers (a loopback socket) holds the one
+    dispatch worker for ``timeout_s``, then the live destination gets its results."""
+    import socket
+    import time as _time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections in the kernel, never reads or answers
+    live_port = free_port()
+    s = load_settings(None, {"data_dir": str(tmp_path / "var"), "listener.port": free_port(), "admin.enabled": False,
+                             "dispatch.destinations": [f"SILENT@127.0.0.1:{silent.getsockname()[1]}",
+                                                       f"PACS@127.0.0.1:{live_port}"],
+                             "dispatch.timeout_s": 2.0, "dispatch.backoff_initial_s": 60.0, "dispatch.max_attempts": 2})
+    node = Node(s)
+    for w in node.workers:
+        w.poll_seconds = 0.1
+    scp = StoreSCP(live_port, tmp_path / "pacs").start()
+    try:
+        started = _time.monotonic()
+        assert node.readiness[f"destination:SILENT@127.0.0.1:{silent.getsockname()[1]}"]()[0] is False
+        assert _time.monotonic() - started < 2.0 + 1.5  # readiness does not hang either
+        node.start()
+        files = plain_ct_series(tmp_path / "results", slices=2, matrix=32, seed=63)
+        silent_job, live_job = enqueue_dispatch(node.jobs, files, node.destinations, "r3", "1.2.3", max_attempts=2)
+        started = _time.monotonic()
+        _wait_state(node, live_job.id, {JobState.DONE}, timeout=20)
+        assert _time.monotonic() - started < 2.0 + 5.0  # the timeout, plus sending two files on a busy CPU
+        assert len(scp.received()) == 2
+        failed = node.jobs.get(silent_job.id)
+        assert failed.state is JobState.QUEUED and "silent for 2 s" in failed.last_error
+    finally:
+        node.stop()
+        scp.stop()
+        silent.close()

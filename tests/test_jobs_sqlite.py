@@ -105,3 +105,34 @@ def test_worker_outcomes(store):
     assert store.get(a.id).result["value"] == 1
     assert store.get(b.id).state is JobState.DEAD and store.get(b.id).attempts == 2
     assert store.get(c.id).state is JobState.FAILED and store.get(c.id).last_error == "no such study"
+
+
+def _claim_and_die(path):
+    """A worker process that dies (as by OOM or kill -9) while running its job."""
+    import os
+
+    store = open_job_store("sqlite", path)
+    store.recover()  # what the node does at start
+    if store.claim() is not None:
+        os._exit(137)
+    os._exit(0)
+
+
+def test_a_job_that_kills_the_process_ends_dead_lettered_not_crash_looping(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    store = open_job_store("sqlite", path, max_attempts=3)
+    job = store.enqueue("study", "poison", {"study_uid": "1.2.3"})
+    store.close()
+    ctx = mp.get_context("spawn")
+    codes = []
+    for _ in range(5):  # five restarts of a node that dies on the job
+        proc = ctx.Process(target=_claim_and_die, args=(path,))
+        proc.start()
+        proc.join(60)
+        codes.append(proc.exitcode)
+    assert codes == [137, 137, 137, 0, 0]  # three attempts, then nothing left to die on
+    after = open_job_store("sqlite", path)
+    after.recover()
+    dead = after.get(job.id)
+    assert dead.state is JobState.DEAD and dead.attempts == 3
+    assert "died while running it 3 time(s)" in dead.last_error

@@ -122,7 +122,7 @@ class Node:
         self.workers += [
             JobWorker(
                 self.jobs,
-                {DISPATCH_JOB: make_dispatch_handler(calling_ae, dispatch_tls)},
+                {DISPATCH_JOB: make_dispatch_handler(calling_ae, dispatch_tls, settings.dispatch.timeout_s)},
                 backoff_seconds=settings.dispatch.backoff_initial_s,
                 backoff_max_seconds=settings.dispatch.backoff_max_s,
                 name=f"dispatch-{i}",
@@ -138,7 +138,7 @@ class Node:
         }
         for dest in self.destinations:
             self.readiness[f"destination:{dest}"] = (
-                lambda d=dest: (echo(d, calling_ae, dispatch_tls), "C-ECHO")
+                lambda d=dest: (echo(d, calling_ae, dispatch_tls, min(5.0, settings.dispatch.timeout_s)), "C-ECHO")
             )
         self.orthanc_routers: list = []
         self.catch_up = None

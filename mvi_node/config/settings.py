@@ -171,6 +171,9 @@ class DispatchSettings(_Section):
     backoff_max_s: float = Field(default=900.0, gt=0)
     max_attempts: int = Field(default=8, ge=1, le=100)
     workers: int = Field(default=1, ge=1, le=16)
+    #: connection, ACSE, DIMSE and network timeout of every outgoing association (a peer
+    #: that accepts TCP and never answers holds a dispatch worker this long, not minutes)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
 
     @field_validator("destinations")
     @classmethod

@@ -47,7 +47,7 @@ def enqueue_dispatch(
     return queued
 
 
-def make_dispatch_handler(calling_ae: str, tls_context=None):
+def make_dispatch_handler(calling_ae: str, tls_context=None, timeout: float = 30.0):
     def handle(job: Job) -> dict[str, Any]:
         dest = Destination.parse(job.payload["destination"], tls=job.payload.get("tls", False))
         files = [Path(f) for f in job.payload["files"]]
@@ -56,7 +56,7 @@ def make_dispatch_handler(calling_ae: str, tls_context=None):
             raise PermanentJobError(f"result files missing: {', '.join(missing)}")
         started = time.monotonic()
         try:
-            report = send_files(dest, files, calling_ae, tls_context)
+            report = send_files(dest, files, calling_ae, tls_context, timeout)
         except DispatchError:
             RESULTS_FAILED.labels(destination=str(dest)).inc(len(files))
             raise

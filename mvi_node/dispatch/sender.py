@@ -30,9 +30,14 @@ class SendReport:
     warnings: int
 
 
-def _ae(calling_ae: str, sop_classes: set[str]) -> AE:
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+def _timeouts(ae: AE, seconds: float) -> AE:
+    """Every wait of an outgoing association bounded: TCP connect, ACSE, DIMSE, network."""
+    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = seconds
+    return ae
+
+
+def _ae(calling_ae: str, sop_classes: set[str], timeout: float) -> AE:
+    ae = _timeouts(AE(ae_title=calling_ae), timeout)
     for uid in sorted(sop_classes):
         ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     return ae
@@ -46,14 +51,16 @@ def _tls_args(dest: Destination, tls_context: ssl.SSLContext | None):
 
 
 def send_files(
-    dest: Destination, files: list[Path], calling_ae: str = "MVI_NODE", tls_context: ssl.SSLContext | None = None
+    dest: Destination, files: list[Path], calling_ae: str = "MVI_NODE", tls_context: ssl.SSLContext | None = None,
+    timeout: float = 30.0,
 ) -> SendReport:
     """Send ``files`` on one association; raise :class:`DispatchError` unless all succeed."""
     datasets = [dcmread(f) for f in files]
-    ae = _ae(calling_ae, {str(ds.SOPClassUID) for ds in datasets})
+    ae = _ae(calling_ae, {str(ds.SOPClassUID) for ds in datasets}, timeout)
     assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=_tls_args(dest, tls_context))
     if not assoc.is_established:
-        reason = "association rejected" if assoc.is_rejected else "no association (peer down or unreachable)"
+        reason = ("association rejected" if assoc.is_rejected
+                  else f"no association (peer down, unreachable or silent for {timeout:g} s)")
         raise DispatchError(f"{dest}: {reason}")
     sent: list[str] = []
     warnings = 0
@@ -73,10 +80,10 @@ def send_files(
     return SendReport(sent, warnings)
 
 
-def echo(dest: Destination, calling_ae: str = "MVI_NODE", tls_context: ssl.SSLContext | None = None) -> bool:
-    """C-ECHO the destination (readiness)."""
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.network_timeout = 5
+def echo(dest: Destination, calling_ae: str = "MVI_NODE", tls_context: ssl.SSLContext | None = None,
+         timeout: float = 5.0) -> bool:
+    """C-ECHO the destination (readiness): ``False`` within ``timeout`` when it does not answer."""
+    ae = _timeouts(AE(ae_title=calling_ae), timeout)
     ae.add_requested_context(Verification)
     assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=_tls_args(dest, tls_context))
     if not assoc.is_established:

@@ -112,12 +112,17 @@ class SqliteJobStore(SqliteDatabase):
         return _job(row)
 
     def recover(self) -> int:
-        """After a restart: jobs left ``running`` by the dead process run again."""
+        """After a restart: jobs left ``running`` by the dead process run again, unless
+        that was their last attempt. A claim counts as an attempt, so a job that kills the
+        process (OOM, segfault, kill -9) ends dead-lettered instead of crash-looping."""
+        now = time.time()
         with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'dead', updated_at = ?, last_error = 'the node died while running it '"
+                " || attempts || ' time(s) (crash loop?); not retried' WHERE state = 'running'"
+                " AND attempts >= max_attempts", (now,))
             cur = db.execute(
-                "UPDATE jobs SET state = 'queued', not_before = 0, updated_at = ? WHERE state = 'running'",
-                (time.time(),),
-            )
+                "UPDATE jobs SET state = 'queued', not_before = 0, updated_at = ? WHERE state = 'running'", (now,))
             return cur.rowcount
 
     def get(self, job_id: int) -> Job | None:
