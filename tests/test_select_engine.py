@@ -611,3 +611,20 @@ def test_raw_dataset_without_preamble_is_read(tmp_path):
     (tmp_path / "junk.bin").write_bytes(b"\x08\x00garbage" * 3)
     found = read_headers(tmp_path)
     assert [d.SOPInstanceUID for _p, d in found] == [ds.SOPInstanceUID]
+
+
+def test_axial_series_with_a_stray_coronal_image_is_still_the_arterial_phase():
+    """A real GE arterial series held one coronal reference image among its axial slices."""
+    e = Exam()
+    arterial = e.series("Arterial 5mm", time=T0, slices=12)
+    e.series("Portal 5mm", time=T0 + 35, slices=12)
+    stray = arterial[0]  # sorts first: it decided the series' orientation before
+    stray.ImageOrientationPatient = CORONAL
+    stray.ImageType = ["ORIGINAL", "PRIMARY", "REFORMATTED"]
+    exam = one(select_datasets(e.datasets))
+    series_uid = str(arterial[0].SeriesInstanceUID)
+    main = next(u for u in exam.units if u.uid == series_uid)
+    split = next(u for u in exam.units if u.uid == f"{series_uid}~1")
+    assert main.role == "ct_arterial" and len(main.datasets) == 11
+    assert split.role == "other" and split.datasets == [stray]
+    assert exam.winners()["ct_arterial"] is main

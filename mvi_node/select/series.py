@@ -261,8 +261,30 @@ def _split_phases(datasets: list[Dataset]) -> list[tuple[int, list[Dataset]]] | 
     return sorted(groups.items())
 
 
+def _geometry_key(ds: Dataset) -> tuple:
+    """What images of one stack share: orientation, matrix, and not being a localizer."""
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    return (orientation(ds), _float(ds.get("Rows")), _float(ds.get("Columns")), "LOCALIZER" in image_type)
+
+
+def split_geometry(items: list[Dataset]) -> tuple[list[Dataset], list[list[Dataset]]]:
+    """(the series' main stack, the other stacks): real series carry a coronal reference
+    image, a localizer or a second stack among their axial slices; each of those is a
+    unit of its own, so that one stray image does not make the whole series "coronal"."""
+    groups: dict[tuple, list[Dataset]] = {}
+    for ds in items:
+        groups.setdefault(_geometry_key(ds), []).append(ds)
+    if len(groups) < 2:
+        return items, []
+    # the main stack: the most images, then the most distinct positions, axial first
+    ranked = sorted(groups.values(), key=lambda g: (-len(g), -len({_position(d) for d in g}),
+                                                    orientation(g[0]) != "axial", _instance_key(g[0])))
+    return ranked[0], ranked[1:]
+
+
 def build_units(headers: Iterable[Dataset]) -> list[Unit]:
-    """Group headers into units, splitting multi-phase series."""
+    """Group headers into units: one per stack of a series (strays split off), and one
+    per phase of a multi-phase stack."""
     series: dict[str, list[Dataset]] = {}
     for ds in headers:
         series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
@@ -270,6 +292,10 @@ def build_units(headers: Iterable[Dataset]) -> list[Unit]:
     for series_uid, items in series.items():
         items.sort(key=_instance_key)
         study_uid = str(items[0].get("StudyInstanceUID", ""))
+        items, strays = split_geometry(items)
+        for k, group in enumerate(strays, 1):
+            # own units, "<series>~k": selection judges them apart (mostly role "other")
+            units.append(Unit(f"{series_uid}~{k}", series_uid, study_uid, None, group))
         phases = _split_phases(items)
         if phases:
             for phase, group in phases:
