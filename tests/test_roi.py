@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
@@ -194,3 +196,51 @@ def test_tid1500_scoord3d_polygon_in_patient_coordinates(tmp_path):
     expect = np.zeros((128, 128), bool)
     expect[30:50, 60:90] = True
     assert np.array_equal(roi.mask[7], expect)
+
+
+def _organ_seg(entry, tmp_path, headers, label: str = "Liver") -> Path:
+    """A second SEG, as a real GE exam carried: segment "Liver" (SCT 10200004, category
+    Anatomical Structure) over the whole liver of the arterial series."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    target = _series(headers, _role(entry, "ct_arterial"))
+    ordered = sorted(target, key=lambda d: int(d.InstanceNumber))
+    liver = np.load(tmp_path / entry["truth"]["dir"] / "liver.npy") > 0
+    keep = [i for i in range(len(ordered)) if liver[i].any()]
+    sources = [pydicom.dcmread(ordered[i].filename) for i in keep]
+    desc = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=label,
+        segmented_property_category=codes.SCT.AnatomicalStructure, segmented_property_type=codes.SCT.Liver,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=liver[keep].astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[desc],
+        series_instance_uid=generate_uid(), series_number=90, sop_instance_uid=generate_uid(), instance_number=1,
+        manufacturer="test", manufacturer_model_name="test", software_versions="1", device_serial_number="1")
+    path = tmp_path / "liver_seg.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_liver_seg_beside_the_tumour_seg_is_the_liver_not_the_tumour(tmp_path):
+    entry, headers = _exam(tmp_path, annotations="seg", seg_on="arterial")
+    target = _series(headers, _role(entry, "ct_arterial"))
+    path = _organ_seg(entry, tmp_path, headers)
+    organ = pydicom.dcmread(path, stop_before_pixels=True)
+    organ.filename = str(path)
+    # the liver SEG first: it used to win as "the only segment"
+    roi = find_roi([organ, *headers], target)
+    assert isinstance(roi, Roi) and roi.source == "seg"
+    assert np.array_equal(roi.mask, _truth_on(entry, tmp_path, target))
+    assert roi.liver is not None and roi.liver.sum() > 5 * roi.mask.sum()
+    assert (roi.mask & roi.liver).sum() > 0.95 * roi.mask.sum()  # the tumour lies in the liver
+
+
+def test_an_exam_whose_only_outline_is_an_organ_has_no_tumour_roi(tmp_path):
+    entry, headers = _exam(tmp_path, annotations="none")
+    path = _organ_seg(entry, tmp_path, headers)
+    organ = pydicom.dcmread(path, stop_before_pixels=True)
+    organ.filename = str(path)
+    roi = find_roi([organ, *headers], _series(headers, _role(entry, "ct_arterial")))
+    assert isinstance(roi, NoRoi) and any("no tumour segment (only Liver)" in r for r in roi.reasons)

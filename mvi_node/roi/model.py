@@ -27,6 +27,8 @@ class Roi:
     kind: str = "mask"
     mapped: bool = False  # drawn on another series and brought over through patient coordinates
     notes: list[str] = field(default_factory=list)
+    #: the liver on the same grid, when the exam outlines it as an organ (crop limits, seed 003's ring)
+    liver: np.ndarray | None = None
 
     @property
     def slices(self) -> list[int]:

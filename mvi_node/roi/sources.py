@@ -1,7 +1,9 @@
 """The four annotation sources, tried in order; the first that yields a tumour wins.
 
-1. DICOM SEG (PS3.3 A.51) read with highdicom ``segread``: the segment whose label or
-   property type says tumour/lesion/neoplasm (or the only segment).
+1. DICOM SEG (PS3.3 A.51) read with highdicom ``segread``: the segment whose label,
+   property type or category says tumour/lesion/neoplasm (or the only segment, unless it
+   is an organ). An organ segment is never the tumour: a liver segment becomes the ROI's
+   liver mask; an exam whose only outline is an organ has no tumour ROI, and says so.
 2. RT Structure Set (PS3.3 A.19): a CLOSED_PLANAR contour of a ROI named or
    interpreted as tumour/GTV; contour points are patient coordinates.
 3. TID 1500 Measurement Report (PS3.16): SCOORD planar ROIs (on a referenced image) or
@@ -31,6 +33,13 @@ log = logging.getLogger(__name__)
 
 TUMOUR_RE = re.compile(r"tum(o|ou)r|lesion|neoplasm|hcc|gtv|mass|nodule|carcinoma|läsion|tumeur|tumor|肿瘤|腫瘍", re.I)
 NEOPLASM_CODES = {"108369006", "86049000", "25370001", "52988006"}  # SCT neoplasm, malignant, HCC, lesion
+#: SCT 49755003 Morphologically abnormal structure: the category of lesions (CID 7150)
+LESION_CATEGORIES = {"49755003"}
+#: SCT 123037004 / 91723000 Anatomical structure, the category of organs (CID 7150)
+ANATOMY_CATEGORIES = {"123037004", "91723000"}
+LIVER_CODES = {"10200004"}  # SCT Liver
+ORGAN_RE = re.compile(r"liver|leber|foie|h[ií]gado|fegato|organ|肝", re.I)
+LIVER_RE = re.compile(r"liver|leber|foie|h[ií]gado|fegato|肝", re.I)
 
 
 def _full(ds: Dataset) -> Dataset:
@@ -42,6 +51,21 @@ def _full(ds: Dataset) -> Dataset:
 
 def _is_tumour(label: str, codes: Iterable[str] = ()) -> bool:
     return bool(TUMOUR_RE.search(label or "")) or bool(NEOPLASM_CODES & set(codes))
+
+
+def segment_kind(segment: Dataset) -> str:
+    """"tumour", "liver", "organ" or "unknown" from a SEG segment's label, property type
+    and property category (PS3.3 C.8.20.4)."""
+    label = str(segment.get("SegmentLabel", "") or "")
+    types = {str(c.CodeValue) for c in segment.get("SegmentedPropertyTypeCodeSequence", [])}
+    cats = {str(c.CodeValue) for c in segment.get("SegmentedPropertyCategoryCodeSequence", [])}
+    if (_is_tumour(label, types) or cats & LESION_CATEGORIES) and not cats & ANATOMY_CATEGORIES:
+        return "tumour"
+    if types & LIVER_CODES or (LIVER_RE.search(label) and not _is_tumour(label)):
+        return "liver"
+    if cats & ANATOMY_CATEGORIES or ORGAN_RE.search(label):
+        return "organ"
+    return "unknown"
 
 
 class RoiSource(Protocol):
@@ -63,27 +87,39 @@ class SegSource:
     def find(self, objects, target, images):
         import highdicom as hd
 
-        notes = []
+        notes, found, liver = [], None, None
         for obj in objects:
             seg = hd.seg.segread(_full(obj).filename) if getattr(obj, "filename", None) else hd.seg.Segmentation.from_dataset(obj)
             if not _same_frame(str(seg.get("FrameOfReferenceUID", "") or ""), target):
                 notes.append(f"SEG {seg.SOPInstanceUID}: other frame of reference")
                 continue
             segs = list(seg.SegmentSequence)
-            chosen = [s for s in segs if _is_tumour(str(s.get("SegmentLabel", "")),
-                      [str(c.CodeValue) for c in s.get("SegmentedPropertyTypeCodeSequence", [])])]
-            if not chosen and len(segs) == 1:
-                chosen = segs
-            if not chosen:
-                notes.append(f"SEG {seg.SOPInstanceUID}: no tumour segment")
+            kinds = {int(s.SegmentNumber): segment_kind(s) for s in segs}
+            livers = {n for n, k in kinds.items() if k == "liver"}
+            if livers and liver is None:
+                mask = planes_to_series(self._planes(seg, livers), target)
+                liver = mask if mask.any() else None
+            numbers = {n for n, k in kinds.items() if k == "tumour"}
+            if not numbers and len(segs) == 1 and kinds[int(segs[0].SegmentNumber)] == "unknown":
+                numbers = {int(segs[0].SegmentNumber)}
+            if not numbers:
+                organs = ", ".join(sorted({str(s.get("SegmentLabel", "") or k) for s, k in
+                                           ((s, kinds[int(s.SegmentNumber)]) for s in segs)}))
+                notes.append(f"SEG {seg.SOPInstanceUID}: no tumour segment (only {organs})" if kinds else
+                             f"SEG {seg.SOPInstanceUID}: no segment")
                 continue
-            numbers = {int(s.SegmentNumber) for s in chosen}
+            if found is not None:
+                continue
             planes = self._planes(seg, numbers)
             mask = planes_to_series(planes, target)
             if mask.any():
                 mapped = not all(p.sop_uid in target.sop_index for p in planes if p.mask.any())
-                return Roi(mask, target, self.name, str(seg.SOPInstanceUID), "mask", mapped)
-            notes.append(f"SEG {seg.SOPInstanceUID}: tumour segment does not reach the target series")
+                found = Roi(mask, target, self.name, str(seg.SOPInstanceUID), "mask", mapped)
+            else:
+                notes.append(f"SEG {seg.SOPInstanceUID}: tumour segment does not reach the target series")
+        if found is not None:
+            found.liver = liver
+            return found
         return "; ".join(notes) or "no SEG"
 
     @staticmethod
@@ -142,7 +178,8 @@ class RtStructSource:
                      for o in ds.get("RTROIObservationsSequence", [])}
             for rc in ds.get("ROIContourSequence", []):
                 n = int(rc.ReferencedROINumber)
-                if not _is_tumour(names.get(n, "") + " " + kinds.get(n, "")) or not _same_frame(frames.get(n), target):
+                organ = kinds.get(n, "").upper() in ("ORGAN", "EXTERNAL", "AVOIDANCE", "BOLUS")
+                if organ or not _is_tumour(names.get(n, "") + " " + kinds.get(n, "")) or not _same_frame(frames.get(n), target):
                     continue
                 polys = [("POLYGON", np.asarray(c.ContourData, float).reshape(-1, 3))
                          for c in rc.get("ContourSequence", []) if str(c.get("ContourGeometricType", "")) == "CLOSED_PLANAR"]
