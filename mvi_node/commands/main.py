@@ -23,7 +23,20 @@ def _settings_from(args: argparse.Namespace, extra: dict[str, Any] | None = None
     return load_settings(getattr(args, "config", None), overrides)
 
 
+def _onnxruntime_missing() -> bool:
+    try:
+        import onnxruntime  # noqa: F401 - the node serves nothing without it
+    except ImportError:
+        return True
+    return False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    if _onnxruntime_missing():
+        print("ONNX Runtime is not installed: install the node with its 'cpu' extra "
+              "(pip install 'mvi-node[cpu]'), or 'gpu' on a machine with CUDA (pip install 'mvi-node[gpu]')",
+              file=sys.stderr)
+        return 2
     from mvi_node.app.node import serve
 
     settings = _settings_from(

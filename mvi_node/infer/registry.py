@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -17,7 +18,17 @@ from mvi_node.infer.manifest import ManifestError, ModelInfo, load_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "models"
+def _default_root() -> Path:
+    """The shipped models: the checkout's ``models/`` (a clone, an editable install), else
+    the copy an installed wheel carries under ``<prefix>/share/mvi-node/models``
+    (pyproject's data-files), so every install finds the reference model."""
+    checkout = Path(__file__).resolve().parents[2] / "models"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "mvi-node" / "models"
+
+
+DEFAULT_ROOT = _default_root()
 
 
 def _version_key(v: str) -> tuple:
