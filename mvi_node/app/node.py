@@ -20,6 +20,7 @@ from mvi_node.dispatch.sender import echo
 from mvi_node.app.engine import build_engine, model_readiness
 from mvi_node.jobs import open_job_store
 from mvi_node.pipeline import StudyPipeline
+from mvi_node.pipeline.lineage import ResultLineage
 from mvi_node.jobs.worker import JobWorker
 from mvi_node.logs import setup_logging
 from mvi_node.receive.handlers import ListenerHandlers
@@ -110,6 +111,7 @@ class Node:
             write=save_outputs,
             results_dir=settings.results_dir,
             secondary_captures=settings.models.secondary_captures,
+            lineage=ResultLineage(settings.data_dir / "results.sqlite3"),
         )
         if self.destinations:
             handler.sinks.append(CStoreSink(self.jobs, self.destinations, settings.dispatch.max_attempts))

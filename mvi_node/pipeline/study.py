@@ -14,10 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from pydicom import dcmread
+
 from mvi_node.dispatch.sink import ResultSet, ResultSink
 from mvi_node.jobs.store import Job
 from mvi_node.jobs.worker import PermanentJobError
 from mvi_node.metrics import EXAMS_SKIPPED, PREDICTED_PROBABILITY, SERIES_SELECTED, observe_stage
+from mvi_node.pipeline.lineage import ResultLineage, SentResult
+from mvi_node.report.build import content_digest
+from mvi_node.report.kos import rejection_note
 from mvi_node.select.job import staged_exams
 from mvi_node.select.recipes import RecipeNeeds
 from mvi_node.select.report import build_report
@@ -46,8 +51,9 @@ def _count_selection(report: dict[str, Any]) -> None:
             EXAMS_SKIPPED.labels(reason="no eligible series").inc()
 
 
-#: builds result datasets (SR first, then SCs) for one exam x recipe result
-ReportBuilder = Callable[[Any, Any, int], list]
+#: builds result datasets (SR first, then SCs) for one exam x recipe result; keywords
+#: ``version`` and ``predecessors`` make a superseding version
+ReportBuilder = Callable[..., list]
 #: writes datasets durably, returns paths
 ResultWriter = Callable[[list, Path], list[Path]]
 
@@ -73,6 +79,8 @@ class StudyPipeline:
     secondary_captures: int = 3
     #: where results go (C-STORE destinations, Orthanc)
     sinks: list[ResultSink] = field(default_factory=list)
+    #: the version of each result last sent (None: every result is a first version)
+    lineage: ResultLineage | None = None
 
     @property
     def needs(self) -> list[RecipeNeeds]:
@@ -122,14 +130,40 @@ class StudyPipeline:
             datasets = self.report(res, exam, self.secondary_captures)
             if not datasets:
                 return {"files": [], "dispatch_jobs": []}
-            folder = self.results_dir / str(datasets[0].StudyInstanceUID)  # type: ignore[operator]
-            files = self.write(datasets, folder)
-        result = ResultSet(tuple(files), str(datasets[0].SOPInstanceUID), str(datasets[0].StudyInstanceUID),
-                           job.created_at)
+            digest = content_digest(datasets)
+            study = str(datasets[0].StudyInstanceUID)
+            lineage = ResultLineage.key(study, res.recipe, "")
+            prev = self.lineage.current(lineage) if self.lineage is not None else None
+            version, superseded = 1, ()
+            if prev is not None and prev.digest == digest and all(f.exists() for f in prev.files):
+                # the same result again (a retry, a resend): what was sent stands
+                files, version, superseded, sr_uid = list(prev.files), prev.version, prev.superseded, prev.sr_uid
+            else:
+                if prev is not None:
+                    datasets, version, superseded = self._superseding(res, exam, prev)
+                files = self.write(datasets, self.results_dir / study)  # type: ignore[operator]
+                sr_uid = str(datasets[0].SOPInstanceUID)
+        # dispatch keyed on the content: a changed result is a new delivery even under old UIDs
+        result = ResultSet(tuple(files), f"{sr_uid}:{digest[:16]}", study, job.created_at)
         queued = [j for sink in self.sinks for j in sink.queue(result)]
-        return {
-            "sr": str(datasets[0].SOPInstanceUID),
-            "files": [str(f) for f in files],
-            "dispatch_jobs": [j.id for j in queued],
-        }
+        if self.lineage is not None:
+            self.lineage.record(lineage, SentResult(version, digest, sr_uid, tuple(files), tuple(superseded)))
+        out = {"sr": sr_uid, "version": version, "files": [str(f) for f in files],
+               "dispatch_jobs": [j.id for j in queued]}
+        if superseded:
+            out["supersedes"] = superseded[-1]
+        return out
 
+    def _superseding(self, res, exam, prev: SentResult) -> tuple[list, int, tuple[str, ...]]:
+        """The next version: SR naming its predecessor, captures, and a rejection note
+        (IHE IOCM) for every instance of the version it replaces."""
+        old = [dcmread(f) for f in prev.files if f.exists()]
+        old_sr = [d for d in old if str(d.get("Modality", "")) == "SR"][:1]
+        version = prev.version + 1
+        datasets = self.report(res, exam, self.secondary_captures, version=version, predecessors=old_sr)
+        rejected = [d for d in old if str(d.get("Modality", "")) != "KO"]  # never reject an earlier note
+        if rejected:
+            datasets.append(rejection_note(rejected, str(datasets[0].SOPInstanceUID),
+                                           f"Superseded by version {version} of this result"))
+        log.info("result %s superseded by version %d", prev.sr_uid, version)
+        return datasets, version, (*prev.superseded, prev.sr_uid)

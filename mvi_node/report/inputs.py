@@ -152,6 +152,9 @@ class ReportInput:
     procedure: Code = CT_PROCEDURE
     #: (recipe, why) per candidate recipe when no recipe could evaluate the exam
     not_run: tuple[tuple[str, str], ...] = ()
+    #: 1 for a first result; n > 1 supersedes version n-1, whose SR is ``predecessors``
+    version: int = 1
+    predecessors: list[Dataset] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.endpoint is None:

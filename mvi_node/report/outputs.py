@@ -119,7 +119,12 @@ def report_input_from_engine(res: Any, exam) -> ReportInput | None:
     return ReportInput(evidence=evidence, lesions=lesions, **base)
 
 
-def build_results(res: Any, exam, secondary_captures: int = 3) -> list:
-    """SR first, then up to ``secondary_captures`` Grad-CAM SCs, all in the source study."""
+def build_results(res: Any, exam, secondary_captures: int = 3, version: int = 1,
+                  predecessors: list[Dataset] | tuple = ()) -> list:
+    """SR first, then up to ``secondary_captures`` Grad-CAM SCs, all in the source study.
+    ``version`` > 1 supersedes the earlier version whose SR is in ``predecessors``."""
     inp = report_input_from_engine(res, exam)
-    return build_outputs(inp, secondary_captures) if inp is not None else []
+    if inp is None:
+        return []
+    inp.version, inp.predecessors = version, list(predecessors)
+    return build_outputs(inp, secondary_captures)

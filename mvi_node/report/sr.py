@@ -204,6 +204,7 @@ def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
         is_complete=True,
         series_description=(caution + f"{inp.endpoint.title} AI result")[:64],
         contributing_equipment=[equipment],
+        previous_versions=inp.predecessors or None,
     )
     sr.ContentDescription = (f"{title_of(inp)}" + (" - NOT FOR CLINICAL USE" if model.synthetic else ""))[:64]
     scheme = Dataset()

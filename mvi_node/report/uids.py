@@ -2,7 +2,9 @@
 
 Derived from the source exam (StudyInstanceUID + sorted source series) and the model's
 sha256, so a retried job or a replayed archive produces the same SR and SC UIDs and
-PACS stores each result once; a new model gives new UIDs.
+PACS stores each result once; a new model gives new UIDs. A result whose content
+changed (a late instance, an operator's retry) is version 2, 3 ...: new UIDs again, and
+the pipeline supersedes the earlier version (PS3.3 C.17.2.3, IHE IOCM).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ class ResultUIDs:
     key: tuple[str, ...]
 
     @classmethod
-    def of(cls, study_uid: str, source_series: Iterable[str], sha256: str, recipe: str = "") -> "ResultUIDs":
-        return cls((str(study_uid), *sorted({str(s) for s in source_series}), recipe, sha256 or "no-model"))
+    def of(cls, study_uid: str, source_series: Iterable[str], sha256: str, recipe: str = "",
+           version: int = 1) -> "ResultUIDs":
+        key = (str(study_uid), *sorted({str(s) for s in source_series}), recipe, sha256 or "no-model")
+        return cls(key + ((f"v{version}",) if version > 1 else ()))
+
 
     @property
     def sr_series(self) -> str:
