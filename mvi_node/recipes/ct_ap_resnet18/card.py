@@ -85,7 +85,10 @@ def model_card(manifest: dict[str, Any], cohort: dict[str, Any]) -> str:
     if synthetic:
         note += (" The data are synthetic phantoms: these figures say the pipeline learns the synthetic signs; "
                  "they say nothing about real patients.")
-    if any("brier" in m for v in manifest["variants"].values() for m in v["metrics"].values() if isinstance(m, dict)):
+    if any(v.get("calibration") for v in manifest["variants"].values()):
+        note += (" Probabilities are Platt-calibrated on the validation split, as served; test figures and "
+                 "thresholds are on the calibrated scale.")
+    elif any("brier" in m for v in manifest["variants"].values() for m in v["metrics"].values() if isinstance(m, dict)):
         note += " Calibration is of the patient score (max over slices) as served, not recalibrated."
     commands = {"Data": _data_command(cohort), "Test data": _data_command(test) if test else "none"}
     return write_card(
