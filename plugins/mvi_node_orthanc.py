@@ -23,6 +23,10 @@ import urllib.request
 import orthanc  # provided by the orthanc-python plugin
 
 _pending: "queue.Queue[str]" = queue.Queue()
+#: refusals retrying cannot fix (a wrong token, a malformed hand-off): logged once, dropped;
+#: the node's /changes catch-up still finds the study
+_DROP = {401, 403, 422}
+_said: set[int] = set()
 
 
 def _settings():
@@ -42,8 +46,14 @@ def _post(url: str, token: str, study_id: str) -> bool:
     except urllib.error.HTTPError as exc:
         if exc.code == 404:  # Orthanc no longer holds the study: nothing left to hand over
             return True
+        if exc.code in _DROP:
+            if exc.code not in _said:
+                _said.add(exc.code)
+                orthanc.LogError(f"mvi-node: hand-offs refused with HTTP {exc.code} (check MviNode.Token); "
+                                 "dropped, the node's change-log catch-up imports the studies")
+            return True
         orthanc.LogWarning(f"mvi-node: hand-off of study {study_id} answered HTTP {exc.code}")
-        return False  # 401/403 (token), 422, 5xx (node or Orthanc busy): retried
+        return False  # 5xx (node or Orthanc busy): retried
     except (urllib.error.URLError, OSError):
         return False  # node down or restarting: retried
 

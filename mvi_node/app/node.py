@@ -12,6 +12,8 @@ from typing import Callable
 
 from mvi_node.admin.clinical import ClinicalFactorStore
 from mvi_node.admin.collector import NodeCollector
+from mvi_node.common.durable import BatchSyncer
+from mvi_node.common.lockfile import DataDirInUse, DataDirLock
 from mvi_node.config import Settings
 from mvi_node.config.destination import Destination
 from mvi_node.dispatch.cstore import CStoreSink
@@ -39,12 +41,17 @@ def _listener_count(settings: Settings) -> int:
     return settings.listener.workers or os.cpu_count() or 1
 
 
-def _make_listener(settings: Settings, index: StagingIndex, shared_port: bool) -> Listener:
-    stager = Stager(settings.staging_dir, index, sync=settings.staging.durability == "fsync")
+def _make_listener(settings: Settings, index: StagingIndex, shared_port: bool,
+                   syncer: BatchSyncer | None = None) -> Listener:
+    cfg = settings.listener
+    stager = Stager(settings.staging_dir, index, sync=settings.staging.durability == "fsync",
+                    max_inflated=cfg.max_inflated_mb << 20, syncer=syncer)
     handlers = ListenerHandlers(
         stager,
-        CallerPolicy(settings.listener.allowed_callers),
-        DiskGuard(settings.data_dir, settings.listener.min_free_disk_mb * 1024 * 1024),
+        CallerPolicy(cfg.allowed_callers),
+        DiskGuard(settings.data_dir, cfg.min_free_disk_mb * 1024 * 1024),
+        unused=cfg.unused_sop_classes,
+        max_instance_bytes=cfg.max_instance_mb << 20,
     )
     per_process = max(1, -(-settings.listener.max_associations // _listener_count(settings)))
     return Listener(settings, handlers, per_process, shared_port)
@@ -78,19 +85,31 @@ def _child_listener(settings_json: str, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     settings = Settings.model_validate_json(settings_json)
     setup_logging(settings.log_level, settings.log_format)
-    listener = _make_listener(settings, StagingIndex(settings.index_db), shared_port=True)
+    syncer = _batch_syncer(settings)
+    listener = _make_listener(settings, StagingIndex(settings.index_db), shared_port=True, syncer=syncer)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
     listener.start()
     stop.wait()
     listener.stop()
+    if syncer is not None:
+        syncer.stop()
+
+
+def _batch_syncer(settings: Settings) -> BatchSyncer | None:
+    if settings.staging.durability != "batched":
+        return None
+    return BatchSyncer(settings.staging.batch_interval_s).start()
 
 
 class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        #: one node per data folder; taken first thing in start()
+        self.lock = DataDirLock(settings.data_dir)
+        self.syncer: BatchSyncer | None = None
         self.index = StagingIndex(settings.index_db)
         self.jobs = open_job_store(settings.jobs.backend, settings.jobs_db, settings.jobs.max_attempts)
         self.listener: Listener | None = None
@@ -148,7 +167,7 @@ class Node:
             from mvi_node.orthanc.wiring import wire_orthanc  # fastapi, httpx: only when enabled
 
             orthanc = wire_orthanc(settings, self.jobs, self.index)
-            self.workers.append(orthanc.worker)
+            self.workers.extend(orthanc.workers)
             if orthanc.sink is not None:
                 handler.sinks.append(orthanc.sink)
             self.orthanc_routers.append(orthanc.router)
@@ -189,12 +208,17 @@ class Node:
         self.admin.start()
 
     def start(self) -> None:
-        report = reconcile(self.settings.staging_dir, self.index)
+        # Before anything that touches another process's work (temporary files, running
+        # jobs): a second node on this folder stops here with DataDirInUse.
+        self.lock.acquire()
+        data_dir = self.settings.data_dir
+        report = reconcile(self.settings.staging_dir, self.index, data_dir / "quarantine", data_dir / "incoming")
         resumed = self.jobs.recover()
         if resumed:
             log.info("resumed %d jobs left running by the previous process", resumed)
         count = _listener_count(self.settings)
-        self.listener = _make_listener(self.settings, self.index, shared_port=count > 1)
+        self.syncer = _batch_syncer(self.settings)
+        self.listener = _make_listener(self.settings, self.index, shared_port=count > 1, syncer=self.syncer)
         self.listener.start()
         if count > 1:
             ctx = mp.get_context("spawn")
@@ -243,6 +267,9 @@ class Node:
         log.debug("completion watcher stopped")
         for worker in self.workers:
             worker.stop()
+        if self.syncer is not None:
+            self.syncer.stop()
+        self.lock.release()
         log.info("stopped")
 
 
@@ -253,6 +280,10 @@ def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     node = Node(settings)
-    node.start()
+    try:
+        node.start()
+    except DataDirInUse as exc:
+        log.error("%s", exc)
+        raise SystemExit(3) from None
     stop.wait()
     node.stop()

@@ -129,13 +129,12 @@ class SqliteJobStore(SqliteDatabase):
         row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def list(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
-        if state is None:
-            rows = self._conn().execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        else:
-            rows = self._conn().execute(
-                "SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", (JobState(state).value, limit)
-            ).fetchall()
+    def list(self, state: JobState | None = None, limit: int = 100, before_id: int | None = None) -> list[Job]:
+        sql, args = "SELECT * FROM jobs WHERE id < ?", [before_id if before_id is not None else 2**62]
+        if state is not None:
+            sql += " AND state = ?"
+            args.append(JobState(state).value)
+        rows = self._conn().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_job(r) for r in rows]
 
     def counts(self) -> dict[str, int]:

@@ -53,7 +53,8 @@ class JobStore(Protocol):
 
     def get(self, job_id: int) -> Job | None: ...
 
-    def list(self, state: JobState | None = None, limit: int = 100) -> list[Job]: ...
+    def list(self, state: JobState | None = None, limit: int = 100, before_id: int | None = None) -> list[Job]:
+        """Newest first; ``before_id`` pages on (ids below it)."""
 
     def counts(self) -> dict[str, int]: ...
 

@@ -16,7 +16,7 @@ from typing import Any
 from mvi_node.common.poller import Poller
 from mvi_node.jobs.store import Job, JobStore
 from mvi_node.orthanc.client import OrthancClient, OrthancError
-from mvi_node.stage.ingest import RejectedInstance, Stager
+from mvi_node.stage.ingest import STATUS_OUT_OF_RESOURCES, RejectedInstance, Stager
 
 log = logging.getLogger("mvi_node.orthanc")
 
@@ -62,10 +62,24 @@ def is_own_result(data: bytes) -> bool:
     return str(ds.get("Manufacturer", "")) == OWN_MANUFACTURER
 
 
-def import_study(client: OrthancClient, study_id: str, stager: Stager) -> dict[str, int]:
-    """Copy every instance of an Orthanc study into the node's staging (idempotent)."""
+class StagingFull(RuntimeError):
+    """Transient: the node's disk is below its floor or a write failed for space; the
+    import job retries with back-off (Orthanc keeps the study meanwhile)."""
+
+
+def import_study(client: OrthancClient, study_id: str, stager: Stager, disk=None) -> dict[str, int]:
+    """Copy every instance of an Orthanc study into the node's staging (idempotent).
+    ``disk`` (a :class:`~mvi_node.receive.policy.DiskGuard`): below its floor nothing is
+    taken, as at the DICOM listener."""
     counts = {"staged": 0, "duplicates": 0, "refused": 0, "own_results": 0}
+
+    def check_disk() -> None:
+        if disk is not None and disk.low():
+            raise StagingFull("free disk below the node's floor: import paused, retried later")
+
+    check_disk()
     for instance_id in client.study_instances(study_id):
+        check_disk()
         data = client.instance_file(instance_id)
         if is_own_result(data):
             counts["own_results"] += 1
@@ -74,6 +88,8 @@ def import_study(client: OrthancClient, study_id: str, stager: Stager) -> dict[s
         try:
             outcome = stager.store([meta, dataset], dataset, ts, sop_class, sop_uid, calling_ae="ORTHANC")
         except RejectedInstance as exc:
+            if exc.status == STATUS_OUT_OF_RESOURCES:  # ENOSPC and other write failures pass
+                raise StagingFull(f"staging write failed ({exc.code}): retried later") from None
             counts["refused"] += 1
             log.warning("Orthanc instance %s refused: %s", instance_id, exc.reason)
             continue
@@ -81,11 +97,11 @@ def import_study(client: OrthancClient, study_id: str, stager: Stager) -> dict[s
     return counts
 
 
-def make_import_handler(client: OrthancClient, stager: Stager):
+def make_import_handler(client: OrthancClient, stager: Stager, disk=None):
     def handle(job: Job) -> dict[str, Any]:
         study_id = job.payload["orthanc_study_id"]
         try:
-            counts = import_study(client, study_id, stager)
+            counts = import_study(client, study_id, stager, disk)
         except OrthancError as exc:
             if exc.status == 404:  # deleted since (retention after results went out)
                 return {"orthanc_study_id": study_id, "skipped": "study no longer in Orthanc"}

@@ -131,9 +131,19 @@ class RetentionSweeper:
         self.client, self.jobs, self.retention_s = client, jobs, retention_hours * 3600
         self._swept: set[int] = set()
 
+    def _done_store_jobs(self):
+        """Every done job, page by page: the newest 1000 are not all there is."""
+        before = None
+        while True:
+            page = self.jobs.list(JobState.DONE, limit=500, before_id=before)
+            if not page:
+                return
+            yield from page
+            before = page[-1].id
+
     def sweep(self, now: float | None = None) -> int:
         now, deleted = time.time() if now is None else now, 0
-        for job in self.jobs.list(JobState.DONE, limit=1000):
+        for job in self._done_store_jobs():
             if job.kind != ORTHANC_STORE_JOB or job.id in self._swept or job.result.get("staging_cleaned"):
                 continue
             if now - job.updated_at < self.retention_s:

@@ -22,6 +22,7 @@ from mvi_node.orthanc.results import ORTHANC_STORE_JOB, RetentionSweeper, make_o
 from mvi_node.orthanc.routes import orthanc_router
 from mvi_node.orthanc.sink import OrthancSink
 from mvi_node.stage.index import StagingIndex
+from mvi_node.receive.policy import DiskGuard
 from mvi_node.stage.ingest import Stager
 
 
@@ -30,8 +31,9 @@ class OrthancWiring:
     """What the node runs for Orthanc; nothing here is started yet."""
 
     client: OrthancClient
-    #: runs the import and store jobs (named "orthanc")
-    worker: JobWorker
+    #: one worker for imports ("orthanc-import"), one for stores ("orthanc-store"): a slow
+    #: PACS must not stall intake
+    workers: list[JobWorker]
     #: the "orthanc" result sink, None when no ``[orthanc] modality`` is configured
     sink: OrthancSink | None
     #: builds the admin routes given the admin API's auth dependencies
@@ -50,23 +52,22 @@ def wire_orthanc(settings: Settings, jobs: JobStore, index: StagingIndex) -> Ort
     cfg = settings.orthanc
     client = OrthancClient(cfg.url, cfg.username, cfg.password.get_secret_value() if cfg.password else None)
     stager = Stager(settings.staging_dir, index, sync=settings.staging.durability == "fsync")
-    worker = JobWorker(
-        jobs,
-        {
-            ORTHANC_IMPORT_JOB: make_import_handler(client, stager),
-            ORTHANC_STORE_JOB: make_orthanc_store_handler(client, cfg.retention_hours),
-        },
-        backoff_seconds=settings.dispatch.backoff_initial_s,
-        backoff_max_seconds=settings.dispatch.backoff_max_s,
-        name="orthanc",
-    )
+    disk = DiskGuard(settings.data_dir, settings.listener.min_free_disk_mb * 1024 * 1024)
+    backoff = dict(backoff_seconds=settings.dispatch.backoff_initial_s,
+                   backoff_max_seconds=settings.dispatch.backoff_max_s)
+    workers = [
+        JobWorker(jobs, {ORTHANC_IMPORT_JOB: make_import_handler(client, stager, disk)}, name="orthanc-import",
+                  **backoff),
+        JobWorker(jobs, {ORTHANC_STORE_JOB: make_orthanc_store_handler(client, cfg.retention_hours)},
+                  name="orthanc-store", **backoff),
+    ]
     sink = OrthancSink(jobs, cfg.modality, settings.dispatch.max_attempts) if cfg.modality else None
     sweeper = RetentionSweeper(client, jobs, cfg.retention_hours)
     catch_up = ChangesCatchUp(client, jobs, settings.data_dir / "orthanc-changes.seq",
                               cfg.changes_poll_seconds, also_each_poll=sweeper.sweep)
     return OrthancWiring(
         client=client,
-        worker=worker,
+        workers=workers,
         sink=sink,
         router=partial(orthanc_router, jobs, client),
         catch_up=catch_up,
