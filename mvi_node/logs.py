@@ -1,11 +1,44 @@
-"""Logging set-up: text or one JSON object per line. Records carry UIDs, never patient data."""
+"""Logging set-up: text or one JSON object per line. Records carry UIDs, never patient data.
+
+Values a peer sent (command UIDs, AE titles) can hold newlines and other control
+characters. In text logs every record is one line that starts with its timestamp:
+control characters in the message are escaped (``\\n``, ``\\x1b``), and the lines of a
+traceback that follow a record are indented, so no received value can forge a record.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as an escape (one line, always)."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A received value as it may appear in a log line: escaped, at most ``limit`` characters."""
+    text = escape_control(str(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class TextFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei) -> str:
+        return "\n".join("    " + escape_control(line) for line in super().formatException(ei).splitlines())
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join("    " + escape_control(line) for line in stack_info.splitlines())
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,7 +62,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -79,8 +79,10 @@ def test_undecodable_dataset(node, tmp_path, raw_sender):
     assert echoscu(n.port).returncode == 0
 
 
-def test_sop_class_not_accepted(node, tmp_path):
-    n = node()
+def test_a_site_can_still_restrict_sop_classes(node, tmp_path):
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[listener]\nsop_classes = ["1.2.840.10008.5.1.4.1.1.2"]\n')  # CT only
+    n = node(config=cfg)
     src = _one_ct(tmp_path)
     (tmp_path / "sc").mkdir()
 

@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from mvi_node.config.sop_classes import sop_class_name
 from mvi_node.jobs.store import JobState, JobStore
 from mvi_node.stage.index import StagingIndex
 
@@ -43,14 +44,29 @@ class NodeCollector(Collector):
         assoc_rejected = CounterMetricFamily(
             "mvi_associations_rejected", "Associations refused, by reason", labels=["reason"]
         )
+        unused = CounterMetricFamily(
+            "mvi_unused_instances",
+            "Instances of SOP classes no recipe reads, stored (ignored by selection) or discarded",
+            labels=["action", "sop_class"],
+        )
         for name, value in sorted(counters.items()):
             kind, _, reason = name.partition(":")
             if kind == "rejected":
                 rejected.add_metric([reason], value)
             elif kind == "associations_rejected":
                 assoc_rejected.add_metric([reason], value)
+            elif kind == "unused":
+                action, _, uid = reason.partition(":")
+                unused.add_metric(["stored" if action == "store" else "discarded", sop_class_name(uid)], value)
         yield rejected
         yield assoc_rejected
+        yield unused
+
+        quarantined = CounterMetricFamily(
+            "mvi_staged_files_quarantined", "Unreadable staged files moved to quarantine/ at start-up"
+        )
+        quarantined.add_metric([], counters.get("quarantined", 0))
+        yield quarantined
 
         completed = CounterMetricFamily("mvi_studies_completed", "Study rounds completed (quiet period over)")
         completed.add_metric([], self.index.completed_rounds())

@@ -91,7 +91,7 @@ def _child_listener(settings_json: str, parent_pid: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
     listener.start()
-    stop.wait()
+    _wait_for_signal(stop)
     listener.stop()
     if syncer is not None:
         syncer.stop()
@@ -273,6 +273,14 @@ class Node:
         log.info("stopped")
 
 
+def _wait_for_signal(stop: threading.Event) -> None:
+    # Not a bare stop.wait(): a signal the kernel hands to another thread (a listener
+    # thread blocked in recv, say) never interrupts the main thread's wait, and the
+    # Python handler runs only when the main thread next executes bytecode.
+    while not stop.wait(0.2):
+        pass
+
+
 def serve(settings: Settings) -> None:
     """Run in the foreground until SIGTERM or SIGINT."""
     setup_logging(settings.log_level, settings.log_format)
@@ -285,5 +293,5 @@ def serve(settings: Settings) -> None:
     except DataDirInUse as exc:
         log.error("%s", exc)
         raise SystemExit(3) from None
-    stop.wait()
+    _wait_for_signal(stop)
     node.stop()

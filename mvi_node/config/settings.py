@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from mvi_node.config.sop_classes import DEFAULT_SOP_CLASSES, DEFAULT_TRANSFER_SYNTAXES
+from mvi_node.config.sop_classes import DEFAULT_TRANSFER_SYNTAXES
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE VR: no backslash, no control chars
 
@@ -33,7 +33,7 @@ def _check_ae(value: str) -> str:
     return value.strip()
 
 
-class TlsSettings(_Section):
+class _CertificateSettings(_Section):
     enabled: bool = False
     certificate: Path | None = None
     private_key: Path | None = None
@@ -41,7 +41,7 @@ class TlsSettings(_Section):
     client_ca: Path | None = None
 
     @model_validator(mode="after")
-    def _files_present(self) -> "TlsSettings":
+    def _files_present(self) -> "_CertificateSettings":
         if self.enabled:
             for name in ("certificate", "private_key"):
                 path = getattr(self, name)
@@ -52,6 +52,15 @@ class TlsSettings(_Section):
             if self.client_ca is not None and not Path(self.client_ca).is_file():
                 raise ValueError(f"client_ca file not found: {self.client_ca}")
         return self
+
+
+class TlsSettings(_CertificateSettings):
+    #: a TLS handshake not finished in this time is dropped (it runs off the accept loop)
+    handshake_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+
+class AdminTlsSettings(_CertificateSettings):
+    """HTTPS for the admin API (the bearer token then never crosses the network in clear)."""
 
 
 class ListenerSettings(_Section):
@@ -66,8 +75,21 @@ class ListenerSettings(_Section):
     max_pdu: int = Field(default=131072, ge=4096)
     #: Listener processes sharing the port (SO_REUSEPORT); 0 means one per CPU core.
     workers: int = Field(default=1, ge=0, le=64)
-    sop_classes: list[str] = Field(default_factory=lambda: list(DEFAULT_SOP_CLASSES))
+    #: "all": every storage SOP class (what PACS routes: dose SRs, screen captures, PDFs ...);
+    #: or a list of SOP Class UIDs, which restricts negotiation to those.
+    sop_classes: Literal["all"] | list[str] = "all"
+    #: classes no recipe reads (mvi_node.config.sop_classes.USED_SOP_CLASSES): "store"
+    #: stages them (selection gives them the role "other"), "discard" acknowledges and
+    #: drops them. Counted either way (mvi_unused_instances_total).
+    unused_sop_classes: Literal["store", "discard"] = "store"
     transfer_syntaxes: list[str] = Field(default_factory=lambda: list(DEFAULT_TRANSFER_SYNTAXES))
+    #: largest encoded instance accepted; a larger one is refused (0xC002) without being kept
+    max_instance_mb: int = Field(default=4096, ge=1, le=1 << 20)
+    #: largest size a deflated dataset may inflate to (a deflate bomb is refused, 0xC002)
+    max_inflated_mb: int = Field(default=1024, ge=1, le=1 << 20)
+    #: a C-STORE whose command announces a dataset that does not start within this
+    #: time is answered 0xC000 (a sender that sends an empty dataset otherwise waits forever)
+    dataset_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     #: Refuse new associations (and answer stores 0xA700) below this much free disk.
     min_free_disk_mb: int = Field(default=1024, ge=0)
     network_timeout_s: float = Field(default=60.0, gt=0)
@@ -87,9 +109,11 @@ class ListenerSettings(_Section):
 
     @field_validator("sop_classes", "transfer_syntaxes")
     @classmethod
-    def _uids(cls, values: list[str]) -> list[str]:
+    def _uids(cls, values: str | list[str]) -> str | list[str]:
         from pydicom.uid import UID
 
+        if values == "all":
+            return values
         for uid in values:
             if not UID(uid).is_valid:
                 raise ValueError(f"{uid!r} is not a valid UID")
@@ -101,8 +125,12 @@ class ListenerSettings(_Section):
 class StagingSettings(_Section):
     backend: Literal["filesystem"] = "filesystem"
     #: "fsync": acknowledge only after the file is fsynced (default).
-    #: "batched": acknowledge after write + rename; fsync in batches (weaker; opt in).
+    #: "batched": acknowledge after write + rename; a background thread fsyncs the files
+    #: and their folders every ``batch_interval_s`` (weaker; opt in). A killed process
+    #: loses nothing; an OS crash or power loss can lose what was acknowledged in the
+    #: last ``batch_interval_s`` (plus the time one batch takes to sync).
     durability: Literal["fsync", "batched"] = "fsync"
+    batch_interval_s: float = Field(default=0.5, gt=0, le=60)
 
 
 class CompletionSettings(_Section):

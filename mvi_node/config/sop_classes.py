@@ -1,9 +1,16 @@
 """Storage SOP classes and transfer syntaxes the listener accepts by default.
 
-Images the recipes read (CT and MR, classic and Enhanced), the objects that carry a
-tumour ROI (Segmentation, RT Structure Set, SR, Grayscale Softcopy Presentation State)
-and every SR class (PS3.4 Annex B.5), so dose reports and prior results do not make
-the routing rule fail. Anything else is refused unless a site adds it.
+PACS auto-routing sends the whole study: dose reports, screen captures, PDFs and
+presentation states come with the images. By default the listener therefore accepts
+every storage SOP class (``ALL_STORAGE_SOP_CLASSES``), so a routed study never fails at
+the PACS; a site may restrict the list (``[listener] sop_classes``).
+
+``USED_SOP_CLASSES`` are the classes a recipe can read: images (CT and MR, classic and
+Enhanced), the objects that carry a tumour ROI (Segmentation, RT Structure Set,
+Grayscale Softcopy Presentation State) and the SR classes that may hold measurements.
+Everything else (dose SRs, Secondary Capture, PDFs, key object selections, other
+presentation states ...) is "unused": stored and ignored by selection, or acknowledged
+and discarded, as ``[listener] unused_sop_classes`` says.
 """
 
 from pydicom.uid import (
@@ -38,16 +45,26 @@ _ROI_CARRIERS = [
 
 
 def _sr_classes() -> list[str]:
+    """Every current SR class except the dose reports (which never carry an ROI)."""
     found = []
     for uid, entry in UID_dictionary.items():
         name, kind = entry[0], entry[1]
-        if kind == "SOP Class" and (name.endswith("SR Storage") or name == "Key Object Selection Document Storage"):
+        if kind == "SOP Class" and name.endswith("SR Storage") and "Dose" not in name:
             if "Retired" not in entry[4]:
                 found.append(uid)
     return sorted(found)
 
 
-DEFAULT_SOP_CLASSES: tuple[str, ...] = tuple(_IMAGES + _ROI_CARRIERS + _sr_classes())
+def _all_storage() -> list[str]:
+    from pynetdicom import AllStoragePresentationContexts
+
+    return sorted({str(cx.abstract_syntax) for cx in AllStoragePresentationContexts} | set(USED_SOP_CLASSES))
+
+
+#: what a recipe can read; everything else is handled as ``unused_sop_classes`` says
+USED_SOP_CLASSES: frozenset[str] = frozenset(_IMAGES + _ROI_CARRIERS + _sr_classes())
+#: every storage SOP class pynetdicom knows (the default of ``[listener] sop_classes``)
+ALL_STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(_all_storage())
 
 DEFAULT_TRANSFER_SYNTAXES: tuple[str, ...] = (
     ImplicitVRLittleEndian,

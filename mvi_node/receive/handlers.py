@@ -1,19 +1,29 @@
 """pynetdicom event handlers: one small function per event, statuses explicit.
 
-Logs name the calling AE, the reason and UIDs; never patient attributes.
+Logs name the calling AE, the reason and UIDs; never patient attributes. Every value a
+peer sent is logged through :func:`mvi_node.logs.shown` (escaped, length-capped).
+
+Statuses: 0xA700 only for the node's own resource problems (disk floor, a write that
+failed), which a later resend can fix; what can never succeed as sent gets 0xA900,
+0xC000-0xC002 or 0x0122, with an ErrorComment, so the sender does not resend it forever.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 
+from mvi_node.config.sop_classes import USED_SOP_CLASSES, sop_class_name
+from mvi_node.logs import shown
+from mvi_node.receive.incoming import IncomingFile
 from mvi_node.receive.policy import REJECT_CALLING_AE, REJECT_CONGESTION, CallerPolicy, DiskGuard
-from mvi_node.config.sop_classes import sop_class_name
 from mvi_node.stage.file_meta import encode_file_meta
-from mvi_node.stage.ingest import STATUS_OUT_OF_RESOURCES, RejectedInstance, Stager
+from mvi_node.stage.paths import InvalidUID, check_uid
+from mvi_node.stage.ingest import (STATUS_CANNOT_UNDERSTAND, STATUS_DATASET_MISMATCH, STATUS_OUT_OF_RESOURCES, STATUS_SOP_CLASS_NOT_SUPPORTED,
+                                   STATUS_TOO_LARGE, RejectedInstance, Stager)
 
 log = logging.getLogger("mvi_node.receive")
 
@@ -28,14 +38,25 @@ def _calling(event) -> str:
     return event.assoc.requestor.primitive.calling_ae_title.strip()
 
 
-class ListenerHandlers:
-    """Binds the node's policy and stager to pynetdicom events."""
+def _uid_text(value) -> str:
+    return str(value or "").rstrip("\x00 ")
 
-    def __init__(self, stager: Stager, callers: CallerPolicy, disk: DiskGuard, on_stored=None) -> None:
+
+class ListenerHandlers:
+    """Binds the node's policy and stager to pynetdicom events.
+
+    ``unused``: what to do with an instance of a class no recipe reads ("store" or
+    "discard"; see :data:`mvi_node.config.sop_classes.USED_SOP_CLASSES`).
+    """
+
+    def __init__(self, stager: Stager, callers: CallerPolicy, disk: DiskGuard, on_stored=None,
+                 unused: str = "store", max_instance_bytes: int | None = None) -> None:
         self.stager = stager
         self.callers = callers
         self.disk = disk
         self.on_stored = on_stored or (lambda outcome: None)
+        self.unused = unused
+        self.max_instance_bytes = max_instance_bytes
         self._active: set[int] = set()
 
     def handlers(self) -> list:
@@ -52,10 +73,10 @@ class ListenerHandlers:
         calling = _calling(event)
         address = event.assoc.requestor.address
         if not self.callers.admits(calling, address):
-            log.warning("association rejected: calling AE %r from %s is not on the allow-list", calling, address)
+            log.warning("association rejected: calling AE '%s' from %s is not on the allow-list", shown(calling), address)
             self._reject(event, REJECT_CALLING_AE, "calling_ae")
         elif self.disk.low():
-            log.error("association rejected: free disk below the floor (calling AE %r)", calling)
+            log.error("association rejected: free disk below the floor (calling AE '%s')", shown(calling))
             self._reject(event, REJECT_CONGESTION, "disk_floor")
 
     def _count(self, name: str) -> None:
@@ -78,8 +99,8 @@ class ListenerHandlers:
         refused = sorted({cx.abstract_syntax for cx in event.assoc.rejected_contexts})
         if refused:
             calling = event.assoc.requestor.ae_title.strip()
-            log.info("association from %r: %d proposed SOP classes not accepted", calling, len(refused))
-            log.debug("not accepted from %r: %s", calling, ", ".join(sop_class_name(u) for u in refused))
+            log.info("association from '%s': %d proposed SOP classes not accepted", shown(calling), len(refused))
+            log.debug("not accepted from '%s': %s", shown(calling), shown(", ".join(sop_class_name(u) for u in refused), 2000))
 
     def on_closed(self, event) -> None:
         self._active.discard(id(event.assoc))
@@ -92,31 +113,75 @@ class ListenerHandlers:
     def on_echo(self, event) -> int:
         return 0x0000
 
+    def on_dataset_timeout(self, assoc) -> None:
+        calling = shown(assoc.requestor.ae_title.strip())
+        log.warning("store refused from '%s': no dataset followed the C-STORE request", calling)
+        self._count("rejected:no_dataset")
+
     def on_store(self, event) -> int | Dataset:
         calling = event.assoc.requestor.ae_title.strip()
         request = event.request
-        sop_uid = str(request.AffectedSOPInstanceUID or "")
-        if self.disk.low():
-            log.error("store refused from %r: free disk below the floor (%s)", calling, sop_uid)
-            self._count("rejected:disk_floor")
-            return _status(STATUS_OUT_OF_RESOURCES, "node storage is below its free-disk floor")
-        dataset = request.DataSet.getvalue()
-        sop_class = str(request.AffectedSOPClassUID or "")
-        transfer_syntax = str(event.context.transfer_syntax)
+        sop_uid = _uid_text(request.AffectedSOPInstanceUID)
+        sop_class = _uid_text(request.AffectedSOPClassUID)
+        incoming = getattr(request, "_dataset_file", None)
         try:
-            meta = encode_file_meta(sop_class, sop_uid, transfer_syntax, calling)
-            outcome = self.stager.store(
-                [meta, dataset], dataset, transfer_syntax, sop_class, sop_uid, calling_ae=calling
-            )
+            return self._store(event, calling, sop_class, sop_uid, incoming)
         except RejectedInstance as exc:
-            log.warning("store refused from %r, instance %s: %s", calling, sop_uid or "-", exc.reason)
+            log.warning("store refused from '%s', instance %s: %s", shown(calling), shown(sop_uid or "-"), exc.reason)
             self._count(f"rejected:{exc.code}")
             return _status(exc.status, exc.reason)
-        except Exception as exc:  # the node keeps serving; the sender may retry later
-            log.exception("store failed from %r, instance %s", calling, sop_uid or "-")
+        except (OSError, sqlite3.OperationalError) as exc:  # the node's storage: a resend may succeed
+            log.exception("store failed from '%s', instance %s", shown(calling), shown(sop_uid or "-"))
+            self._count("rejected:storage_error")
+            return _status(STATUS_OUT_OF_RESOURCES, f"node storage error: {type(exc).__name__}")
+        except Exception as exc:  # the node keeps serving; resending the same bytes would not help
+            log.exception("store failed from '%s', instance %s", shown(calling), shown(sop_uid or "-"))
             self._count("rejected:internal")
-            return _status(STATUS_OUT_OF_RESOURCES, f"internal error: {type(exc).__name__}")
+            return _status(STATUS_CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+
+    def _store(self, event, calling: str, sop_class: str, sop_uid: str, incoming) -> int | Dataset:
+        if self.disk.low():
+            raise RejectedInstance(STATUS_OUT_OF_RESOURCES, "node storage is below its free-disk floor", "disk_floor")
+        if isinstance(incoming, IncomingFile):
+            incoming.close()
+            if incoming.oversize:
+                raise RejectedInstance(
+                    STATUS_TOO_LARGE,
+                    f"instance larger than {incoming.max_bytes >> 20} MiB (max_instance_mb)",
+                    "too_large",
+                )
+        for value, what in ((sop_class, "AffectedSOPClassUID"), (sop_uid, "AffectedSOPInstanceUID")):
+            try:
+                check_uid(value, what)
+            except InvalidUID as exc:
+                raise RejectedInstance(STATUS_DATASET_MISMATCH, f"C-STORE request: {exc}", "invalid_uid") from None
+        context_class = str(event.context.abstract_syntax)
+        if sop_class != context_class:
+            raise RejectedInstance(
+                STATUS_SOP_CLASS_NOT_SUPPORTED,
+                "SOP class differs from the presentation context's",
+                "context_mismatch",
+            )
+        unused = sop_class not in USED_SOP_CLASSES
+        if unused and self.unused == "discard":
+            self._count(f"unused:discard:{sop_class}")
+            log.debug("instance %s of unused class %s acknowledged and discarded", shown(sop_uid), sop_class_name(sop_class))
+            return 0x0000
+        transfer_syntax = str(event.context.transfer_syntax)
+        meta = encode_file_meta(sop_class, sop_uid, transfer_syntax, calling)
+        if isinstance(incoming, IncomingFile):
+            outcome = self.stager.store_file(meta, incoming.name, transfer_syntax, sop_class, sop_uid, calling_ae=calling)
+        else:  # received to memory (CommandDataSetType 0x0101: no dataset at all)
+            dataset = request_bytes(event.request)
+            outcome = self.stager.store([meta, dataset], dataset, transfer_syntax, sop_class, sop_uid, calling_ae=calling)
         if outcome.duplicate:
-            log.info("duplicate instance %s from %r: already staged", sop_uid, calling)
+            log.info("duplicate instance %s from '%s': already staged", sop_uid, shown(calling))
+        elif unused:
+            self._count(f"unused:store:{sop_class}")
         self.on_stored(outcome)
         return 0x0000
+
+
+def request_bytes(request) -> bytes:
+    data = getattr(request, "DataSet", None)
+    return data.getvalue() if data is not None else b""

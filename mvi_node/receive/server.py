@@ -10,20 +10,98 @@ import time
 
 from pynetdicom import AE, _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from mvi_node.config import Settings
+from mvi_node.config.sop_classes import ALL_STORAGE_SOP_CLASSES
+from mvi_node.logs import shown
+from mvi_node.receive import incoming
 from mvi_node.receive.handlers import ListenerHandlers
 
 log = logging.getLogger("mvi_node.receive")
 
+#: PDUs other than P-DATA (A-ASSOCIATE-RQ with many contexts, user identity) may be
+#: larger than the negotiated maximum PDU; nothing legitimate comes near this.
+_PDU_FLOOR = 1 << 20
 
-class SharedPortServer(ThreadedAssociationServer):
-    """Sets SO_REUSEPORT so several listener processes share one port (one per core)."""
+
+class BoundedAssociationSocket(AssociationSocket):
+    """pynetdicom reads a PDU by the length its header announces, into memory: a
+    hostile 4 GiB "PDU" would be buffered whole. A PDU longer than ``max_read`` ends
+    the connection instead (pynetdicom sees a short read: transport closed)."""
+
+    max_read = _PDU_FLOOR
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if nr_bytes > self.max_read:
+            log.warning("connection closed: a PDU of %d bytes announced (limit %d)", nr_bytes, self.max_read)
+            return bytearray()
+        return super().recv(nr_bytes)
+
+
+class NodeRequestHandler(RequestHandler):
+    """One accepted connection: the TLS handshake (bounded by a timeout, in this
+    connection's own thread, never in the accept loop), then pynetdicom's association."""
+
+    def setup(self) -> None:
+        ctx = getattr(self.server, "tls_handshake_context", None)
+        if ctx is None:
+            return
+        raw = self.request
+        raw.settimeout(self.server.tls_handshake_timeout)
+        try:
+            tls = ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("TLS handshake from %s failed: %s", self.client_address[0], shown(type(exc).__name__))
+            raw.close()
+            raise _HandshakeFailed from None
+        tls.settimeout(None)  # pynetdicom polls the socket itself
+        self.request = tls
+
+    def _create_association(self):
+        assoc = super()._create_association()
+        sock = assoc.dul.socket
+        if type(sock) is AssociationSocket:
+            sock.__class__ = BoundedAssociationSocket
+            sock.max_read = max(_PDU_FLOOR, self.server.ae.maximum_pdu_size + 64)
+        return assoc
+
+
+class _HandshakeFailed(Exception):
+    pass
+
+
+class NodeServer(ThreadedAssociationServer):
+    """The listener's server: connection threads are daemons (a stuck peer never holds
+    shutdown), TLS is negotiated per connection (see :class:`NodeRequestHandler`)."""
+
+    daemon_threads = True
+    block_on_close = False
+    reuse_port = False
 
     def server_bind(self) -> None:
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if self.reuse_port:
+            # several listener processes share one port (one per core)
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def get_request(self):
+        # The accepted socket as it is: wrapping it here would run the TLS handshake in
+        # the accept loop, where one silent peer blocks every new association.
+        return self.socket.accept()
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], _HandshakeFailed):
+            return
+        log.exception("connection from %s failed", client_address[0] if client_address else "?")
+
+
+class SharedPortServer(NodeServer):
+    """Sets SO_REUSEPORT so several listener processes share one port (one per core)."""
+
+    reuse_port = True
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -52,9 +130,27 @@ def build_ae(settings: Settings, max_associations: int) -> AE:
     ae.acse_timeout = 30
     ae.dimse_timeout = cfg.network_timeout_s
     ae.add_supported_context(Verification)
-    for uid in cfg.sop_classes:
+    for uid in storage_sop_classes(settings):
+        _register(uid)
         ae.add_supported_context(uid, cfg.transfer_syntaxes)
     return ae
+
+
+def storage_sop_classes(settings: Settings) -> list[str]:
+    cfg = settings.listener.sop_classes
+    return list(ALL_STORAGE_SOP_CLASSES) if cfg == "all" else list(cfg)
+
+
+def _register(uid: str) -> None:
+    """A site-listed class pynetdicom does not know (a private one) is served as storage."""
+    from pynetdicom.service_class import StorageServiceClass
+    from pynetdicom.sop_class import register_uid, uid_to_service_class
+
+    if uid_to_service_class(uid) is not StorageServiceClass:
+        try:
+            register_uid(uid, "Site_" + uid.replace(".", "_"), StorageServiceClass)
+        except ValueError:
+            pass
 
 
 class Listener:
@@ -63,18 +159,24 @@ class Listener:
     def __init__(self, settings: Settings, handlers: ListenerHandlers, max_associations: int, shared_port: bool) -> None:
         self.settings = settings
         self.handlers = handlers
+        incoming.install()
         self.ae = build_ae(settings, max_associations)
         cfg = settings.listener
         self.server = self.ae.make_server(
             (cfg.host, cfg.port),
             ae_title=cfg.ae_title,
-            ssl_context=tls_context(settings),
             evt_handlers=handlers.handlers(),
-            server_class=SharedPortServer if shared_port else ThreadedAssociationServer,
+            server_class=SharedPortServer if shared_port else NodeServer,
+            request_handler=NodeRequestHandler,
         )
+        # TLS is this server's own business (per connection, with a timeout), not pynetdicom's.
+        self.server.tls_handshake_context = tls_context(settings)
+        self.server.tls_handshake_timeout = cfg.tls.handshake_timeout_s
+        self.server.mvi_spool = incoming.Spool(settings.data_dir / "incoming", cfg.max_instance_mb << 20)
         # make_server() does not register the server; shutdown() expects it registered.
         self.ae._servers.append(self.server)
         self._thread: threading.Thread | None = None
+        self.watchdog = incoming.DatasetWatchdog(self.ae, cfg.dataset_timeout_s, handlers.on_dataset_timeout)
 
     @property
     def port(self) -> int:
@@ -83,6 +185,7 @@ class Listener:
     def start(self) -> None:
         self._thread = threading.Thread(target=self.server.serve_forever, name="listener", daemon=True)
         self._thread.start()
+        self.watchdog.start()
         cfg = self.settings.listener
         log.info(
             "listening as %s on %s:%d%s", cfg.ae_title, cfg.host, self.port, " (TLS)" if cfg.tls.enabled else ""
@@ -90,6 +193,7 @@ class Listener:
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting; give associations in flight ``grace_seconds`` to finish."""
+        self.watchdog.stop()
         self.server.shutdown()
         self.server.server_close()
         deadline = time.monotonic() + grace_seconds

@@ -6,26 +6,22 @@ Orthanc hand-off, replay) stages through the same checks.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.errors import InvalidDicomError
-from pydicom.filereader import data_element_generator
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from mvi_node.common.durable import write_durably
+from mvi_node.common.durable import FileRange, write_durably
+from mvi_node.stage.dataset_check import BytesReader, DatasetError, FileReader, InflatingReader, walk
 from mvi_node.stage.index import InstanceRecord, StagingIndex
 from mvi_node.stage.paths import InvalidUID, check_uid, instance_path
 
 log = logging.getLogger("mvi_node.stage")
 
-# Values above this size are skipped, not read, while the header is checked.
-_DEFER = 1024
+#: default cap on what a deflated dataset may inflate to ([listener] max_inflated_mb)
+DEFAULT_MAX_INFLATED = 1024 << 20
 
 
 class RejectedInstance(ValueError):
@@ -47,6 +43,8 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATASET_MISMATCH = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_UID_MISMATCH = 0xC001  # 0xCxxx: "cannot understand", refined by ErrorComment
+STATUS_TOO_LARGE = 0xC002  # larger than the node's configured maximum: resending cannot help
+STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 C.4: the command's class is not the context's
 
 
 @dataclass(frozen=True)
@@ -65,36 +63,37 @@ class ParsedHeader:
 
 
 _WANTED = {0x00080016: "SOPClassUID", 0x00080018: "SOPInstanceUID", 0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID"}
+#: a UID value longer than this is not captured (and then reported invalid)
+_UID_CAPTURE = 128
 
 
-def parse_header(raw: bytes, transfer_syntax: str) -> ParsedHeader:
-    """Check that ``raw`` (a dataset without file meta) is whole; return its UIDs.
+def _reader_for(source, transfer_syntax: str, max_inflated: int):
+    ts = UID(transfer_syntax)
+    if ts == ExplicitVRBigEndian:
+        raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, "big endian transfer syntax is not supported", "undecodable")
+    reader = BytesReader(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    if ts == DeflatedExplicitVRLittleEndian:
+        reader = InflatingReader(reader, max_inflated)
+    return reader, ts == ImplicitVRLittleEndian
+
+
+def parse_header(source, transfer_syntax: str, max_inflated: int = DEFAULT_MAX_INFLATED) -> ParsedHeader:
+    """Check that ``source`` (a dataset without file meta: bytes, or a reader of
+    :mod:`mvi_node.stage.dataset_check`) is whole and well formed; return its UIDs.
 
     Every element header is walked, so a truncated or malformed dataset is refused
-    before anything is acknowledged. pydicom's raw element generator is used rather
-    than a full Dataset: values above 1 KiB are skipped, not read, and only the four
+    before anything is acknowledged; values are skipped, not held, and only the four
     UIDs are decoded (this runs once per received instance).
     """
-    ts = UID(transfer_syntax)
-    data = raw
-    if ts == DeflatedExplicitVRLittleEndian:
-        try:
-            data = zlib.decompress(raw, -zlib.MAX_WBITS)
-        except zlib.error as exc:
-            raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, f"deflated dataset does not inflate: {exc}", "undecodable") from None
-    fp = io.BytesIO(data)
-    found: dict[int, bytes] = {}
-    count = 0
+    reader, implicit = _reader_for(source, transfer_syntax, max_inflated)
     try:
-        for elem in data_element_generator(fp, ts == ImplicitVRLittleEndian, True, defer_size=_DEFER):
-            count += 1
-            if elem.tag in _WANTED and isinstance(elem.value, bytes):
-                found[elem.tag] = elem.value
-    except (EOFError, InvalidDicomError, ValueError, KeyError, NotImplementedError, OverflowError, struct.error) as exc:
-        raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed: {type(exc).__name__}", "undecodable") from None
-    # A deferred value is skipped by seeking: running past the end means truncation.
-    if fp.tell() != len(data) or count == 0:
-        raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, "dataset is truncated", "truncated")
+        found = walk(reader, implicit, {tag: _UID_CAPTURE for tag in _WANTED})
+    except DatasetError as exc:
+        if exc.code in ("truncated", "empty"):
+            raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, exc.reason, exc.code) from None
+        if exc.code == "inflate_limit":
+            raise RejectedInstance(STATUS_TOO_LARGE, exc.reason, exc.code) from None
+        raise RejectedInstance(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed: {exc.reason}", "undecodable") from None
     try:
         uids = {
             name: check_uid(found[tag].decode("ascii", "replace") if tag in found else None, name)
@@ -111,12 +110,19 @@ def parse_header(raw: bytes, transfer_syntax: str) -> ParsedHeader:
 
 
 class Stager:
-    """Stage encoded datasets under ``staging_dir`` and index them."""
+    """Stage encoded datasets under ``staging_dir`` and index them.
 
-    def __init__(self, staging_dir: Path, index: StagingIndex, sync: bool = True) -> None:
+    ``sync`` false: files are renamed into place unsynced and ``syncer`` (a
+    :class:`mvi_node.common.durable.BatchSyncer`) fsyncs them in batches.
+    """
+
+    def __init__(self, staging_dir: Path, index: StagingIndex, sync: bool = True,
+                 max_inflated: int = DEFAULT_MAX_INFLATED, syncer=None) -> None:
         self.staging_dir = Path(staging_dir)
         self.index = index
         self.sync = sync
+        self.syncer = syncer
+        self.max_inflated = max_inflated
         self.staging_dir.mkdir(parents=True, exist_ok=True)
 
     def store(
@@ -128,15 +134,41 @@ class Stager:
         command_sop_instance: str,
         calling_ae: str | None = None,
     ) -> StoreOutcome:
-        """Make one instance durable; raises :class:`RejectedInstance` with a status.
+        """Make one instance held in memory durable; raises :class:`RejectedInstance`.
 
         ``file_meta_and_dataset`` are the chunks written to disk (preamble, file meta,
         dataset) so the stored file holds the bytes exactly as received.
         """
-        header = parse_header(dataset, transfer_syntax)
-        if header.sop_instance_uid != command_sop_instance:
+        header = parse_header(dataset, transfer_syntax, self.max_inflated)
+        size = sum(len(c) for c in file_meta_and_dataset)
+        return self._commit(header, file_meta_and_dataset, size, transfer_syntax, command_sop_class,
+                            command_sop_instance, calling_ae)
+
+    def store_file(
+        self,
+        file_meta: bytes,
+        source: Path,
+        transfer_syntax: str,
+        command_sop_class: str,
+        command_sop_instance: str,
+        calling_ae: str | None = None,
+        offset: int = 0,
+    ) -> StoreOutcome:
+        """Make one instance received into ``source`` (its dataset from ``offset`` on)
+        durable, behind ``file_meta``; memory does not grow with the instance."""
+        with open(source, "rb", buffering=1 << 16) as fh:
+            length = os.fstat(fh.fileno()).st_size - offset
+            fh.seek(offset)
+            header = parse_header(FileReader(fh, length), transfer_syntax, self.max_inflated)
+        chunks = [file_meta, FileRange(Path(source), offset, length)]
+        return self._commit(header, chunks, len(file_meta) + length, transfer_syntax, command_sop_class,
+                            command_sop_instance, calling_ae)
+
+    def _commit(self, header: ParsedHeader, chunks: list, size: int, transfer_syntax: str,
+                command_sop_class: str, command_sop_instance: str, calling_ae: str | None) -> StoreOutcome:
+        if header.sop_instance_uid != str(command_sop_instance).rstrip("\x00 "):
             raise RejectedInstance(STATUS_UID_MISMATCH, "SOPInstanceUID differs from the C-STORE request", "uid_mismatch")
-        if header.sop_class_uid != command_sop_class:
+        if header.sop_class_uid != str(command_sop_class).rstrip("\x00 "):
             raise RejectedInstance(STATUS_DATASET_MISMATCH, "SOPClassUID differs from the C-STORE request", "sop_class_mismatch")
         record = InstanceRecord(
             sop_instance_uid=header.sop_instance_uid,
@@ -144,7 +176,7 @@ class Stager:
             series_uid=header.series_uid,
             sop_class_uid=header.sop_class_uid,
             transfer_syntax=str(transfer_syntax),
-            size=sum(len(c) for c in file_meta_and_dataset),
+            size=size,
             calling_ae=calling_ae,
         )
         path = instance_path(self.staging_dir, header.study_uid, header.series_uid, header.sop_instance_uid)
@@ -153,10 +185,12 @@ class Stager:
             self.index.add(record)
             return StoreOutcome(path, record, duplicate=True)
         try:
-            write_durably(path, file_meta_and_dataset, sync=self.sync)
+            write_durably(path, chunks, sync=self.sync)
         except OSError as exc:
             raise RejectedInstance(
                 STATUS_OUT_OF_RESOURCES, f"cannot write staged file: {os.strerror(exc.errno or 0)}", "write_error"
             ) from None
+        if not self.sync and self.syncer is not None:
+            self.syncer.add(path)
         is_new = self.index.add(record)
         return StoreOutcome(path, record, duplicate=not is_new)

@@ -8,7 +8,8 @@ from pathlib import Path
 from mvi_node.common.durable import TMP_PREFIX
 
 # PS3.5 §9.1: components of digits separated by dots, no leading zero, at most 64 chars.
-_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+# Matched on the whole string (fullmatch): "$" alone would let a trailing newline through.
+_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
 
 
 class InvalidUID(ValueError):
@@ -19,10 +20,13 @@ def check_uid(value: object, what: str) -> str:
     """Return ``value`` as a UID string or raise :class:`InvalidUID` naming ``what``."""
     if value is None:
         raise InvalidUID(f"{what} is missing")
-    uid = str(value).strip("\x00 ")
+    # UI values are padded to even length with a trailing NUL (PS3.5 §6.2); some
+    # writers pad with a space. Nothing else is trimmed: a leading space or a newline
+    # makes the value invalid, so what becomes a path is exactly what was checked.
+    uid = str(value).rstrip("\x00 ")
     if not uid:
         raise InvalidUID(f"{what} is empty")
-    if len(uid) > 64 or not _UID_RE.match(uid):
+    if len(uid) > 64 or not _UID_RE.fullmatch(uid):
         raise InvalidUID(f"{what} is not a valid UID")
     return uid
 

@@ -1,24 +1,34 @@
 """Bring the index back in line with the staging folder after a crash.
 
-A crash can leave (a) temporary files from writes that were never acknowledged, and
-(b) staged files whose index row was not committed (written and renamed, then killed
-before the acknowledgement). (a) are deleted; (b) are indexed, so a resend counts as a
-duplicate and nothing the sender may believe stored goes missing.
+A crash can leave (a) temporary files from writes that were never acknowledged (in
+``staging/`` and in the listener's ``incoming/``), and (b) staged files whose index row
+was not committed (written and renamed, then killed before the acknowledgement). (a)
+are deleted; (b) are indexed, so a resend counts as a duplicate and nothing the sender
+may believe stored goes missing. A staged file that cannot be read (c) is moved to
+``quarantine/`` (same relative path), logged and counted, and start-up goes on.
+
+Only the process that holds the data folder's lock may run this: it deletes files a
+live node could be writing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 
+from mvi_node.logs import shown
 from mvi_node.stage.index import InstanceRecord, StagingIndex
-from mvi_node.stage.paths import TMP_PREFIX, InvalidUID, check_uid
+from mvi_node.stage.paths import TMP_PREFIX, check_uid
 
 log = logging.getLogger("mvi_node.stage")
+
+#: the index counter (and metric mvi_staged_files_quarantined_total) of (c)
+QUARANTINED = "quarantined"
 
 
 @dataclass
@@ -28,10 +38,35 @@ class ReconcileReport:
     unreadable: int = 0
 
 
-def reconcile(staging_dir: Path, index: StagingIndex) -> ReconcileReport:
+def _clear(folder: Path | None) -> int:
+    if folder is None or not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.iterdir():
+        if path.is_file() or path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _quarantine(path: Path, staging_dir: Path, quarantine_dir: Path) -> Path:
+    dest = quarantine_dir / path.relative_to(staging_dir)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while dest.exists():
+        dest = dest.with_name(f"{path.name}.{n}")
+        n += 1
+    shutil.move(str(path), dest)
+    return dest
+
+
+def reconcile(staging_dir: Path, index: StagingIndex, quarantine_dir: Path | None = None,
+              incoming_dir: Path | None = None) -> ReconcileReport:
     report = ReconcileReport()
+    report.temporary_removed += _clear(incoming_dir)
     if not staging_dir.is_dir():
         return report
+    quarantine_dir = quarantine_dir or staging_dir.parent / "quarantine"
     for dirpath, _dirnames, filenames in os.walk(staging_dir):
         for name in filenames:
             path = Path(dirpath) / name
@@ -51,16 +86,27 @@ def reconcile(staging_dir: Path, index: StagingIndex) -> ReconcileReport:
                     transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
                     size=path.stat().st_size,
                 )
-            except (InvalidUID, AttributeError, OSError, ValueError) as exc:
-                log.warning("staged file %s is unreadable (%s); left in place", path.name, type(exc).__name__)
+            except Exception as exc:  # InvalidDicomError, a bad UID, a torn file: never stop start-up
+                try:
+                    dest = _quarantine(path, staging_dir, quarantine_dir)
+                except OSError as move_error:
+                    log.error("staged file %s is unreadable (%s) and could not be moved to quarantine (%s)",
+                              shown(path.relative_to(staging_dir), 200), type(exc).__name__,
+                              type(move_error).__name__)
+                else:
+                    log.warning("staged file %s is unreadable (%s); moved to %s",
+                                shown(path.relative_to(staging_dir), 200), type(exc).__name__,
+                                shown(dest.relative_to(quarantine_dir.parent), 220))
                 report.unreadable += 1
+                index.bump(QUARANTINED)
                 continue
             index.add(rec, now=path.stat().st_mtime)
             report.reindexed += 1
-    if report.temporary_removed or report.reindexed:
+    if report.temporary_removed or report.reindexed or report.unreadable:
         log.info(
-            "reconciled staging: %d temporary files removed, %d files re-indexed",
+            "reconciled staging: %d temporary files removed, %d files re-indexed, %d quarantined",
             report.temporary_removed,
             report.reindexed,
+            report.unreadable,
         )
     return report
