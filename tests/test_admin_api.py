@@ -88,7 +88,7 @@ def test_clinical_factors(live_node, client):
 def test_token_required_when_configured(tmp_path):
     s = load_settings(
         None,
-        {"data_dir": str(tmp_path / "var"), "listener.port": free_port(), "admin.port": free_port(), "admin.token": "t0ken"},
+        {"data_dir": str(tmp_path / "var"), "listener.port": free_port(), "admin.port": free_port(), "admin.token": "t0ken-0123456789abcdef"},
     )
     node = Node(s)
     node.start()
@@ -97,7 +97,7 @@ def test_token_required_when_configured(tmp_path):
         assert httpx.get(f"{base}/healthz").status_code == 200  # liveness stays open
         assert httpx.get(f"{base}/jobs").status_code == 401
         assert httpx.get(f"{base}/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert httpx.get(f"{base}/jobs", headers={"Authorization": "Bearer t0ken"}).status_code == 200
+        assert httpx.get(f"{base}/jobs", headers={"Authorization": "Bearer t0ken-0123456789abcdef"}).status_code == 200
     finally:
         node.stop()
 

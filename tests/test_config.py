@@ -43,6 +43,14 @@ def test_toml_env_and_cli_precedence(tmp_path, monkeypatch):
         ('[listener.tls]\nenabled = true\n', "listener.tls: certificate is required when TLS is enabled"),
         ('[admin]\nhost = "0.0.0.0"\n', "admin: token is required when the admin endpoint is bound beyond loopback"),
         ("[staging]\ndurability = 'maybe'\n", "staging.durability: Input should be 'fsync' or 'batched'"),
+        ('[admin]\ntoken = ""\n', "admin.token: is empty; set at least 16 characters or remove the key"),
+        ('[admin]\ntoken = "x"\n', "admin.token: is shorter than 16 characters"),
+        ('[admin]\ntoken = "                    "\n', "admin.token: is empty"),
+        ('[admin]\ntoken = "0123456789 abcdef"\n', "admin.token: must not contain whitespace"),
+        ('[admin.tls]\nenabled = true\n', "admin.tls: certificate is required when TLS is enabled"),
+        ("[listener]\nunused_sop_classes = 'drop'\n", "listener.unused_sop_classes: Input should be 'store' or 'discard'"),
+        ("[listener]\nmax_inflated_mb = 0\n", "listener.max_inflated_mb: Input should be greater than or equal to 1"),
+        ('[listener]\nsop_classes = ["1.2.x"]\n', "listener.sop_classes"),
         ("listener = [", "not valid TOML"),
     ],
 )
@@ -58,11 +66,11 @@ def test_bad_values_name_the_key(tmp_path, text, expected):
 
 def test_config_check_ok_and_show_masks_secrets(tmp_path):
     cfg = tmp_path / "ok.toml"
-    cfg.write_text('[admin]\nhost = "0.0.0.0"\ntoken = "s3cr3t-token"\n')
+    cfg.write_text('[admin]\nhost = "0.0.0.0"\ntoken = "s3cr3t-token-0123456789"\n')
     assert run_cli("config", "check", str(cfg)).returncode == 0
     shown = run_cli("config", "show", "--config", str(cfg))
     assert shown.returncode == 0
-    assert "s3cr3t-token" not in shown.stdout and 'token = "**********"' in shown.stdout
+    assert "s3cr3t-token-0123456789" not in shown.stdout and 'token = "**********"' in shown.stdout
     assert masked_dump(load_settings(cfg))["admin"]["token"] == "**********"
 
 

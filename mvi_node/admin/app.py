@@ -1,15 +1,21 @@
 """The admin API (FastAPI). Bound to 127.0.0.1 by default; a bearer token guards it
-whenever one is configured (and configuration insists on one off loopback).
+whenever one is configured (and configuration insists on one off loopback), the
+OpenAPI document and ``/docs`` included.
 
-Responses carry UIDs, states and timings; never patient names, IDs or birth dates.
+Responses carry UIDs, states and timings; never patient names, IDs or birth dates:
+``POST /clinical-factors`` answers which key the factors were filed under, not its
+value, and validation errors name the field and the rule, never the value sent.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Response, Security
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
@@ -56,7 +62,9 @@ class Health(BaseModel):
 
 
 class Stored(BaseModel):
-    key: str = Field(description="accession number or patient ID the factors are filed under")
+    filed_under: Literal["accession_number", "patient_id"] = Field(
+        description="which key the factors are filed under (its value is not echoed)"
+    )
     stored: bool = True
 
 
@@ -83,10 +91,15 @@ def create_app(
 ) -> FastAPI:
     """``node_registry`` holds this node's store-backed collector; the process-wide
     registry holds what stages record. Both are exposed on ``/metrics``."""
+    docs_open = not token
     app = FastAPI(
         title="mvi-node admin API",
         version=__version__,
         description="Health, readiness, metrics and job control of an mvi-node DICOM node.",
+        # with a token, the spec and the docs are served below, behind it
+        openapi_url="/openapi.json" if docs_open else None,
+        docs_url="/docs" if docs_open else None,
+        redoc_url="/redoc" if docs_open else None,
     )
     bearer = HTTPBearer(auto_error=False)
 
@@ -97,6 +110,25 @@ def create_app(
     # The spec declares bearer security only when a token is configured, so what
     # /openapi.json promises is what the server enforces.
     guarded = [Depends(authorised)] if token else []
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default answer quotes the input (a patient ID, say): keep where and why only.
+        detail = [
+            {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+            for err in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    if not docs_open:
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+        def openapi_document() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=guarded)
+        def docs():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
     @app.get("/healthz", response_model=Health, summary="The process is alive")
     def healthz() -> Health:
@@ -179,7 +211,8 @@ def create_app(
         summary="File clinical factors for an exam (by accession number or patient ID)",
     )
     def post_clinical_factors(body: ClinicalFactorsIn) -> Stored:
-        return Stored(key=clinical.put(body))
+        clinical.put(body)
+        return Stored(filed_under="accession_number" if body.accession_number else "patient_id")
 
     for make_router in routers or []:
         app.include_router(make_router(guarded))

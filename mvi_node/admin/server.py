@@ -12,8 +12,21 @@ log = logging.getLogger("mvi_node.admin")
 
 
 class AdminServer:
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    """``tls``: HTTPS with ``(certificate, private_key, client_ca or None)``; with a
+    client CA, clients must present a certificate it signed."""
+
+    def __init__(self, app: FastAPI, host: str, port: int, tls: tuple | None = None) -> None:
+        extra = {}
+        if tls is not None:
+            import ssl
+
+            certificate, private_key, client_ca = tls
+            extra = {"ssl_certfile": str(certificate), "ssl_keyfile": str(private_key)}
+            if client_ca is not None:
+                extra.update(ssl_ca_certs=str(client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+        self.scheme = "https" if tls is not None else "http"
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+                                **extra)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="admin-http", daemon=True)
 
@@ -34,7 +47,7 @@ class AdminServer:
             deadline.wait(0.05)
         if not self.server.started:
             raise RuntimeError("admin HTTP server did not start")
-        log.info("admin API on http://%s:%d", self.server.config.host, self.port)
+        log.info("admin API on %s://%s:%d", self.scheme, self.server.config.host, self.port)
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -204,7 +204,9 @@ class Node:
         registry.register(self._collector)
         token = self.settings.admin.token.get_secret_value() if self.settings.admin.token else None
         app = create_app(self.jobs, self.readiness, self.clinical, token, registry, self.orthanc_routers)
-        self.admin = AdminServer(app, self.settings.admin.host, self.settings.admin.port)
+        tls = self.settings.admin.tls
+        self.admin = AdminServer(app, self.settings.admin.host, self.settings.admin.port,
+                                 (tls.certificate, tls.private_key, tls.client_ca) if tls.enabled else None)
         self.admin.start()
 
     def start(self) -> None:

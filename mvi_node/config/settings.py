@@ -233,11 +233,31 @@ class OrthancSettings(_Section):
     changes_poll_seconds: float = Field(default=30.0, gt=0)
 
 
+ADMIN_TOKEN_MIN = 16
+
+
 class AdminSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8642, ge=0, le=65535)
+    #: bearer token; at least 16 characters, no whitespace. Required off loopback.
     token: SecretStr | None = None
+    tls: AdminTlsSettings = Field(default_factory=AdminTlsSettings)
+
+    @field_validator("token")
+    @classmethod
+    def _token_strength(cls, value: SecretStr | None) -> SecretStr | None:
+        # The value is never echoed: error messages name the key and the rule only.
+        if value is None:
+            return value
+        secret = value.get_secret_value()
+        if not secret.strip():
+            raise ValueError(f"is empty; set at least {ADMIN_TOKEN_MIN} characters or remove the key")
+        if any(c.isspace() or not c.isprintable() for c in secret):
+            raise ValueError("must not contain whitespace or control characters")
+        if len(secret) < ADMIN_TOKEN_MIN:
+            raise ValueError(f"is shorter than {ADMIN_TOKEN_MIN} characters")
+        return value
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> "AdminSettings":
