@@ -20,6 +20,7 @@ from mvi_node.dispatch.cstore import CStoreSink
 from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
 from mvi_node.dispatch.sender import echo
 from mvi_node.app.engine import build_engine, model_readiness
+from mvi_node.app.retention import Retention
 from mvi_node.jobs import open_job_store
 from mvi_node.pipeline import StudyPipeline
 from mvi_node.pipeline.lineage import ResultLineage
@@ -114,6 +115,7 @@ class Node:
         self.jobs = open_job_store(settings.jobs.backend, settings.jobs_db, settings.jobs.max_attempts)
         self.listener: Listener | None = None
         self.children: list[mp.Process] = []
+        self.retention = Retention(settings, self.index, self.jobs)
         self.watcher = CompletionWatcher(
             self.index, self.jobs, settings.completion.quiet_seconds, settings.completion.poll_seconds
         )
@@ -230,6 +232,7 @@ class Node:
                 proc.start()
                 self.children.append(proc)
         self.watcher.start()
+        self.retention.start()
         for worker in self.workers:
             worker.start()
         if self.settings.admin.enabled:
@@ -266,6 +269,7 @@ class Node:
         for proc in self.children:
             proc.join(timeout=15)
         self.watcher.stop()
+        self.retention.stop()
         log.debug("completion watcher stopped")
         for worker in self.workers:
             worker.stop()

@@ -133,6 +133,21 @@ class StagingSettings(_Section):
     batch_interval_s: float = Field(default=0.5, gt=0, le=60)
 
 
+class RetentionSettings(_Section):
+    """What the node keeps, so that it runs for years. A study is purged only once no job
+    for it is queued or running; 0 keeps forever."""
+
+    #: staged instances of a finished study, days after its last instance
+    staging_days: float = Field(default=14.0, ge=0)
+    #: result files (SR, SC, SEG, KOS) whose deliveries are finished
+    results_days: float = Field(default=90.0, ge=0)
+    #: finished jobs (done, failed, dead) in the job history
+    jobs_days: float = Field(default=365.0, ge=0)
+    #: below this much free disk, the oldest finished studies go first, whatever their age (0: off)
+    free_disk_target_mb: int = Field(default=0, ge=0)
+    interval_s: float = Field(default=3600.0, gt=0)
+
+
 class CompletionSettings(_Section):
     quiet_seconds: float = Field(default=10.0, gt=0, le=86400)
     poll_seconds: float = Field(default=1.0, gt=0, le=60)
@@ -275,6 +290,7 @@ class Settings(BaseSettings):
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     staging: StagingSettings = Field(default_factory=StagingSettings)
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     select: SelectSettings = Field(default_factory=SelectSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     clinical: ClinicalSettings = Field(default_factory=ClinicalSettings)

@@ -137,6 +137,11 @@ class SqliteJobStore(SqliteDatabase):
         rows = self._conn().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_job(r) for r in rows]
 
+    def forget_finished(self, updated_before: float) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM jobs WHERE state IN ('done', 'failed', 'dead') AND updated_at < ?",
+                              (updated_before,)).rowcount
+
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in JobState}
         for state, n in self._conn().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):

@@ -58,6 +58,9 @@ class JobStore(Protocol):
 
     def counts(self) -> dict[str, int]: ...
 
+    def forget_finished(self, updated_before: float) -> int:
+        """Delete done/failed/dead jobs last updated before ``updated_before``."""
+
     def oldest_created_at(self, state: JobState) -> float | None: ...
 
     def close(self) -> None: ...

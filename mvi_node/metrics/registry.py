@@ -40,6 +40,7 @@ SERIES_SELECTED = Counter("mvi_series_selected", "Series given a role by selecti
 EXAMS_SKIPPED = Counter("mvi_exams_skipped", "Exams not inferred, by reason", ["reason"])
 RESULTS_SENT = Counter("mvi_results_sent", "Result instances acknowledged by a destination", ["destination"])
 RESULTS_FAILED = Counter("mvi_results_failed", "Result sends that failed, by destination", ["destination"])
+PURGED = Counter("mvi_purged_total", "What retention removed: studies, instances, result folders, jobs", ["kind"])
 PREDICTED_PROBABILITY = Histogram(
     "mvi_predicted_probability",
     "Predicted MVI probability per exam (watch for drift)",

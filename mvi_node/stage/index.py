@@ -183,6 +183,22 @@ class StagingIndex(SqliteDatabase):
                 "UPDATE studies SET job_enqueued = 1 WHERE study_uid = ? AND round = ?", (study_uid, round_no)
             )
 
+    # -- retention ----------------------------------------------------------------
+
+    def finished_studies(self, received_before: float) -> list[tuple[str, float]]:
+        """Complete studies whose last instance came before ``received_before``, oldest
+        first: (study, last received)."""
+        return self._conn().execute(
+            "SELECT study_uid, last_received FROM studies WHERE state = 'complete' AND job_enqueued = 1"
+            " AND last_received < ? ORDER BY last_received", (received_before,)).fetchall()
+
+    def forget_study(self, study_uid: str) -> int:
+        """Drop a purged study's rows; returns the instances forgotten."""
+        with self._tx() as db:
+            n = db.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,)).rowcount
+            db.execute("DELETE FROM studies WHERE study_uid = ?", (study_uid,))
+            return n
+
     # -- readers ------------------------------------------------------------------
 
     def series_of(self, study_uid: str) -> dict[str, list[str]]:
