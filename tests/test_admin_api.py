@@ -119,3 +119,24 @@ def test_every_operation_conforms_to_the_openapi_spec(live_node):
     )
     assert out.returncode == 0, out.stdout[-4000:]
     assert "Tested: 7" in out.stdout and "No issues found" in out.stdout
+
+
+def test_jobs_are_listed_for_people_iso_times_filters_and_outcomes(live_node, client, capsys):
+    import re
+
+    from mvi_node.commands.main import main
+
+    jobs = client.get("/jobs").json()
+    assert jobs and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", j["created_at"]) for j in jobs)
+    study = next(j for j in jobs if j["kind"] == "study")
+    assert study["study_uid"] and isinstance(study["results"], list)
+    only = client.get("/jobs", params={"study": study["study_uid"]}).json()
+    assert only and {j["study_uid"] for j in only} == {study["study_uid"]}
+    assert client.get("/jobs", params={"study": "1.2.3.4.5.6.7.8.9"}).json() == []
+    assert {j["kind"] for j in client.get("/jobs", params={"kind": "study"}).json()} == {"study"}
+    detail = client.get(f"/jobs/{study['id']}").json()
+    assert detail["not_before"].endswith("Z")
+    # the CLI prints the same view as a table
+    assert main(["jobs", "--data-dir", str(live_node.settings.data_dir), "--study", study["study_uid"]]) == 0
+    out = capsys.readouterr().out
+    assert "study" in out and study["study_uid"] in out and "updated (UTC)" in out

@@ -9,6 +9,7 @@ value, and validation errors name the field and the rule, never the value sent.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 from typing import Any, Callable, Literal
 
@@ -28,20 +29,37 @@ from mvi_node.jobs.store import Job, JobState, JobStore
 ReadinessCheck = Callable[[], tuple[bool, str]]
 
 
+class ResultSummary(BaseModel):
+    """One recipe's result of a study job, as a person reads it."""
+
+    recipe: str
+    outcome: str
+    probability: float | None = None
+    decision: bool | None = None
+    sr: str | None = None
+    version: int | None = None
+    supersedes: str | None = None
+    #: the SR of the newer version that replaced this one (among the jobs listed)
+    superseded_by: str | None = None
+
+
 class JobSummary(BaseModel):
     id: int
     kind: str
     state: JobState
     attempts: int
     max_attempts: int
-    created_at: float
-    updated_at: float
+    #: ISO 8601, UTC
+    created_at: str
+    updated_at: str
+    study_uid: str | None = None
+    results: list[ResultSummary] = Field(default_factory=list)
     last_error: str | None = None
 
 
 class JobDetail(JobSummary):
     key: str
-    not_before: float
+    not_before: str
     payload: dict[str, Any]
     result: dict[str, Any]
 
@@ -68,6 +86,24 @@ class Stored(BaseModel):
     stored: bool = True
 
 
+def iso(epoch: float) -> str:
+    """ISO 8601 in UTC, to the millisecond."""
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _results(job: Job) -> list[ResultSummary]:
+    out = []
+    for exam in job.result.get("inference", []) if isinstance(job.result, dict) else []:
+        for r in exam:
+            if not r.get("reported", True):
+                continue
+            o = r.get("outputs") or {}
+            out.append(ResultSummary(recipe=r.get("recipe") or "(none)", outcome=r.get("outcome", ""),
+                                     probability=r.get("probability"), decision=r.get("decision"),
+                                     sr=o.get("sr"), version=o.get("version"), supersedes=o.get("supersedes")))
+    return out
+
+
 def _summary(job: Job) -> JobSummary:
     return JobSummary(
         id=job.id,
@@ -75,10 +111,32 @@ def _summary(job: Job) -> JobSummary:
         state=job.state,
         attempts=job.attempts,
         max_attempts=job.max_attempts,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
+        created_at=iso(job.created_at),
+        updated_at=iso(job.updated_at),
+        study_uid=job.payload.get("study_uid"),
+        results=_results(job),
         last_error=job.last_error,
     )
+
+
+def summaries(listed: list[Job]) -> list[JobSummary]:
+    """Job summaries, each result marked with the newer version that superseded it."""
+    out = [_summary(j) for j in listed]
+    newer = {r.supersedes: r.sr for s in out for r in s.results if r.supersedes}
+    for s in out:
+        for r in s.results:
+            r.superseded_by = newer.get(r.sr)
+    return out
+
+
+def filtered(jobs: JobStore, state: JobState | None, study: str | None, kind: str | None, limit: int) -> list[Job]:
+    """Newest first, by state, study and kind, paging the store until ``limit`` match."""
+    out, before = [], None
+    while len(out) < limit and (page := jobs.list(state, limit=500, before_id=before)):
+        out += [j for j in page if (study is None or j.payload.get("study_uid") == study)
+                and (kind is None or j.kind == kind)]
+        before = page[-1].id
+    return out[:limit]
 
 
 def create_app(
@@ -170,9 +228,11 @@ def create_app(
     @app.get("/jobs", response_model=list[JobSummary], dependencies=guarded, summary="Jobs, newest first")
     def list_jobs(
         state: JobState | None = Query(default=None),
+        study: str | None = Query(default=None, max_length=64, description="StudyInstanceUID"),
+        kind: str | None = Query(default=None, max_length=32),
         limit: int = Query(default=100, ge=1, le=1000),
     ) -> list[JobSummary]:
-        return [_summary(j) for j in jobs.list(state, limit=limit)]
+        return summaries(filtered(jobs, state, study, kind, limit))
 
     @app.get(
         "/jobs/{job_id}",
@@ -185,7 +245,8 @@ def create_app(
         job = jobs.get(job_id)
         if job is None:
             raise HTTPException(status_code=404, detail="no such job")
-        return JobDetail(**_summary(job).model_dump(), key=job.key, not_before=job.not_before, payload=job.payload, result=job.result)
+        return JobDetail(**_summary(job).model_dump(), key=job.key, not_before=iso(job.not_before),
+                         payload=job.payload, result=job.result)
 
     @app.post(
         "/jobs/{job_id}/retry",
