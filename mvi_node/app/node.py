@@ -117,7 +117,8 @@ class Node:
         self.children: list[mp.Process] = []
         self.retention = Retention(settings, self.index, self.jobs)
         self.watcher = CompletionWatcher(
-            self.index, self.jobs, settings.completion.quiet_seconds, settings.completion.poll_seconds
+            self.index, self.jobs, settings.completion.quiet_seconds, settings.completion.poll_seconds,
+            settings.completion.exam_wait_seconds,
         )
         self.engine = build_engine(settings)
         self.destinations = [

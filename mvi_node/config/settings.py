@@ -151,6 +151,9 @@ class RetentionSettings(_Section):
 class CompletionSettings(_Section):
     quiet_seconds: float = Field(default=10.0, gt=0, le=86400)
     poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: hold a completed study's job this long, for exams whose parts come as several
+    #: studies (a phase, the tumour outline); a part later still supersedes the result
+    exam_wait_seconds: float = Field(default=0.0, ge=0, le=86400)
 
 
 class SelectSettings(_Section):

@@ -41,13 +41,14 @@ class SqliteJobStore(SqliteDatabase):
         # Jobs are few and their state matters: every commit is synced.
         super().__init__(path, _SCHEMA, synchronous="FULL", row_factory=sqlite3.Row)
 
-    def enqueue(self, kind: str, key: str, payload: dict[str, Any], max_attempts: int | None = None) -> Job:
+    def enqueue(self, kind: str, key: str, payload: dict[str, Any], max_attempts: int | None = None,
+                not_before: float = 0.0) -> Job:
         now = time.time()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO jobs(kind, key, state, max_attempts, payload, created_at, updated_at)"
-                " VALUES (?, ?, 'queued', ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-                (kind, key, max_attempts or self.default_max_attempts, json.dumps(payload), now, now),
+                "INSERT INTO jobs(kind, key, state, max_attempts, payload, not_before, created_at, updated_at)"
+                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+                (kind, key, max_attempts or self.default_max_attempts, json.dumps(payload), not_before, now, now),
             )
             row = db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return _job(row)

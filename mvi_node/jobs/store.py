@@ -39,7 +39,9 @@ class Job:
 
 
 class JobStore(Protocol):
-    def enqueue(self, kind: str, key: str, payload: dict[str, Any], max_attempts: int | None = None) -> Job: ...
+    def enqueue(self, kind: str, key: str, payload: dict[str, Any], max_attempts: int | None = None,
+                not_before: float = 0.0) -> Job:
+        """Idempotent by ``key``; the job is not claimed before ``not_before`` (epoch seconds)."""
 
     def claim(self, kinds: list[str] | None = None, worker: str = "") -> Job | None: ...
 

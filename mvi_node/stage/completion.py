@@ -32,11 +32,15 @@ class CompletionWatcher(Poller):
     failure_message = "completion pass failed"
     logger = log
 
-    def __init__(self, index: StagingIndex, jobs: JobStore, quiet_seconds: float, poll_seconds: float = 1.0) -> None:
+    def __init__(self, index: StagingIndex, jobs: JobStore, quiet_seconds: float, poll_seconds: float = 1.0,
+                 exam_wait_seconds: float = 0.0) -> None:
         super().__init__(min(poll_seconds, max(quiet_seconds / 4, 0.05)))
         self.index = index
         self.jobs = jobs
         self.quiet_seconds = quiet_seconds
+        #: a completed study's job is held this long, so the other parts of an exam sent
+        #: as other studies (a phase, the tumour outline) are staged when it runs
+        self.exam_wait_seconds = exam_wait_seconds
 
     def run_once(self) -> int:
         """Close every quiet round and enqueue its job; return the number closed."""
@@ -51,6 +55,7 @@ class CompletionWatcher(Poller):
                 STUDY_JOB,
                 study_job_key(study_uid, round_no),
                 {"study_uid": study_uid, "round": round_no, "instances": instances},
+                not_before=time.time() + self.exam_wait_seconds if self.exam_wait_seconds else 0.0,
             )
             self.index.mark_job_enqueued(study_uid, round_no)
             log.info("study %s round %d queued as job %d", study_uid, round_no, job.id)
