@@ -221,3 +221,31 @@ def _walk(ds):
     for item in ds.get("ContentSequence", []):
         yield item
         yield from _walk(item)
+
+
+def test_an_image_without_pixel_spacing_gets_an_explanatory_sr_not_a_dead_job(golden_exams, tmp_path):
+    """A real exam's images lacked PixelSpacing: the recipe cannot run, and the report
+    used to raise building its Image Library, so the job went dead with no SR."""
+    import shutil
+
+    import pydicom
+
+    from mvi_node.report.outputs import build_results
+    from mvi_node.report.validate import dciodvfy_errors
+    from mvi_node.select.engine import select_path
+
+    folder = tmp_path / "nops"
+    shutil.copytree(golden_exams / "seg_clinical_pos", folder)
+    for f in (folder / "dicom").rglob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        if ds.Modality == "CT" and "PixelSpacing" in ds:
+            del ds.PixelSpacing
+            ds.save_as(f)
+    [exam] = select_path(folder / "dicom")
+    [res] = Engine(ModelRegistry([DEFAULT_ROOT])).run_exam(exam)
+    assert res.outcome == "failed"
+    [sr] = build_results(res, exam, 3)
+    assert "not evaluated" in sr.ContentDescription
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []

@@ -165,6 +165,12 @@ def title_of(inp: ReportInput) -> str:
     return f"{ep.present if any(l.predicted_mvi for l in inp.lesions) else ep.absent} p={top.probability:.3f}"
 
 
+def _describable(ds: Dataset) -> bool:
+    if str(ds.get("Modality", "")) not in ("CT", "MR", "PT"):
+        return True
+    return all(k in ds for k in ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient"))
+
+
 def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
     """One SR for one exam x model; ``inp.evidence[0]`` gives patient and study."""
     if not inp.evidence:
@@ -175,7 +181,9 @@ def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
         groups = [not_evaluated_group(inp, uids.tracking("exam"))]
     for item in _texts(inp):
         groups[0][0].ContentSequence.append(item)
-    images = [ds for ds in inp.evidence if "Rows" in ds and "SOPClassUID" in ds]
+    # the Image Library (TID 1601) describes cross-sectional images by their plane and
+    # spacing: an image without them is evidence still, but not a library entry
+    images = [ds for ds in inp.evidence if "Rows" in ds and "SOPClassUID" in ds and _describable(ds)]
     report = MeasurementReport(
         observation_context=_observation_context(inp.model),
         procedure_reported=_cc(inp.procedure),
