@@ -22,7 +22,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         args.modality, args.out, args.patients, args.seed, vendor=args.vendor,
         agent=args.agent if args.modality == "mr" else None, annotations=args.annotations,
         matrix=args.matrix, thin=args.thin, seg_on=args.seg_on, noise=args.noise,
-        sign_strength=args.sign_strength, hard_cases=args.hard_cases, **overrides,
+        sign_strength=args.sign_strength, hard_cases=args.hard_cases, realism=args.realism, **overrides,
     )
     studies = manifest["studies"]
     summary = {
@@ -51,6 +51,9 @@ def register(subparsers) -> None:
     p.add_argument("--noise", type=float, default=None, help="CT: HU sd at 5 mm (10); MR: fraction (0.03)")
     p.add_argument("--sign-strength", type=float, default=0.7, help="0..1: how visible MVI signs are")
     p.add_argument("--hard-cases", choices=["mixed", "none", "all"], default="mixed")
+    p.add_argument("--realism", choices=["basic", "varied"], default="basic",
+                   help="CT: varied = deformed organs, extra vessels, lesion shape/enhancement variety, "
+                        "correlated noise (basic: the exams every seed always gave)")
     p.add_argument("--force", action="append", choices=HARD_CASE_NAMES, help="turn a hard case on for all")
     p.add_argument("--without", action="append", choices=HARD_CASE_NAMES, help="turn a hard case off for all")
     p.add_argument("--language", choices=LANGUAGES, help="description language for all exams")

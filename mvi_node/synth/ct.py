@@ -79,6 +79,7 @@ class CTSim:
     enh: float
     volumes: dict[str, np.ndarray] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)  # seconds after bolus start
+    variation: object = None  # mvi_node.synth.realism.Variation of a realism="varied" exam
 
 
 def noise_sd(spec: ExamSpec, thickness: float) -> float:
@@ -92,9 +93,17 @@ def simulate_ct(spec: ExamSpec, phases: tuple[str, ...] | None = None) -> CTSim:
     clinical = draw_clinical(spec)
     lesions = draw_lesions(exam_rng(spec, "lesions"), body, spec.mvi, spec.grade, clinical["tumor_count"],
                            clinical["main_diameter_mm"], spec.sign_strength)
+    varied = spec.realism == "varied"
+    if varied:
+        from mvi_node.synth import realism
+
+        vrng = exam_rng(spec, "realism")
+        lesions = realism.vary_lesions(vrng, lesions)
     clinical["mtd_mm"] = max(les.diameter_mm for les in lesions)
     grid = axial_grid(spec.matrix, 5.0)
     labels = label_volume(body, grid)
+    if varied:
+        realism.vary_anatomy(vrng, body, grid, labels, lesions)
     fields = [lesion_fields(les, grid) for les in lesions]
     trng = exam_rng(spec, "timing")
     enh = float(trng.uniform(0.85, 1.15))
@@ -107,6 +116,16 @@ def simulate_ct(spec: ExamSpec, phases: tuple[str, ...] | None = None) -> CTSim:
         if spec.hard.early_arterial:
             phases = ("native", "early_arterial", "arterial", "portal", "delayed")
     nrng = exam_rng(spec, "noise")
+    if varied:
+        variation = realism.draw_variation(vrng, len(lesions), spec.vendor)
+        warp = realism.Warp(variation, grid)
+        for p in phases:
+            clean = render(labels, fields, ct_contrast(p, enh), nrng, 0.0, smooth=False)
+            sim.volumes[p] = realism.vary_volume(clean, p, variation, labels, sim.truth, warp, nrng,
+                                                 noise_sd(spec, 5.0))
+        sim.labels, sim.truth = warp(labels, order=0), warp(sim.truth, order=0)
+        sim.variation = variation
+        return sim
     for p in phases:
         sim.volumes[p] = render(labels, fields, ct_contrast(p, enh), nrng, noise_sd(spec, 5.0))
     return sim

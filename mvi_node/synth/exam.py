@@ -83,6 +83,8 @@ def write_exam(spec: ExamSpec, out: Path | str) -> dict[str, Any]:
         entry["agent"] = spec.agent
         entry["field_strength"] = spec.field_strength
     entry["hard_cases"] = {**spec.hard.as_dict(), "thin": spec.thin, "seg_on": spec.seg_on}
+    if spec.realism != "basic":
+        entry["realism"] = spec.realism
     entry["series"] = {p.uid: p.role for p in plans}
     entry["series_detail"] = {
         p.uid: {"number": p.number, "description": p.description, "instances": int(p.images.shape[0]),

@@ -20,11 +20,13 @@ from mvi_node.synth.spec import ExamSpec, draw_spec
 def generate(modality: str, out: Path | str, patients: int, seed: int, *, vendor: str = "mixed",
              agent: str | None = None, annotations: str = "seg", matrix: int = 256, thin: bool = False,
              seg_on: str = "mixed", noise: float | None = None, sign_strength: float = 0.7,
-             hard_cases: str = "mixed", clean: bool = True, **hard_overrides: Any) -> dict[str, Any]:
+             hard_cases: str = "mixed", clean: bool = True, realism: str = "basic",
+             **hard_overrides: Any) -> dict[str, Any]:
     """Write a seeded population to ``out``; return the manifest (also in manifest.json).
 
     ``clean`` removes the dicom/, truth/ and clinical/ folders of a previous run first.
     ``hard_overrides`` pins HardCases switches for every exam (e.g. ``language="zh"``).
+    ``realism="varied"`` widens CT anatomy, lesions and noise (:mod:`mvi_node.synth.realism`).
     """
     out = Path(out)
     if clean:
@@ -35,12 +37,13 @@ def generate(modality: str, out: Path | str, patients: int, seed: int, *, vendor
     for i in range(patients):
         spec = draw_spec(modality, seed, i, vendor=vendor, agent=agent, annotations=annotations,
                          seg_on=seg_on, matrix=matrix, thin=thin, noise=noise, sign_strength=sign_strength,
-                         hard_cases=hard_cases, **hard_overrides)
+                         hard_cases=hard_cases, realism=realism, **hard_overrides)
         studies.append(write_exam(spec, out))
     header = {"generator": "mvi_node.synth", "modality": modality.upper(), "seed": seed, "patients": patients,
               "options": {"vendor": vendor, "agent": agent, "annotations": annotations, "matrix": matrix,
                           "thin": thin, "seg_on": seg_on, "noise": noise, "sign_strength": sign_strength,
-                          "hard_cases": hard_cases, **hard_overrides}}
+                          "hard_cases": hard_cases, **hard_overrides,
+                          **({"realism": realism} if realism != "basic" else {})}}
     write_manifest(out, header, studies)
     import json
 

@@ -73,6 +73,9 @@ class ExamSpec:
     noise: float | None = None  # CT: HU sd at 5 mm; MR: fraction of liver signal
     sign_strength: float = 0.7
     field_strength: float = 1.5
+    #: "basic" (the phantoms as always) or "varied" (mvi_node.synth.realism: organ shape,
+    #: vessels, lesion shape/enhancement, noise); CT only
+    realism: str = "basic"
 
     @property
     def patient_id(self) -> str:
@@ -112,6 +115,7 @@ def draw_spec(
     sign_strength: float = 0.7,
     hard_cases: str = "mixed",
     mvi: bool | None = None,
+    realism: str = "basic",
     **hard_overrides: Any,
 ) -> ExamSpec:
     """Draw exam ``index`` of a seeded population; keyword arguments pin choices.
@@ -121,6 +125,8 @@ def draw_spec(
     """
     if modality not in ("ct", "mr"):
         raise ValueError(f"modality must be ct or mr, not {modality!r}")
+    if realism not in ("basic", "varied"):
+        raise ValueError(f"realism must be basic or varied, not {realism!r}")
     rng = np.random.default_rng([seed & 0xFFFFFFFF, index, 7919 if modality == "ct" else 104729])
     is_mvi = bool(rng.random() < MVI_PREVALENCE)
     grade_draw = rng.random()
@@ -172,6 +178,7 @@ def draw_spec(
         noise=noise,
         sign_strength=float(np.clip(sign_strength, 0.0, 1.0)),
         field_strength=field_strength,
+        realism=realism,
     )
 
 
