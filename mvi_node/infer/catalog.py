@@ -108,6 +108,7 @@ class RecipeCatalog:
         return RecipeCatalog(r for r in self if r.name in keep)
 
     def needs(self) -> list[RecipeNeeds]:
-        """What selection needs to say which recipes an exam qualifies for."""
+        """What selection needs to say which recipes an exam qualifies for (segmentation
+        recipes are the others' automatic ROI, not a result of their own: left out)."""
         return [RecipeNeeds(r.name, tuple(r.requires), r.summary, frozenset(r.modalities), r.qualifies)
-                for r in self]
+                for r in self if r.task == "prediction"]

@@ -30,6 +30,8 @@ from mvi_node.infer.catalog import RecipeCatalog
 from mvi_node.infer.manifest import ModelInfo
 from mvi_node.infer.recipe import (FAILED, NO_SERIES, OK, Endpoint, ExamInputs, NotEvaluated, Prediction, Recipe)
 from mvi_node.infer.registry import ModelRegistry
+from mvi_node.infer.segmentation import SegmentationRecipe, SegmentationService
+from mvi_node.roi.automatic import AUTOMATIC
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,9 @@ class RecipeResult:
     not_run: tuple[tuple[str, str], ...] = ()
     #: (level, width) the recipe wants its captures in; None: the series' own window
     capture_window: tuple[float, float] | None = None
+    #: the automatic segmentation (``mvi_node.roi.automatic.Segmentation``) the ROI came
+    #: from; the report writes it as a DICOM SEG. None: the ROI was an annotation
+    segmentation: Any = None
 
     @property
     def outcome(self) -> str:
@@ -145,6 +150,7 @@ class RecipeResult:
             "slices": len(self.key_slices), "roi_source": self.roi.get("source"), "roi": self.roi,
             "clinical_factors_used": self.clinical_factors_used, "clinical_factors_missing": self.clinical_missing,
             "reasons": self.reasons, "not_run": [{"recipe": r, "why": w} for r, w in self.not_run],
+            "segmentation": self.segmentation.summary() if self.segmentation is not None else None,
             "gradcam": {"series_instance_uid": self.series_instance_uid,
                         "map_size": list(maps.shape[1:]) if maps is not None else None,
                         "map_range": "0..1 per slice (min-max)", "slices": self.slice_info},
@@ -197,8 +203,13 @@ class Engine:
         for name in registry.models:
             if name not in self.catalog.names():
                 log.warning("model folder for recipe %r has no registered recipe code: not served", name)
+        served = [r for r in self.catalog if registry.get(r.name) is not None]
         #: recipes with code and a verified model: the only ones an exam is offered to
-        self.recipes = self.catalog.only(n for n in self.catalog.names() if registry.get(n) is not None)
+        self.recipes = self.catalog.only(r.name for r in served if not isinstance(r, SegmentationRecipe))
+        #: segmentation recipes with a verified model: the automatic ROI of the others
+        self.segmentation = SegmentationService(
+            [(r, registry.get(r.name)) for r in served if isinstance(r, SegmentationRecipe)],
+            lambda model: _Runner(self, model), self.identity)
         self._sessions: dict[tuple[Path, str], Any] = {}
         self._lock = threading.Lock()
 
@@ -229,14 +240,15 @@ class Engine:
         base = {"patient_id": exam.patient_id, "study_instance_uids": tuple(exam.study_uids),
                 "procedure": procedure_for(modalities)}
         candidates = [r for r in self.recipes if r.modalities & modalities]
-        results = [self._run_recipe(recipe, exam, winners, base) for recipe in candidates]
+        auto = self.segmentation.for_exam() if self.segmentation else None
+        results = [self._run_recipe(recipe, exam, winners, base, auto) for recipe in candidates]
         if any(r.prediction is not None for r in results):
             return [r if r.prediction is not None else _unreported(r) for r in results]
         if len(results) == 1:
             return results
         return [*map(_unreported, results), self._nothing_ran(results, modalities, base)]
 
-    def _run_recipe(self, recipe: Recipe, exam, winners, base) -> RecipeResult:
+    def _run_recipe(self, recipe: Recipe, exam, winners, base, auto=None) -> RecipeResult:
         model = self.registry.get(recipe.name)
         ident = self.identity(recipe.name)
         common = dict(base, recipe=recipe.name, endpoint=recipe.endpoint, capture_window=recipe.capture_window)
@@ -249,7 +261,7 @@ class Engine:
         inputs = ExamInputs(
             series={role: tuple(winners[role].datasets) for role in recipe.requires},
             exam=tuple(ds for u in exam.units for ds in u.datasets), clinical=self.clinical,
-            patient_id=exam.patient_id, study_uids=tuple(exam.study_uids),
+            patient_id=exam.patient_id, study_uids=tuple(exam.study_uids), auto_roi=auto,
         )
         try:
             prepared = recipe.prepare(inputs)
@@ -261,7 +273,11 @@ class Engine:
             calibration = model.variants[out.variant].calibration if out.variant in model.variants else None
             if calibration is not None:
                 out = calibrated(out, calibration)
-            return RecipeResult(**common, model=self.identity(recipe.name, out.variant), prediction=out)
+            seg = None
+            if auto is not None and str(out.roi.get("source", "")).startswith(AUTOMATIC):
+                seg = auto.segmentation(out.series_uid)
+            return RecipeResult(**common, model=self.identity(recipe.name, out.variant), prediction=out,
+                                segmentation=seg)
         return RecipeResult(**common, model=ident, not_evaluated=out)
 
     def _nothing_ran(self, results: list[RecipeResult], modalities, base) -> RecipeResult:

@@ -23,7 +23,7 @@ import argparse
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -74,6 +74,9 @@ class ExamInputs:
     ``series``: the datasets of each required role's winning series (headers at least;
     pixel data is read from ``ds.filename`` when absent). ``exam``: every dataset of the
     exam, all its studies (annotations, other phases). ``clinical``: the site's source.
+    ``auto_roi``: the automatic ROI of a target series (a served segmentation model, see
+    :mod:`mvi_node.infer.segmentation`), None when none is served; :meth:`find_roi` is
+    the ROI order every recipe uses: an annotation in the exam first, else this.
     """
 
     series: Mapping[str, Sequence[Dataset]]
@@ -81,6 +84,14 @@ class ExamInputs:
     clinical: ClinicalSource
     patient_id: str = ""
     study_uids: tuple[str, ...] = ()
+    auto_roi: Callable[[Any], Any] | None = None
+
+    def find_roi(self, target: Any):
+        """The tumour ROI on ``target`` (datasets or geometry): the exam's annotation (SEG,
+        RTSTRUCT, SR, GSPS) first, else the automatic segmentation; a ``NoRoi`` says why not."""
+        from mvi_node.roi import find_roi
+
+        return find_roi(self.exam, target, automatic=self.auto_roi)
 
 
 @dataclass(frozen=True)
@@ -179,6 +190,9 @@ class Recipe(ABC):
     trainer: ClassVar[str | None] = None
     #: (level, width) for the explanation captures; None: each series' own window
     capture_window: ClassVar[tuple[float, float] | None] = None
+    #: "prediction" (offered every exam of its modalities) or "segmentation" (a
+    #: :class:`mvi_node.infer.segmentation.SegmentationRecipe`: the others' automatic ROI)
+    task: ClassVar[str] = "prediction"
 
     def qualifies(self, winners: Mapping[str, Any]) -> tuple[bool, str]:
         """Whether the exam's winning series (role -> unit) feed this recipe, and why not."""

@@ -4,11 +4,15 @@
 GSPS; first found wins), brings the annotation onto the target series through patient
 coordinates, keeps the main tumour (largest connected component) and returns a
 :class:`Roi` or a :class:`NoRoi` whose outcome "no tumour ROI" the job must report.
+
+The ROI order every recipe uses: an annotation in the exam first, else the automatic
+segmentation: ``find_roi(exam, target, automatic=inputs.auto_roi)`` (the engine fills
+``ExamInputs.auto_roi`` when a segmentation model is served; :mod:`.automatic`).
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from pydicom.dataset import Dataset
 
@@ -16,12 +20,16 @@ from mvi_node.roi.geometry import SeriesGeometry, series_geometry
 from mvi_node.roi.model import NO_ROI, NoRoi, Roi, largest_component
 from mvi_node.roi.sources import DEFAULT_SOURCES, RoiSource
 
-__all__ = ["NO_ROI", "NoRoi", "Roi", "RoiSource", "SeriesGeometry", "find_roi", "series_geometry"]
+__all__ = ["NO_ROI", "AutomaticRoi", "NoRoi", "Roi", "RoiSource", "SeriesGeometry", "find_roi", "series_geometry"]
+
+#: the automatic ROI of a series: the engine's segmentation service (``ExamInputs.auto_roi``)
+AutomaticRoi = Callable[[SeriesGeometry], "Roi | NoRoi"]
 
 
 def find_roi(exam: Iterable[Dataset], target: Sequence[Dataset] | SeriesGeometry,
-             sources: Sequence[RoiSource] = DEFAULT_SOURCES) -> Roi | NoRoi:
-    """First tumour ROI any source finds on ``target`` (datasets of the series, or its geometry).
+             sources: Sequence[RoiSource] = DEFAULT_SOURCES, automatic: AutomaticRoi | None = None) -> Roi | NoRoi:
+    """First tumour ROI any source finds on ``target`` (datasets of the series, or its geometry);
+    when none does and ``automatic`` is given, the automatic segmentation's main lesion.
 
     ``exam``: every dataset (headers are enough; annotation objects are re-read in full
     from ``ds.filename``) of the exam, all its studies: phases are often separate series
@@ -45,4 +53,12 @@ def find_roi(exam: Iterable[Dataset], target: Sequence[Dataset] | SeriesGeometry
             found.mask = largest_component(found.mask)
             return found
         reasons.append(f"{source.name}: {found}")
+    if automatic is not None:
+        try:
+            auto = automatic(geo)
+        except Exception as exc:  # noqa: BLE001 - the job reports it, never crashes
+            auto = NoRoi([f"automatic: failed ({type(exc).__name__})"])
+        if isinstance(auto, Roi):
+            return auto
+        reasons += list(auto.reasons)
     return NoRoi(reasons)

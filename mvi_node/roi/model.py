@@ -27,6 +27,9 @@ class Roi:
     kind: str = "mask"
     mapped: bool = False  # drawn on another series and brought over through patient coordinates
     notes: list[str] = field(default_factory=list)
+    #: source "automatic": the segmentation model's identity and every lesion it found
+    model: dict | None = None
+    lesions: list[dict] = field(default_factory=list)
     #: the liver on the same grid, when the exam outlines it as an organ (crop limits, seed 003's ring)
     liver: np.ndarray | None = None
 
@@ -34,9 +37,20 @@ class Roi:
     def slices(self) -> list[int]:
         return [int(z) for z in np.nonzero(self.mask.reshape(self.mask.shape[0], -1).any(1))[0]]
 
+    @property
+    def automatic(self) -> bool:
+        return self.model is not None
+
     def describe(self) -> dict[str, object]:
-        return {"source": self.source, "source_uid": self.source_uid, "kind": self.kind,
-                "mapped_from_other_series": self.mapped, "slices": len(self.slices), "notes": self.notes}
+        out: dict[str, object] = {"source": self.source, "source_uid": self.source_uid, "kind": self.kind,
+                                  "mapped_from_other_series": self.mapped, "slices": len(self.slices),
+                                  "notes": self.notes}
+        if self.model is not None:  # "automatic: liver_tumor_seg 0.1.0"
+            label = f"{self.model.get('recipe', '')} {self.model.get('model_version', '')}".strip()
+            out["source"] = f"{self.source}: {label}"
+            out["model"] = {k: self.model.get(k) for k in ("recipe", "model_version", "sha256")}
+            out["lesions"] = self.lesions
+        return out
 
 
 @dataclass

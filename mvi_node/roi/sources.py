@@ -80,6 +80,16 @@ def _same_frame(frame_uid: str | None, target: SeriesGeometry) -> bool:
     return not frame_uid or not target.frame_uid or frame_uid == target.frame_uid
 
 
+#: Manufacturer of the results this node writes (mvi_node.report.inputs.MANUFACTURER)
+NODE_MANUFACTURER = "mvi-node project"
+
+
+def _own_automatic(seg: Dataset, segments: list[Dataset]) -> bool:
+    """A SEG this node wrote itself (sent back with a study): never taken for an annotation."""
+    return (str(seg.get("Manufacturer", "")) == NODE_MANUFACTURER and bool(segments)
+            and all(str(s.get("SegmentAlgorithmType", "")) == "AUTOMATIC" for s in segments))
+
+
 class SegSource:
     name = "seg"
     modality = "SEG"
@@ -94,6 +104,9 @@ class SegSource:
                 notes.append(f"SEG {seg.SOPInstanceUID}: other frame of reference")
                 continue
             segs = list(seg.SegmentSequence)
+            if _own_automatic(seg, segs):
+                notes.append(f"SEG {seg.SOPInstanceUID}: an automatic result of this node, not an annotation")
+                continue
             kinds = {int(s.SegmentNumber): segment_kind(s) for s in segs}
             livers = {n for n, k in kinds.items() if k == "liver"}
             if livers and liver is None:

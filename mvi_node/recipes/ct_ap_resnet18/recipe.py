@@ -100,10 +100,11 @@ def mtd_from_roi(roi: Roi) -> float:
     return max(0.0, d - CIRCLE_MARGIN_MM) if roi.kind == "circle" else d
 
 
-def prepare(exam: list[Dataset], target: list[Dataset], labs: ClinicalSource) -> Prepared | NoRoi:
-    """Series + exam -> network inputs. ``NoRoi`` when no annotation gives a tumour."""
+def prepare(exam: list[Dataset], target: list[Dataset], labs: ClinicalSource, automatic=None) -> Prepared | NoRoi:
+    """Series + exam -> network inputs. ``NoRoi`` when no annotation gives a tumour and
+    ``automatic`` (the engine's automatic ROI, ``ExamInputs.auto_roi``) finds none either."""
     with observe_stage("roi"):
-        roi = find_roi(exam, target)
+        roi = find_roi(exam, target, automatic=automatic)
     if isinstance(roi, NoRoi):
         return roi
     with observe_stage("preprocess"):
@@ -158,7 +159,7 @@ class CtApResnet18(Recipe):
 
     def prepare(self, exam: ExamInputs) -> Prepared | NotEvaluated:
         target = list(exam.series[ROLE])
-        prepared = prepare(list(exam.exam), target, exam.clinical)
+        prepared = prepare(list(exam.exam), target, exam.clinical, exam.auto_roi)
         if isinstance(prepared, NoRoi):
             return NotEvaluated(prepared.outcome, tuple(prepared.reasons), series_uid=str(target[0].SeriesInstanceUID))
         return prepared

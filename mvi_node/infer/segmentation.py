@@ -1,0 +1,245 @@
+"""Segmentation recipes and the engine's segmentation service. Torch-free.
+
+A :class:`SegmentationRecipe` is a recipe whose product is a label map (background /
+liver / tumour), not a probability: the engine never offers it an exam to predict on.
+Instead it serves it as the **automatic ROI** of every other recipe: the engine puts a
+callable in :attr:`ExamInputs.auto_roi <mvi_node.infer.recipe.ExamInputs.auto_roi>`
+that, when a recipe finds no annotation (``find_roi(exam, target, automatic=...)``),
+runs the segmentation model on the recipe's target series (once per series and exam,
+however many recipes ask) and hands back the main lesion as a
+:class:`~mvi_node.roi.model.Roi` whose source reads "automatic: <recipe> <version>".
+No recipe imports another: the segmentation model is found through the model registry
+like any model.
+
+Serving, per series: HU from the Modality LUT, resampled (linear, SimpleITK) to the
+model's grid ``spacing_mm``, windowed and scaled to 0..1, sliding window
+(:mod:`mvi_node.infer.sliding`) over the ONNX graph's ``probabilities``, resampled back
+to the series grid (linear, per class), argmax, post-processing
+(:func:`mvi_node.roi.automatic.postprocess`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from mvi_node.infer.recipe import NO_ROI, ExamInputs, ModelRunner, NotEvaluated, Prediction, Recipe
+from mvi_node.infer.sliding import sliding_window
+from mvi_node.roi import NoRoi, Roi, SeriesGeometry, series_geometry
+from mvi_node.roi.automatic import Segmentation, postprocess
+
+log = logging.getLogger(__name__)
+
+VARIANT = "segmentation"
+NOT_A_PREDICTION = "segmentation recipe: its result is the automatic ROI of the other recipes"
+
+
+def _pixels(ds: Dataset) -> Dataset:
+    if "PixelData" in ds:
+        return ds
+    import pydicom
+
+    return pydicom.dcmread(ds.filename)
+
+
+def hu_volume(geo: SeriesGeometry) -> np.ndarray:
+    """(slices, rows, cols) float32 values through each image's Modality LUT (HU for CT)."""
+    from pydicom.pixels import apply_modality_lut
+
+    out = np.empty(geo.shape, np.float32)
+    for z, ds in enumerate(geo.datasets):
+        full = _pixels(ds)
+        out[z] = apply_modality_lut(full.pixel_array, full)
+    return out
+
+
+def series_spacing(geo: SeriesGeometry) -> tuple[float, float, float]:
+    """(slice gap, row spacing, column spacing) in mm."""
+    return (abs(geo.slice_gap) or 1.0, float(geo.spacing_rc[0]), float(geo.spacing_rc[1]))
+
+
+def model_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int, int]:
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))  # type: ignore[return-value]
+
+
+def resample(volume: np.ndarray, spacing: Sequence[float], target: Sequence[float],
+             shape: Sequence[int] | None = None, linear: bool = True) -> np.ndarray:
+    """``volume`` (z, y, x) on a grid of ``spacing`` mm -> the grid of ``target`` mm covering
+    the same extent (edges aligned; ``shape`` given: that many voxels)."""
+    import SimpleITK as sitk
+
+    shape = tuple(shape) if shape is not None else model_shape(volume.shape, spacing, target)
+    if tuple(shape) == tuple(volume.shape) and np.allclose(spacing, target):
+        return np.asarray(volume, np.float32)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(volume, np.float32))
+    img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
+    extent = [n * s for n, s in zip(volume.shape, spacing)]
+    out_spacing = [e / n for e, n in zip(extent, shape)]
+    origin = [-0.5 * s + 0.5 * o for s, o in zip(spacing, out_spacing)]
+    res = sitk.Resample(img, [int(n) for n in reversed(shape)], sitk.Transform(),
+                        sitk.sitkLinear if linear else sitk.sitkNearestNeighbor,
+                        tuple(float(v) for v in reversed(origin)), tuple(float(v) for v in reversed(out_spacing)),
+                        img.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(res)
+
+
+def window01(values: np.ndarray, level: float, width: float) -> np.ndarray:
+    """Linear window to 0..1 (float32)."""
+    low = level - width / 2.0
+    return np.clip((np.asarray(values, np.float32) - low) / width, 0.0, 1.0).astype(np.float32)
+
+
+class SegmentationRecipe(Recipe):
+    """A recipe that labels background / liver / tumour; served as the automatic ROI.
+
+    Subclasses set the constants; the model folder holds one ONNX variant
+    ``segmentation`` with input ``image`` (1, channels, z, y, x; spatial axes dynamic)
+    and output ``probabilities`` (1, len(labels), z, y, x; softmax in the graph).
+    """
+
+    task: ClassVar[str] = "segmentation"
+    labels: ClassVar[tuple[str, ...]] = ("background", "liver", "tumour")
+    #: (level, width) of the grey-value window; values are then scaled to 0..1
+    window: ClassVar[tuple[float, float]] = (70.0, 350.0)
+    #: model grid (z, y, x) in mm the series is resampled to
+    spacing_mm: ClassVar[tuple[float, float, float]] = (5.0, 2.5, 2.5)
+    #: sliding-window tile (z, y, x) in model voxels, overlap fraction, blending
+    patch: ClassVar[tuple[int, int, int]] = (32, 96, 96)
+    overlap: ClassVar[float] = 0.25
+    blend: ClassVar[str] = "gaussian"
+    #: tile edges must be multiples of the network's total stride per axis
+    multiple: ClassVar[tuple[int, int, int]] = (4, 8, 8)
+    min_lesion_ml: ClassVar[float] = 0.2
+    min_liver_ml: ClassVar[float] = 100.0
+
+    # -- the recipe interface: never a prediction ------------------------------------
+    def prepare(self, exam: ExamInputs) -> SeriesGeometry | NotEvaluated:
+        return series_geometry(list(exam.series[self.requires[0]]))
+
+    def predict(self, prepared: Any, model: ModelRunner) -> Prediction | NotEvaluated:
+        return NotEvaluated(NO_ROI, (NOT_A_PREDICTION,))
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "window_level": self.window[0], "window_width": self.window[1],
+                "image_scale": "window to 0..1", "spacing_mm": list(self.spacing_mm),
+                "resampling": "linear (SimpleITK), edges aligned; back to the series grid linear per class",
+                "patch": list(self.patch), "overlap": self.overlap, "blend": self.blend,
+                "min_lesion_ml": self.min_lesion_ml, "min_liver_ml": self.min_liver_ml,
+                "slice_order": "ascending along the slice normal (feet to head for axial LPS)"}
+
+    # -- serving ----------------------------------------------------------------------
+    def model_input(self, hu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        """HU volume on a grid of ``spacing`` mm -> the network's input grid (z, y, x), 0..1."""
+        return window01(resample(hu, spacing, self.spacing_mm), *self.window)
+
+    def probabilities(self, x: np.ndarray, tile: Callable[[np.ndarray], np.ndarray],
+                      patch: Sequence[int] | None = None) -> tuple[np.ndarray, dict]:
+        """Per-class probabilities (K, z, y, x) of a model-grid input, and how the window ran."""
+        return sliding_window(x, tile, patch or self.patch, self.overlap, self.blend, 0.0, self.multiple)
+
+    def segment(self, target: SeriesGeometry, model: ModelRunner, identity: Mapping[str, Any],
+                patch: Sequence[int] | None = None) -> Segmentation:
+        """The model's label map of ``target``, post-processed into liver and ranked lesions."""
+        t0 = time.perf_counter()
+        hu = hu_volume(target)
+        spacing = series_spacing(target)
+        x = self.model_input(hu, spacing)
+        del hu
+
+        def tile(t: np.ndarray) -> np.ndarray:
+            return model.run(VARIANT, {"image": t}, ["probabilities"])[0]
+
+        probs, info = self.probabilities(x, tile, patch)
+        threshold = float(model.threshold(VARIANT)) if VARIANT in getattr(model, "variants", {}) else 0.5
+        labels = self.labels_on_series(probs, target.shape, spacing, threshold)
+        info["tumour_threshold"] = threshold
+        liver, lesion_map, lesions, reasons = postprocess(labels, target, self.min_lesion_ml, self.min_liver_ml)
+        info = {**info, "spacing_mm": list(self.spacing_mm), "model_grid": list(x.shape),
+                "series_grid": list(target.shape), "seconds": round(time.perf_counter() - t0, 2)}
+        return Segmentation(target, liver, lesion_map, lesions, dict(identity), info, reasons)
+
+    def labels_on_series(self, probs: np.ndarray, shape: Sequence[int], spacing: Sequence[float],
+                         tumour_threshold: float = 0.5) -> np.ndarray:
+        """Per-class probabilities back on the series grid (linear, one class at a time):
+        tumour where its probability reaches ``tumour_threshold`` (the model variant's
+        threshold, chosen on validation exams), elsewhere the likelier of the others."""
+        tumour = self.labels.index("tumour")
+        best = None
+        labels = np.zeros(tuple(shape), np.uint8)
+        for k in range(probs.shape[0]):
+            p = resample(probs[k], self.spacing_mm, spacing, shape)
+            if k == tumour:
+                labels[p >= tumour_threshold] = k
+                continue
+            if best is None:
+                best = p
+                continue
+            better = (p > best) & (labels != tumour)
+            labels[better] = k
+            best = np.where(p > best, p, best)
+        return labels
+
+
+class SegmentationService:
+    """The engine's served segmentation recipes (with verified models), as automatic ROIs."""
+
+    def __init__(self, segmenters: Sequence[tuple[SegmentationRecipe, Any]], runner: Callable[[Any], ModelRunner],
+                 identity: Callable[[str], Mapping[str, Any]]) -> None:
+        self.segmenters = list(segmenters)
+        self._runner, self._identity = runner, identity
+
+    def __bool__(self) -> bool:
+        return bool(self.segmenters)
+
+    def for_modality(self, modality: str) -> tuple[SegmentationRecipe, Any] | None:
+        return next(((r, m) for r, m in self.segmenters if modality in r.modalities), None)
+
+    def segment(self, target: SeriesGeometry | Sequence[Dataset]) -> Segmentation | NoRoi:
+        """The served segmentation of one series, or why there is none (never raises)."""
+        geo = target if isinstance(target, SeriesGeometry) else series_geometry(list(target))
+        modality = str(geo.datasets[0].get("Modality", ""))
+        chosen = self.for_modality(modality)
+        if chosen is None:
+            return NoRoi([f"automatic: no segmentation model for {modality or 'this modality'}"])
+        recipe, model = chosen
+        ident = self._identity(recipe.name)
+        label = f"automatic: {recipe.name} {ident.get('model_version', '')}".strip()
+        try:
+            seg = recipe.segment(geo, self._runner(model), ident)
+        except Exception as exc:  # noqa: BLE001 - reported as the ROI's reason, UIDs only
+            log.exception("segmentation %s failed on series %s", recipe.name, geo.datasets[0].get("SeriesInstanceUID"))
+            return NoRoi([f"{label}: failed ({type(exc).__name__})"])
+        log.info("segmentation %s on series %s: %d lesion(s) in %.1f s (tiles %s)", recipe.name, seg.series_uid,
+                 len(seg.lesions), seg.info.get("seconds", 0.0), seg.info.get("patch"))
+        return seg
+
+    def for_exam(self) -> "ExamSegmentations":
+        return ExamSegmentations(self)
+
+
+class ExamSegmentations:
+    """``ExamInputs.auto_roi`` of one exam: each series segmented once, results kept."""
+
+    def __init__(self, service: SegmentationService) -> None:
+        self.service = service
+        self.results: dict[tuple[str, str, int], Segmentation | NoRoi] = {}
+
+    def __call__(self, target: SeriesGeometry | Sequence[Dataset]) -> Roi | NoRoi:
+        geo = target if isinstance(target, SeriesGeometry) else series_geometry(list(target))
+        # one phase of a multi-phase series is its own volume: keyed by its first image too
+        key = (str(geo.datasets[0].SeriesInstanceUID), str(geo.datasets[0].SOPInstanceUID), len(geo.datasets))
+        if key not in self.results:
+            self.results[key] = self.service.segment(geo)
+        found = self.results[key]
+        return found.roi() if isinstance(found, Segmentation) else found
+
+    def segmentation(self, series_uid: str) -> Segmentation | None:
+        """The segmentation that found lesions on ``series_uid`` (None: none did)."""
+        for (uid, _sop, _n), found in self.results.items():
+            if uid == series_uid and isinstance(found, Segmentation) and found.found:
+                return found
+        return None
