@@ -47,6 +47,8 @@ PROCEDURE_BY_MODALITY = {"CT": CT_PROCEDURE, "MR": MR_PROCEDURE}
 # -- units -------------------------------------------------------------------------------
 UNITLESS = Code("1", "UCUM", "no units")
 MM = Code("mm", "UCUM", "mm")
+ML = Code("ml", "UCUM", "mL")
+VOLUME = Code("118565006", "SCT", "Volume")
 
 
 def class_probability(label: str) -> Code:

@@ -116,6 +116,19 @@ class LesionResult:
     grade_probabilities: dict[str, float] | None = None
     roi_region: PlanarRegion | None = None
     slices: list[SliceResult] = field(default_factory=list)
+    #: volume of a lesion found by the automatic segmentation (None: an annotated ROI)
+    volume_ml: float | None = None
+
+
+@dataclass(frozen=True)
+class OtherLesion:
+    """A further lesion the automatic segmentation found, not evaluated by the recipe:
+    its own measurement group (volume, maximum diameter) and tracking UID."""
+
+    tracking_id: str
+    tracking_uid: str
+    volume_ml: float
+    max_diameter_mm: float
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,10 @@ class ReportInput:
     #: 1 for a first result; n > 1 supersedes version n-1, whose SR is ``predecessors``
     version: int = 1
     predecessors: list[Dataset] = field(default_factory=list)
+    #: what the SR says about an automatic ROI (empty: the ROI was an annotation)
+    roi_note: str = ""
+    #: further lesions of an automatic ROI, reported after the evaluated one
+    other_lesions: list[OtherLesion] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.endpoint is None:

@@ -15,7 +15,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from mvi_node.report.build import build_outputs, save_outputs
-from mvi_node.report.inputs import EndpointText, LesionResult, ModelIdentity, PlanarRegion, ReportInput, SliceResult
+from mvi_node.report.inputs import (EndpointText, LesionResult, ModelIdentity, OtherLesion, PlanarRegion, ReportInput,
+                                    SliceResult)
+from mvi_node.report.seg import SegUIDs, build_seg, roi_note
 
 __all__ = ["build_results", "save_outputs", "report_input_from_engine", "model_identity", "enclosing_circle"]
 
@@ -119,12 +121,27 @@ def report_input_from_engine(res: Any, exam) -> ReportInput | None:
     return ReportInput(evidence=evidence, lesions=lesions, **base)
 
 
+#: further automatically found lesions the SR reports besides the evaluated one
+OTHER_LESIONS = 3
+
+
 def build_results(res: Any, exam, secondary_captures: int = 3, version: int = 1,
-                  predecessors: list[Dataset] | tuple = ()) -> list:
-    """SR first, then up to ``secondary_captures`` Grad-CAM SCs, all in the source study.
+                  predecessors: list[Dataset] | tuple = (), other_lesions: int = OTHER_LESIONS) -> list:
+    """SR first, then up to ``secondary_captures`` Grad-CAM SCs, all in the source study;
+    when the ROI came from the automatic segmentation, its DICOM SEG last.
     ``version`` > 1 supersedes the earlier version whose SR is in ``predecessors``."""
     inp = report_input_from_engine(res, exam)
     if inp is None:
         return []
     inp.version, inp.predecessors = version, list(predecessors)
-    return build_outputs(inp, secondary_captures)
+    segmentation = getattr(res, "segmentation", None)
+    if segmentation is None or not inp.evaluated:
+        return build_outputs(inp, secondary_captures)
+    uids = SegUIDs(segmentation, version)
+    seg = build_seg(segmentation, version)
+    inp.roi_note = roi_note(segmentation, uids.sop)
+    main = segmentation.lesions[0]
+    inp.lesions[0].tracking_uid, inp.lesions[0].volume_ml = uids.tracking(main.rank), round(main.volume_ml, 2)
+    inp.other_lesions = [OtherLesion(l.tracking_id, uids.tracking(l.rank), l.volume_ml, l.max_diameter_mm)
+                         for l in segmentation.lesions[1:1 + max(0, other_lesions)]]
+    return [*build_outputs(inp, secondary_captures), seg]

@@ -53,6 +53,8 @@ COMMENT = _cc(concepts.COMMENT)
 LIVER = _cc(concepts.LIVER)
 UNITLESS = _cc(concepts.UNITLESS)
 MM = _cc(concepts.MM)
+ML = _cc(concepts.ML)
+VOLUME = _cc(concepts.VOLUME)
 CONTAINS = RelationshipTypeValues.CONTAINS
 
 
@@ -91,6 +93,8 @@ def _texts(inp: ReportInput) -> list[TextContentItem]:
     for key, value in inp.clinical_factors_used.items():
         if value is not None:
             items.append(_text(CLINICAL_FACTOR, f"{key}={value}"))
+    if inp.roi_note:
+        items.append(_text(COMMENT, inp.roi_note))
     if inp.image_only:
         items.append(_text(COMMENT, "Image-only model: clinical factors not used"))
     if inp.model.calibration and inp.evaluated:
@@ -120,6 +124,8 @@ def lesion_group(lesion: LesionResult, inp: ReportInput, tracking_uid: str):
     measurements = [num(_cc(endpoint.concept), lesion.probability, UNITLESS), num(THRESHOLD, lesion.threshold, UNITLESS)]
     if lesion.max_diameter_mm is not None:
         measurements.append(num(MTD, lesion.max_diameter_mm, MM, 1))
+    if lesion.volume_ml is not None:
+        measurements.append(num(VOLUME, lesion.volume_ml, ML, 2))
     for grade, p in (lesion.grade_probabilities or {}).items():
         measurements.append(num(grade_concept(grade), p, UNITLESS))
     common = dict(
@@ -135,6 +141,20 @@ def lesion_group(lesion: LesionResult, inp: ReportInput, tracking_uid: str):
     if region is not None:
         return PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **common)
     return MeasurementsAndQualitativeEvaluations(**common)
+
+
+def other_lesion_group(lesion, inp: ReportInput):
+    """A further lesion of an automatic ROI: volume and diameter, its MVI not evaluated."""
+    algo = _algorithm(inp.model, None)
+    return MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=lesion.tracking_uid, identifier=lesion.tracking_id[:64]),
+        finding_type=_cc(inp.endpoint.finding_type),
+        algorithm_id=algo,
+        finding_sites=[FindingSite(LIVER)],
+        measurements=[Measurement(name=MTD, value=round(float(lesion.max_diameter_mm), 1), unit=MM, algorithm_id=algo),
+                      Measurement(name=VOLUME, value=round(float(lesion.volume_ml), 2), unit=ML, algorithm_id=algo)],
+        qualitative_evaluations=[QualitativeEvaluation(FINDING, NOT_EVALUATED)],
+    )
 
 
 def not_evaluated_group(inp: ReportInput, tracking_uid: str):
@@ -177,6 +197,7 @@ def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
         raise ValueError("report input has no evidence instance (patient/study identity unknown)")
     if inp.evaluated:
         groups = [lesion_group(l, inp, l.tracking_uid or uids.tracking(l.tracking_id)) for l in inp.lesions]
+        groups += [other_lesion_group(o, inp) for o in inp.other_lesions]
     else:
         groups = [not_evaluated_group(inp, uids.tracking("exam"))]
     for item in _texts(inp):
