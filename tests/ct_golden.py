@@ -84,7 +84,10 @@ def outputs(root: Path, model_root: Path, version: str | None = None) -> dict[st
     from mvi_node.report.outputs import build_results
     from mvi_node.select.engine import select_path
 
-    registry = ModelRegistry([model_root], pins={"ct_ap_resnet18": version} if version else None)
+    # ROI from annotations only, as in the code the reference was made with: the automatic
+    # segmentation (liver_tumor_seg) is pinned away
+    registry = ModelRegistry([model_root], pins={"liver_tumor_seg": "none", **({"ct_ap_resnet18": version} if version
+                                                                                else {})})
     out: dict[str, Any] = {}
     for name, _kwargs, clinical in EXAMS:
         folder = root / name

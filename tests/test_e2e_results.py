@@ -113,7 +113,10 @@ def test_no_arterial_phase_and_no_roi_each_get_an_explanatory_sr(node, pacs, tmp
             for f in no_art.rglob("*.dcm"):
                 if str(dcmread(f, stop_before_pixels=True).SeriesInstanceUID) == uid:
                     f.unlink()
-    n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{pacs.port}"])})
+    # the automatic segmentation pinned away: this exam stays without any ROI (test_segmentation
+    # sends one with the segmentation served)
+    n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{pacs.port}"]),
+                             "MVI_MODELS__PINS": json.dumps({"liver_tumor_seg": "none"})})
     storescu(n.port, no_roi, extra=["-R"])
     storescu(n.port, no_art, extra=["-R"])
     files = _wait_files(pacs, 2)

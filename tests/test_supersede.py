@@ -39,7 +39,9 @@ def test_a_late_annotation_supersedes_the_result_with_a_rejection_note(node, tmp
         shutil.copy(f, dst)
     scp = StoreSCP(free_port(), tmp_path / "pacs").start()
     try:
-        n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"])})
+        # without the automatic segmentation (pinned away) the first round has no ROI at all
+        n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"]),
+                                 "MVI_MODELS__PINS": json.dumps({"liver_tumor_seg": "none"})})
         storescu(n.port, first, extra=["-R"])
         [(_f, sr1)] = _received(scp, 1)
         assert "no tumour ROI" in _texts(sr1)

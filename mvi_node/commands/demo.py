@@ -2,8 +2,10 @@
 
 Starts a node on embedded defaults (temporary data folder, free ports) and a throw-away
 receiving peer standing in for PACS, makes one MVI-positive and one MVI-negative
-synthetic CT exam, sends them, waits for the results, and prints the probabilities,
-where the SR and secondary captures went, and PNG previews of the captures.
+synthetic CT exam without any tumour outline (as PACS routes them), sends them, waits
+for the results, and prints the probabilities, the ROI source (the automatic
+segmentation), where the SR, the secondary captures and the DICOM SEG went, and PNG
+previews of the captures.
 """
 
 from __future__ import annotations
@@ -126,9 +128,9 @@ def run(out: Path, timeout: float = 110.0) -> int:
     try:
         exams = {
             "MVI-positive": make_exam(work / "pos", "ct", seed=4242, index=0, mvi=True, hard_cases="none",
-                                      annotations="seg", seg_on="arterial", matrix=256),
+                                      annotations="none", matrix=256),
             "MVI-negative": make_exam(work / "neg", "ct", seed=4242, index=1, mvi=False, hard_cases="none",
-                                      annotations="seg", seg_on="arterial", matrix=256),
+                                      annotations="none", matrix=256),
         }
         for label, folder in (("MVI-positive", work / "pos"), ("MVI-negative", work / "neg")):
             sent = _send_folder(folder, settings.listener.port)
@@ -157,7 +159,13 @@ def run(out: Path, timeout: float = 110.0) -> int:
                   + (f" (probability {p:.3f})" if p is not None else ""))
             scs = sorted(f for f in peer.received if f.name.startswith("OT_") or f.name.startswith("SC_"))
             mine = [f for f in scs if str(dcmread(f, stop_before_pixels=True).StudyInstanceUID) == study]
+            roi = next((str(i.TextValue) for i in _walk(sr) if i.ValueType == "TEXT"
+                        and str(i.TextValue).startswith("ROI source:")), "ROI source: annotation in the exam")
+            print(f"  {roi.split(' (')[0]}")
             print(f"  SR  -> {peer.folder / ('SR_' + str(sr.SOPInstanceUID) + '.dcm')}")
+            for f in sorted(peer.received):
+                if f.name.startswith("SEG_") and str(dcmread(f, stop_before_pixels=True).StudyInstanceUID) == study:
+                    print(f"  SEG -> {f}")
             for i, f in enumerate(mine):
                 png = out / f"{label}-gradcam-{i + 1}.png"
                 sc_preview_png(dcmread(f), png)

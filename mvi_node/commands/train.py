@@ -71,6 +71,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mvi_node.cohort import CohortError
 
     recipe = args.recipe_obj
+    if not args.cohort and getattr(importlib.import_module(recipe.trainer), "SYNTHETIC_DEFAULT", False):
+        # the trainer makes its own synthetic data (liver_tumor_seg: volumes with truth masks)
+        args.cohort_path, args.examples, args.cohort = None, [], None
+        return recipe.train(args)
     if not args.cohort:
         print("mvi-node train: give --cohort COHORT (a CSV, a folder holding cohort.csv, or a synth folder)",
               file=sys.stderr)

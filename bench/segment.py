@@ -1,0 +1,121 @@
+"""Segmentation benchmark: the served liver_tumor_seg on one 300-slice 512 x 512 CT series.
+
+Same run, same CPU, same pre- and post-processing (HU, resampling to the model grid,
+window, sliding window, back to the series grid, post-processing): the tile function
+is ONNX Runtime (what the node serves) or torch eager on the MONAI network with the
+weights the trainer kept (``--weights``, ``/tmp/liver_tumor_seg-<version>.pt``; not
+shipped). Each engine runs in its own subprocess so its peak memory (ru_maxrss) is its
+own; the figure is the median of ``--reps`` runs after one warm-up.
+
+Usage: python bench/segment.py [--model models/liver_tumor_seg/0.1.0] [--weights W.pt]
+                               [--slices 300] [--reps 3] [--threads 2] [--append bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child(engine: str, model: Path, series: Path, reps: int, threads: int, weights: str | None) -> dict:
+    import numpy as np
+    import pydicom
+
+    from mvi_node.infer.manifest import load_model
+    from mvi_node.recipes.liver_tumor_seg.recipe import LiverTumorSeg
+    from mvi_node.roi import series_geometry
+
+    info = load_model(model)
+    recipe = LiverTumorSeg()
+    geo = series_geometry([pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(series.glob("*.dcm"))])
+    out: dict = {"engine": engine, "slices": geo.shape[0], "matrix": geo.shape[1]}
+    if engine == "onnxruntime":
+        from mvi_node.recipes.liver_tumor_seg.evaluate import OrtRunner
+
+        runner = OrtRunner(info.variants["segmentation"].path, threads=threads)
+    else:
+        import torch
+
+        from mvi_node.recipes.liver_tumor_seg.network import build
+
+        torch.set_num_threads(threads)
+        net = build().eval()
+        net.load_state_dict(torch.load(weights, map_location="cpu"))
+
+        class TorchRunner:
+            def run(self, variant, feeds, outputs, batched=()):
+                with torch.inference_mode():
+                    return [torch.softmax(net(torch.from_numpy(feeds["image"])), 1).numpy()]
+
+        runner = TorchRunner()
+    ident = info.identity("segmentation")
+    times, infos = [], []
+    for i in range(reps + 1):
+        t0 = time.perf_counter()
+        seg = recipe.segment(geo, runner, ident)
+        if i:
+            times.append(time.perf_counter() - t0)
+            infos.append(seg.info)
+    out.update({"median_s": round(statistics.median(times), 2), "runs_s": [round(t, 2) for t in times],
+                "peak_rss_mb": round(_rss_mb(), 1), "threads": threads, "tiles": infos[-1]["tiles"],
+                "patch": infos[-1]["patch"], "overlap": infos[-1]["overlap"], "model_grid": infos[-1]["model_grid"],
+                "lesions": len(seg.lesions)})
+    del np
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default=str(ROOT / "models" / "liver_tumor_seg" / "0.1.0"))
+    p.add_argument("--weights", help="torch state dict of the same model (torch eager run); absent: ONNX Runtime only")
+    p.add_argument("--slices", type=int, default=300)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--append")
+    p.add_argument("--child", nargs=2, metavar=("ENGINE", "SERIES"))
+    a = p.parse_args()
+    if a.child:
+        print(json.dumps(child(a.child[0], Path(a.model), Path(a.child[1]), a.reps, a.threads, a.weights)))
+        return 0
+    from mvi_node.synth.plain_series import plain_ct_series
+
+    work = Path(tempfile.mkdtemp(prefix="bench-seg-"))
+    plain_ct_series(work / "ct", slices=a.slices, matrix=512, seed=300)
+    rows = []
+    for engine in ("onnxruntime", *(["torch"] if a.weights else [])):
+        cmd = [sys.executable, __file__, "--model", a.model, "--reps", str(a.reps), "--threads", str(a.threads),
+               "--child", engine, str(work / "ct"), *(["--weights", a.weights] if a.weights else [])]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]))
+    if a.append:
+        lines = ["", f"## Segmentation: liver_tumor_seg on one {a.slices}-slice 512x512 CT series (bench/segment.py)",
+                 "", f"{platform.processor() or platform.machine()}, {a.threads} threads; median of {a.reps} runs "
+                 "after a warm-up; read + resample + window + sliding window + back to the series grid + "
+                 "post-processing. Tiles "
+                 f"{rows[0]['patch']} model voxels (5 x 2.5 x 2.5 mm), overlap {rows[0]['overlap']}, Gaussian "
+                 f"blending, {rows[0]['tiles']} tiles per axis on a model grid of {rows[0]['model_grid']}.", "",
+                 "| engine | median s | runs s | peak RSS MB |", "|---|---|---|---|"]
+        lines += [f"| {r['engine']} | {r['median_s']} | {r['runs_s']} | {r['peak_rss_mb']} |" for r in rows]
+        with open(a.append, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
