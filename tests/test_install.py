@@ -21,6 +21,8 @@ import pytest
 from conftest import free_port, wait_port
 
 REPO = Path(__file__).resolve().parents[1]
+#: the installed node alone: no PYTHONPATH leading back to this checkout
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +49,12 @@ def installed(tmp_path_factory) -> Path:
 def test_a_wheel_install_serves_the_shipped_model(installed, tmp_path):
     py = installed / "bin" / "python"
     where = subprocess.run([str(py), "-c", "import mvi_node; print(mvi_node.__file__)"], cwd=tmp_path,
-                           check=True, capture_output=True, text=True).stdout
+                           check=True, capture_output=True, text=True, env=CLEAN_ENV).stdout
     assert where.startswith(str(installed)), where  # the wheel, not this checkout
     port, admin = free_port(), free_port()
     proc = subprocess.Popen([str(installed / "bin" / "mvi-node"), "serve", "--data-dir", str(tmp_path / "var"),
                              "--port", str(port), "--admin-port", str(admin)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=CLEAN_ENV)
     try:
         wait_port(port, timeout=90)
         deadline, ready = time.monotonic() + 60, None
@@ -75,5 +77,5 @@ def test_without_onnx_runtime_serve_names_the_extra_and_exits_2(installed, tmp_p
             "from mvi_node.commands.main import main\n"
             f"sys.exit(main(['serve', '--data-dir', {str(tmp_path / 'var')!r}]))\n")
     out = subprocess.run([str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                         text=True, timeout=60, env={**CLEAN_ENV, "PYTHONWARNINGS": "ignore"})
     assert out.returncode == 2 and "mvi-node[cpu]" in out.stderr and "Traceback" not in out.stderr
