@@ -74,6 +74,11 @@ class RawStoreSCU:
         self.assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls_args)
         if not self.assoc.is_established:
             raise ConnectionError("association not established")
+        # The command and the dataset go as separate small PDUs: without NODELAY the
+        # second waits for the node's delayed ACK (40 ms a store on loopback).
+        import socket
+
+        self.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._message_id = 0
 
     def context_id(self, abstract: str, transfer_syntax: str | None = None) -> int:

@@ -235,6 +235,44 @@ def test_uid_with_a_trailing_newline_is_refused(node, tmp_path):
     assert echoscu(n.port).returncode == 0
 
 
+def test_a_sop_instance_uid_not_encoded_as_ui_is_refused(node, tmp_path):
+    # found by bench/fuzz_ingest.py: read as SS, pydicom sees another "UID" than the check did
+    n = node()
+    data, _, sop, _ = dataset_bytes(_one_ct(tmp_path))
+    at = data.index(struct.pack("<HH", 0x0008, 0x0018) + b"UI")
+    bad = data[:at + 4] + b"SS" + data[at + 6:]
+    with _scu(n) as scu:
+        rsp = scu.store(bad, CT, sop)
+        assert rsp.status == 0xC000 and "VR is not UI" in rsp.comment
+    _nothing_kept(n)
+
+
+def test_uids_in_nested_sequences_do_not_decide_where_an_instance_goes(node, tmp_path):
+    # a key object selection's evidence names other studies and series after its own
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from routed_objects import _save
+
+    n = node()
+    ct = dcmread(_one_ct(tmp_path))
+    kos = Dataset()
+    kos.StudyInstanceUID = ct.StudyInstanceUID
+    kos.Modality = "KO"
+    ref_series = Dataset()
+    ref_series.SeriesInstanceUID = "1.2.3.4.5.6.7"
+    evidence = Dataset()
+    evidence.StudyInstanceUID = "1.2.3.4.5.6"
+    evidence.ReferencedSeriesSequence = Sequence([ref_series])
+    kos.CurrentRequestedProcedureEvidenceSequence = Sequence([evidence])
+    path = _save(kos, "1.2.840.10008.5.1.4.1.1.88.59", tmp_path / "kos" / "kos.dcm")
+    kos = dcmread(path)
+    assert storescu(n.port, path).returncode == 0
+    (staged,) = _files(n.data_dir / "staging")
+    assert staged.relative_to(n.data_dir / "staging").parts == (
+        kos.StudyInstanceUID, kos.SeriesInstanceUID, f"{kos.SOPInstanceUID}.dcm")
+
+
 # -- 7. log forging ---------------------------------------------------------------------
 
 def test_a_newline_in_a_command_uid_cannot_forge_a_log_line(node, tmp_path):

@@ -7,7 +7,7 @@ held: memory does not grow with the instance, and only the four UIDs the node fi
 instance under are decoded. What the check insists on (PS3.5 §7):
 
 - explicit VR: a known VR; the fixed-size binary VRs (US, UL, FD, AT, OW, ...) have a
-  length that is a multiple of their size;
+  length that is a multiple of their size; the UIDs the node files under are UI;
 - elements in strictly ascending tag order at each level (so no element, a UID least of
   all, occurs twice), and no command (0000) or file-meta (0002) elements;
 - undefined length only on sequences, UN (an implicit-VR sequence, §6.2.2) and
@@ -257,8 +257,15 @@ class _Walker:
             return
         if vr is not None and length % _UNIT.get(vr, 1):
             raise DatasetError("malformed", "value length does not fit its value representation")
-        if tag in self.wanted and length <= self.wanted[tag]:
-            self.found[tag] = self._need(length, "inside a value")
+        if depth == 0 and tag in self.wanted:
+            # top level only (an evidence sequence holds other studies' UIDs); read as a
+            # UID only what every reader reads as one
+            if vr is not None and vr != b"UI":
+                raise DatasetError("malformed", "a UID element whose VR is not UI")
+            if length <= self.wanted[tag]:
+                self.found[tag] = self._need(length, "inside a value")
+            else:
+                self._skip(length, "inside a value")
         else:
             self._skip(length, "inside a value")
 
