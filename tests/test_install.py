@@ -39,9 +39,9 @@ def installed(tmp_path_factory) -> Path:
     py = venv / "bin" / "python"
     [wheel] = wheels.glob("mvi_node-*.whl")
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
-                   capture_output=True, timeout=600)
+                   capture_output=True, timeout=600, env=CLEAN_ENV)
     purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+                             check=True, capture_output=True, text=True, env=CLEAN_ENV).stdout.strip()
     (Path(purelib) / "zz_test_dependencies.pth").write_text(site.getsitepackages()[0] + "\n", encoding="utf-8")
     return venv
 
