@@ -127,12 +127,15 @@ def test_deflated_dataset_within_the_limit_is_stored_as_sent(node, tmp_path):
     data, _, sop, _ = dataset_bytes(ct)
     z = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
     deflated = z.compress(data) + z.flush()
+    trailer = struct.pack("<II", zlib.crc32(data), len(data))  # some writers append a gzip trailer
     with _scu(n, (CT, DeflatedExplicitVRLittleEndian)) as scu:
-        assert scu.store(deflated, CT, sop, transfer_syntax=DeflatedExplicitVRLittleEndian).status == 0
+        assert scu.store(deflated + trailer, CT, sop, transfer_syntax=DeflatedExplicitVRLittleEndian).status == 0
         truncated = scu.store(deflated[:-7], CT, sop, transfer_syntax=DeflatedExplicitVRLittleEndian)
+        junk = scu.store(deflated + trailer + b"\x00", CT, sop, transfer_syntax=DeflatedExplicitVRLittleEndian)
     assert truncated.status == 0xC000  # (already staged, but a torn stream is refused before that)
+    assert junk.status == 0xC000 and "after the end of the deflate" in junk.comment
     (staged,) = _files(n.data_dir / "staging")
-    assert staged.read_bytes().endswith(deflated)
+    assert staged.read_bytes().endswith(deflated + trailer)
     assert dcmread(staged).SOPInstanceUID == sop
 
 
@@ -245,6 +248,25 @@ def test_a_sop_instance_uid_not_encoded_as_ui_is_refused(node, tmp_path):
         rsp = scu.store(bad, CT, sop)
         assert rsp.status == 0xC000 and "VR is not UI" in rsp.comment
     _nothing_kept(n)
+
+
+def test_uids_encoded_as_un_are_read_as_readers_read_them(node, tmp_path):
+    # some writers encode every element as UN (pydicom's rtdose_rle test file does):
+    # readers decode them with the dictionary's VR, and so does the check
+    n = node()
+    ct = dcmread(_one_ct(tmp_path))
+    data, _, sop, _ = dataset_bytes(_one_ct(tmp_path))
+    for uid in (ct.StudyInstanceUID, ct.SeriesInstanceUID, sop):
+        raw = uid.encode() + (b"\x00" if len(uid) % 2 else b"")
+        at = data.index(raw) - 8
+        group, element = struct.unpack_from("<HH", data, at)
+        data = data[:at] + _elem(group, element, b"UN", raw) + data[at + 8 + len(raw):]
+    with _scu(n) as scu:
+        assert scu.store(data, CT, sop).status == 0x0000
+    (staged,) = _files(n.data_dir / "staging")
+    assert staged.relative_to(n.data_dir / "staging").parts == (ct.StudyInstanceUID, ct.SeriesInstanceUID,
+                                                                  f"{sop}.dcm")
+    assert dcmread(staged).SOPInstanceUID == sop
 
 
 def test_uids_in_nested_sequences_do_not_decide_where_an_instance_goes(node, tmp_path):

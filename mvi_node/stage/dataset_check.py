@@ -7,13 +7,15 @@ held: memory does not grow with the instance, and only the four UIDs the node fi
 instance under are decoded. What the check insists on (PS3.5 §7):
 
 - explicit VR: a known VR; the fixed-size binary VRs (US, UL, FD, AT, OW, ...) have a
-  length that is a multiple of their size; the UIDs the node files under are UI;
+  length that is a multiple of their size; the UIDs the node files under are UI (or
+  UN, which readers decode with the dictionary's VR; a UN sequence is walked as one);
 - elements in strictly ascending tag order at each level (so no element, a UID least of
   all, occurs twice), and no command (0000) or file-meta (0002) elements;
 - undefined length only on sequences, UN (an implicit-VR sequence, §6.2.2) and
   encapsulated pixel data; items and delimiters where they belong; at most
   ``MAX_DEPTH`` nested sequences;
-- a deflated dataset inflates completely and to at most ``max_inflated`` bytes.
+- a deflated dataset inflates completely and to at most ``max_inflated`` bytes; at
+  most 8 bytes follow the deflate stream (a pad byte, or a CRC-32 and size trailer).
 
 The readers share one interface (``read(n)``, ``skip(n)``, ``pos``) so the same walk runs
 over bytes in memory, a received file, or a deflate stream inflated on the fly.
@@ -155,8 +157,9 @@ class InflatingReader:
             raise DatasetError("malformed", "data after the end of the dataset")
         if not self._z.eof:
             raise _truncated("deflate stream ends early")
-        # a deflated stream of odd length may carry one trailing NUL pad byte
-        if (self._z.unused_data + self._src.read(2)) not in (b"", b"\x00"):
+        # after the stream: a NUL pad byte (odd length), or the CRC-32 and size some
+        # writers append (a gzip trailer, 8 bytes); readers stop at the stream's end
+        if len(self._z.unused_data + self._src.read(9)) > 8:
             raise DatasetError("undecodable", "data after the end of the deflate stream")
 
 
@@ -255,12 +258,16 @@ class _Walker:
         if vr == b"SQ" or (implicit and self._dict_is_sq(tag)):
             self.sequence(self.r.pos + length, depth + 1, implicit)
             return
+        if vr == b"UN" and self._dict_is_sq(tag):
+            # readers (pydicom) decode a UN whose tag is a sequence as one, in implicit VR
+            self.sequence(self.r.pos + length, depth + 1, True)
+            return
         if vr is not None and length % _UNIT.get(vr, 1):
             raise DatasetError("malformed", "value length does not fit its value representation")
         if depth == 0 and tag in self.wanted:
             # top level only (an evidence sequence holds other studies' UIDs); read as a
             # UID only what every reader reads as one
-            if vr is not None and vr != b"UI":
+            if vr is not None and vr not in (b"UI", b"UN"):  # UN: read with its dictionary VR, UI
                 raise DatasetError("malformed", "a UID element whose VR is not UI")
             if length <= self.wanted[tag]:
                 self.found[tag] = self._need(length, "inside a value")
