@@ -106,9 +106,7 @@ class RawStoreSCU:
         has_dataset = dataset is not NO_DATASET
         command = encode_store_command(sop_class, sop_instance, self._message_id, has_dataset)
         assoc = self.assoc
-        assoc._reactor_checkpoint.clear()
-        while not assoc._is_paused:
-            time.sleep(0.0001)
+        self._pause_reactor()
         try:
             self._send_pdv(cx_id, 0x03, command)
             if has_dataset:
@@ -127,6 +125,22 @@ class RawStoreSCU:
         if rsp is None:
             return Response(None)
         return Response(int(rsp.Status), str(getattr(rsp, "ErrorComment", "") or ""))
+
+    def _pause_reactor(self) -> None:
+        """Stop the association's reactor thread from taking our response off the queue.
+
+        pynetdicom's own pattern (clear the checkpoint, wait for ``_is_paused``) has a
+        window: just after the previous ``set()`` the reactor still shows the old
+        ``_is_paused = True`` while it goes on to poll the queue once more, and takes (and
+        drops) a response that arrives then; a fast loop of stores hit it about once in
+        10,000. So the flag is reset here and must be raised again by the reactor's next
+        pass; if it does not come within 50 ms the reactor is already blocked."""
+        assoc = self.assoc
+        assoc._reactor_checkpoint.clear()
+        assoc._is_paused = False
+        deadline = time.monotonic() + 0.05
+        while not assoc._is_paused and time.monotonic() < deadline:
+            time.sleep(0.0001)
 
     def _send_pdv(self, cx_id: int, header: int, payload: bytes) -> None:
         pdata = P_DATA()

@@ -491,14 +491,14 @@ def test_unexpected_errors_are_not_out_of_resources(tmp_path):
         def boom(*a, **k):
             raise RuntimeError("a bug")
 
-        stager.store_file = boom
+        stager.store_file = stager.store_received = boom
         status = assoc.send_c_store(src)
         assert status.Status == 0xC000 and "internal error" in status.ErrorComment
 
         def disk_gone(*a, **k):
             raise OSError(5, "I/O error")
 
-        stager.store_file = disk_gone
+        stager.store_file = stager.store_received = disk_gone
         status = assoc.send_c_store(src)
         assert status.Status == 0xA700 and "storage error" in status.ErrorComment
         assert assoc.send_c_echo().Status == 0

@@ -132,6 +132,22 @@ def write_durably(dest: Path, chunks: list | bytes, sync: bool = True) -> int:
     return size
 
 
+def move_durably(src: Path, dest: Path, sync: bool = True) -> None:
+    """Make the complete file ``src`` durable at ``dest`` by rename (same filesystem):
+    fsync it, rename it over ``dest``, fsync ``dest``'s folder. OSError (EXDEV among
+    them) leaves ``src`` where it was."""
+    ensure_dir(dest.parent, sync=sync)
+    if sync:
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(src, dest)
+    if sync:
+        fsync_dir(dest.parent)
+
+
 class BatchSyncer:
     """fsyncs files written without sync, and their folders (three levels up: series,
     study, staging), at most ``interval`` seconds

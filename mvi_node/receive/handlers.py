@@ -169,8 +169,13 @@ class ListenerHandlers:
             return 0x0000
         transfer_syntax = str(event.context.transfer_syntax)
         meta = encode_file_meta(sop_class, sop_uid, transfer_syntax, calling)
-        if isinstance(incoming, IncomingFile):
-            outcome = self.stager.store_file(meta, incoming.name, transfer_syntax, sop_class, sop_uid, calling_ae=calling)
+        if isinstance(incoming, IncomingFile) and incoming.meta == meta:
+            # received behind this very file meta: checked there, renamed into staging
+            outcome = self.stager.store_received(incoming.name, incoming.offset, transfer_syntax, sop_class, sop_uid,
+                                                 calling_ae=calling)
+        elif isinstance(incoming, IncomingFile):
+            outcome = self.stager.store_file(meta, incoming.name, transfer_syntax, sop_class, sop_uid, calling_ae=calling,
+                                             offset=incoming.offset)
         else:  # received to memory (CommandDataSetType 0x0101: no dataset at all)
             dataset = request_bytes(event.request)
             outcome = self.stager.store([meta, dataset], dataset, transfer_syntax, sop_class, sop_uid, calling_ae=calling)

@@ -7,8 +7,9 @@ with an :class:`IncomingFile` instead:
 
 - it lives in ``<data_dir>/incoming/`` (the start-up reconcile clears leftovers), on the
   same disk as staging, so the disk floor sees it;
-- pynetdicom's own file meta is dropped: the file holds the dataset bytes exactly as
-  received, and the stager writes the node's file meta in front of them;
+- it starts with the node's own file meta (built from the command set the moment the
+  dataset begins; pynetdicom's is never built), then the dataset bytes exactly as
+  received: once checked, the file is fsynced and renamed into staging as it is;
 - past ``max_bytes`` (``[listener] max_instance_mb``) nothing more is written and the
   instance is refused once it has arrived: memory and disk stay bounded whatever the
   sender announces.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import tempfile
 import threading
 import time
@@ -33,6 +33,7 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom import dimse_messages
 
 from mvi_node.common.durable import TMP_PREFIX
+from mvi_node.stage.file_meta import encode_file_meta
 
 log = logging.getLogger("mvi_node.receive")
 
@@ -51,34 +52,40 @@ class Spool:
 
 class IncomingFile:
     """The file object pynetdicom writes a received dataset into (duck-types its
-    ``NamedTemporaryFile``: ``write``, ``file.flush``, ``close``, ``name``)."""
+    ``NamedTemporaryFile``: ``write``, ``file.flush``, ``close``, ``name``).
 
-    def __init__(self, spool: Spool) -> None:
+    ``meta``: the node's file meta for this instance, written first (None when the
+    command's UIDs cannot be encoded: such a request is refused anyway). pynetdicom's
+    preamble and ``DICM`` prefix (its first 132 bytes) are dropped.
+    """
+
+    def __init__(self, spool: Spool, meta: bytes | None = None) -> None:
         spool.directory.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}in-", dir=spool.directory)
+        os.fchmod(fd, 0o640)
         self._fd: int | None = fd
         self.name = name
         self.file = self  # pynetdicom calls ``.file.flush()`` after each fragment
+        self.meta = meta
+        self.offset = 0  # where the dataset starts in the file
+        if meta:
+            _write_all(fd, meta)
+            self.offset = len(meta)
         self.max_bytes = spool.max_bytes
         self.created = time.monotonic()
-        self._head = bytearray()  # pynetdicom's preamble and file meta, until dropped
-        self._meta_end: int | None = None
+        self._drop = _PREAMBLE_AND_PREFIX
         self.size = 0  # dataset bytes received (counted past max_bytes too)
         self.fragments = 0
         self.oversize = False
 
     def write(self, data) -> int:
         n = len(data)
-        if self._meta_end is None or len(self._head) < self._meta_end:
-            self._head += data
-            if self._meta_end is None and len(self._head) >= _PREAMBLE_AND_PREFIX + 12:
-                # (0002,0000) UL group length: its value ends the element at offset 144
-                (group_length,) = struct.unpack_from("<I", self._head, _PREAMBLE_AND_PREFIX + 8)
-                self._meta_end = _PREAMBLE_AND_PREFIX + 12 + group_length
-            if self._meta_end is None or len(self._head) <= self._meta_end:
+        if self._drop:
+            step = min(self._drop, n)
+            self._drop -= step
+            data = data[step:]
+            if not data:
                 return n
-            data = bytes(self._head[self._meta_end:])
-            self._head = self._head[: self._meta_end]
         self.size += len(data)
         if self.oversize or self._fd is None:
             return n
@@ -86,9 +93,7 @@ class IncomingFile:
             self.oversize = True
             os.ftruncate(self._fd, 0)  # give the disk back at once; the rest is not kept
             return n
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        _write_all(self._fd, data)
         return n
 
     def flush(self) -> None:
@@ -107,21 +112,60 @@ class IncomingFile:
             pass
 
 
-def _spool_of_current_association() -> Spool | None:
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _current_association():
     # pynetdicom decodes P-DATA in the association's DUL thread, which knows its association.
-    assoc = getattr(threading.current_thread(), "assoc", None)
-    server = getattr(assoc, "_server", None)
-    return getattr(server, "mvi_spool", None)
+    return getattr(threading.current_thread(), "assoc", None)
+
+
+def _spool_of(assoc) -> Spool | None:
+    return getattr(getattr(assoc, "_server", None), "mvi_spool", None)
+
+
+def _node_file_meta(assoc) -> bytes | None:
+    """The node's file meta for the C-STORE whose command was just decoded."""
+    try:
+        msg = assoc.dimse.message
+        command = msg.command_set
+        transfer_syntax = assoc._accepted_cx[msg.context_id].transfer_syntax[0]
+        return encode_file_meta(
+            str(command.AffectedSOPClassUID).rstrip("\x00 "),
+            str(command.AffectedSOPInstanceUID).rstrip("\x00 "),
+            str(transfer_syntax),
+            assoc.requestor.ae_title.strip(),
+        )
+    except Exception:  # UIDs that do not encode: the handler refuses the request
+        return None
 
 
 _pynetdicom_tempfile = dimse_messages.NamedTemporaryFile
+_pynetdicom_create_file_meta = dimse_messages.create_file_meta
+_pydicom_write_file_meta_info = dimse_messages.write_file_meta_info
 
 
 def _temporary_file(*args, **kwargs):
-    spool = _spool_of_current_association()
+    assoc = _current_association()
+    spool = _spool_of(assoc)
     if spool is None:
         return _pynetdicom_tempfile(*args, **kwargs)
-    return IncomingFile(spool)
+    return IncomingFile(spool, _node_file_meta(assoc))
+
+
+def _create_file_meta(**kwargs):
+    if _spool_of(_current_association()) is not None:
+        return None  # never written: the IncomingFile carries the node's own
+    return _pynetdicom_create_file_meta(**kwargs)
+
+
+def _write_file_meta_info(fp, file_meta, *args, **kwargs):
+    if isinstance(fp, IncomingFile):
+        return None
+    return _pydicom_write_file_meta_info(fp, file_meta, *args, **kwargs)
 
 
 def install() -> None:
@@ -132,6 +176,8 @@ def install() -> None:
             return
         pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
         dimse_messages.NamedTemporaryFile = _temporary_file  # type: ignore[attr-defined]
+        dimse_messages.create_file_meta = _create_file_meta  # type: ignore[attr-defined]
+        dimse_messages.write_file_meta_info = _write_file_meta_info  # type: ignore[attr-defined]
         _installed = True
 
 

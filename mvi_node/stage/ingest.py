@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from mvi_node.common.durable import FileRange, write_durably
+from mvi_node.common.durable import FileRange, move_durably, write_durably
 from mvi_node.stage.dataset_check import BytesReader, DatasetError, FileReader, InflatingReader, walk
 from mvi_node.stage.index import InstanceRecord, StagingIndex
 from mvi_node.stage.paths import InvalidUID, check_uid, instance_path
@@ -164,8 +164,38 @@ class Stager:
         return self._commit(header, chunks, len(file_meta) + length, transfer_syntax, command_sop_class,
                             command_sop_instance, calling_ae)
 
-    def _commit(self, header: ParsedHeader, chunks: list, size: int, transfer_syntax: str,
+    def store_received(
+        self,
+        source: Path,
+        meta_length: int,
+        transfer_syntax: str,
+        command_sop_class: str,
+        command_sop_instance: str,
+        calling_ae: str | None = None,
+    ) -> StoreOutcome:
+        """Stage a file received whole with the node's file meta in front of the dataset
+        (``meta_length`` bytes): checked in place, then fsynced and renamed into staging
+        (no copy). ``source`` must be on staging's filesystem; otherwise it is copied."""
+        source = Path(source)
+        with open(source, "rb", buffering=1 << 16) as fh:
+            total = os.fstat(fh.fileno()).st_size
+            fh.seek(meta_length)
+            header = parse_header(FileReader(fh, total - meta_length), transfer_syntax, self.max_inflated)
+
+        def place(path: Path) -> None:
+            try:
+                move_durably(source, path, sync=self.sync)
+            except OSError as exc:
+                if exc.errno != 18:  # EXDEV: staging is another filesystem
+                    raise
+                write_durably(path, [FileRange(source, 0, total)], sync=self.sync)
+
+        return self._commit(header, place, total, transfer_syntax, command_sop_class, command_sop_instance,
+                            calling_ae)
+
+    def _commit(self, header: ParsedHeader, chunks, size: int, transfer_syntax: str,
                 command_sop_class: str, command_sop_instance: str, calling_ae: str | None) -> StoreOutcome:
+        """``chunks``: what to write at the staged path, or a callable that puts it there."""
         if header.sop_instance_uid != str(command_sop_instance).rstrip("\x00 "):
             raise RejectedInstance(STATUS_UID_MISMATCH, "SOPInstanceUID differs from the C-STORE request", "uid_mismatch")
         if header.sop_class_uid != str(command_sop_class).rstrip("\x00 "):
@@ -185,7 +215,10 @@ class Stager:
             self.index.add(record)
             return StoreOutcome(path, record, duplicate=True)
         try:
-            write_durably(path, chunks, sync=self.sync)
+            if callable(chunks):
+                chunks(path)
+            else:
+                write_durably(path, chunks, sync=self.sync)
         except OSError as exc:
             raise RejectedInstance(
                 STATUS_OUT_OF_RESOURCES, f"cannot write staged file: {os.strerror(exc.errno or 0)}", "write_error"
