@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from mvi_node.config.replay import ReplaySettings
 from mvi_node.config.sop_classes import DEFAULT_TRANSFER_SYNTAXES
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE VR: no backslash, no control chars
@@ -301,6 +302,7 @@ class Settings(BaseSettings):
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     orthanc: OrthancSettings = Field(default_factory=OrthancSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
