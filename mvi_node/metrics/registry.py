@@ -24,6 +24,12 @@ STAGES = (
     "select",
     "roi",
     "preprocess",
+    # MR preprocessing steps (mvi_node.preprocess), each summed over an exam's sequences
+    "mr_load",
+    "mr_n4",
+    "mr_normalise",
+    "mr_register",
+    "mr_resample",
     "infer",
     "report",
     "dispatch",
