@@ -511,7 +511,7 @@ def test_private_b_value_and_epi_without_b_value():
     e = Exam(modality="MR")
     (s,) = [e.series("", time=T0, Manufacturer="Philips", RepetitionTime=3000, EchoTime=30)]
     for ds in s:
-        ds.add_new((0x2001, 0x1003), "FL", 800.0)
+        ds.private_block(0x2001, "Philips Imaging DD 001", create=True).add_new(0x03, "FL", 800.0)
     e.series("", time=T0 + 10, ScanningSequence=["SE", "EP"], RepetitionTime=4000, EchoTime=58)
     exam = one(select_datasets(e.datasets))
     assert [u.role for u in exam.units] == ["mr_dwi", "mr_dwi"]

@@ -2,18 +2,22 @@
 
 1. **Exams.** Studies of one patient (PatientID) that share a non-empty AccessionNumber
    or a FrameOfReferenceUID are one exam: some sites send one StudyInstanceUID per phase.
-2. **First pass.** Rules are tried without the exam-relative features (timing, rank,
+2. **MR image kinds and the dynamic sequence** (mr_headers.py, sequence.py): Dixon
+   water/fat/in/opposed-phase and subtraction images (ImageType, EchoTime pairs,
+   description); which T1 GRE sequence is the dynamic series, and whether each series
+   is that sequence (``sequence_match``): T1 pre must be.
+3. **First pass.** Rules are tried without the exam-relative features (timing, rank,
    exam agent). What this pass says about a phase (from descriptions, or the absence of
    ContrastBolusAgent beside series that have one) anchors the timeline, and it decides
    which series take part in it (CT axial images; MR T1 gradient-echo) and which never
    do (localizers, MIPs, DWI...).
-3. **Timeline** (timeline.py): delay after contrast from ContrastBolusStartTime, or
+4. **Timeline** (timeline.py): delay after contrast from ContrastBolusStartTime, or
    estimated from the order and spacing of the acquisitions.
-4. **Agent.** ContrastBolusAgent / ContrastBolusAgentSequence name it; when missing, an
+5. **Agent.** ContrastBolusAgent / ContrastBolusAgentSequence name it; when missing, an
    MR series >= 10 min after contrast implies gadoxetate (such a phase only exists with
    Gd-EOB) and the reason says so.
-5. **Second pass.** All rules; the first match (highest priority) gives role and reason.
-6. **Preferences.** One series per role (seg/annotation excepted); see :func:`preference`.
+6. **Second pass.** All rules; the first match (highest priority) gives role and reason.
+7. **Preferences.** One series per role (seg/annotation excepted); see :func:`preference`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from typing import Any, Iterable
 from pydicom.dataset import Dataset
 
 from mvi_node.select import timeline
+from mvi_node.select.mr_headers import mark_echo_pairs
 from mvi_node.select.rules import CONTEXT_FEATURES, RuleSet, load_rules
+from mvi_node.select.sequence import mark_sequence_match
 from mvi_node.select.series import Unit, build_units, read_headers
 
 CT_PHASE_ROLES = {"ct_non_contrast", "ct_arterial", "ct_portal_venous", "ct_delayed"}
@@ -58,6 +64,7 @@ class Exam:
     units: list[Unit]
     agent: str = "n/a"
     agent_basis: str = ""
+    dynamic_sequence: str = ""  # the dynamic T1 GRE sequence in words (sequence.py)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -202,11 +209,26 @@ def _run_timeline(units: list[Unit], modality: str) -> list[timeline.Point]:
     return points
 
 
+def _feature_names(cond) -> set[str]:
+    if cond.kind == "leaf":
+        return {cond.name} if cond.source == "feature" else set()
+    return set().union(*(_feature_names(c) for c in cond.children))
+
+
 def _reason(rule, evidence: list[str], unit: Unit, exam: Exam) -> str:
     origin = "" if rule.origin == "default.toml" else f" from {rule.origin}"
     text = f"{rule.reason or rule.name} (rule {rule.name!r}{origin}, priority {rule.priority}): " + "; ".join(evidence)
+    used = _feature_names(rule.when)
+    if "image_kind" in used and unit.features.get("image_kind_basis"):
+        text += f"; image kind from {unit.features['image_kind_basis']}"
+    if ("sequence_match" in used or rule.role == "mr_t1_pre") and unit.features.get("sequence_note"):
+        text += f"; sequence: {unit.features['sequence_note']}"
+    if "b_value_max" in used or rule.role == "mr_dwi":
+        if unit.features.get("b_value_source"):
+            text += f"; b-value {unit.features.get('b_value_max'):g} from {unit.features['b_value_source']}"
     ctx = rule.when.context_features
-    if ctx - {"exam_agent"} and getattr(unit, "timing_note", ""):
+    timed = ctx - {"exam_agent"} or rule.role in ("mr_hepatobiliary", "mr_transitional")
+    if timed and getattr(unit, "timing_note", ""):
         text += f"; timing: {unit.timing_note}"
     if "exam_agent" in ctx or rule.role in ("mr_hepatobiliary", "mr_transitional"):
         text += f"; agent: {exam.agent} ({exam.agent_basis})"
@@ -336,6 +358,9 @@ def select_exam(units: list[Unit], rules: RuleSet) -> Exam:
         units=sorted(units, key=_unit_order),
     )
     exam.agent, exam.agent_basis = _agent(exam.units)
+    mark_echo_pairs(exam.units)
+    reference = mark_sequence_match(exam.units)
+    exam.dynamic_sequence = reference.describe() if reference else ""
     for u in exam.units:
         for name in CONTEXT_FEATURES:
             u.features.pop(name, None)

@@ -78,7 +78,11 @@ FEATURES = {
     "agent_class": "hepatobiliary / extracellular / none / other / unknown (ContrastBolusAgent[Sequence])",
     "mr_sequence": "t1_gre / t1_2d / t2 / dwi / adc / unknown from TR, TE, ScanningSequence, b-value",
     "fat_sat": "fat suppression from ScanOptions/ImageType",
-    "b_value_max": "largest b-value (DiffusionBValue, GE (0043,1039), Siemens SequenceName)",
+    "b_value_max": "largest b-value (DiffusionBValue; GE, Siemens, Philips private elements under their creators; "
+    "Canon ImageComments; Siemens SequenceName)",
+    "image_kind": "water / fat / in_phase / opposed_phase / in_opposed / fat_fraction / subtraction / '' "
+    "(ImageType, EchoTime pairs, description; mr_headers.py)",
+    "sequence_match": "same / flip_angle / different / n/a: is this the dynamic series' T1 GRE sequence (sequence.py)",
     "repetition_time": "RepetitionTime, ms",
     "echo_time": "EchoTime, ms",
     "flip_angle": "FlipAngle, degrees",

@@ -28,6 +28,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from mvi_node.common.frames import frame_datasets
+
+from mvi_node.select.mr_headers import b_value, kind_features
+
 log = logging.getLogger(__name__)
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -284,10 +288,13 @@ def split_geometry(items: list[Dataset]) -> tuple[list[Dataset], list[list[Datas
 
 def build_units(headers: Iterable[Dataset]) -> list[Unit]:
     """Group headers into units: one per stack of a series (strays split off), and one
-    per phase of a multi-phase stack."""
+    per phase of a multi-phase stack. An Enhanced multi-frame instance takes part as its
+    frames (:func:`mvi_node.common.frames.frame_datasets`), so its phases and stacks
+    become units as a classic series' do."""
     series: dict[str, list[Dataset]] = {}
-    for ds in headers:
-        series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+    for header in headers:
+        for ds in frame_datasets(header):
+            series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
     units = []
     for series_uid, items in series.items():
         items.sort(key=_instance_key)
@@ -379,30 +386,7 @@ def agent_text(ds: Dataset) -> str:
     return " ".join(p for p in parts if p.strip())
 
 
-# Private b-value elements, trusted only for their manufacturer (no creator check needed
-# for a hint): GE (0043,1039) first value (sometimes + 1e9), Siemens CSA (0019,100C),
-# Philips (2001,1003).
-_PRIVATE_B = (("GE", (0x0043, 0x1039)), ("SIEMENS", (0x0019, 0x100C)), ("PHILIPS", (0x2001, 0x1003)))
 _T1_GRE_NAME = re.compile(r"fl3d|vibe|lava|thrive|tfe3d|t1ffe|quick ?3d|disco|twist|star[- ]?vibe|fame|radial vibe", re.I)
-
-
-def _b_value(ds: Dataset) -> float | None:
-    b = _float(param(ds, "DiffusionBValue"))
-    if b is not None:
-        return b
-    maker = str(ds.get("Manufacturer", "") or "").upper()
-    for vendor, tag in _PRIVATE_B:
-        elem = ds.get(tag)
-        if elem is not None and vendor in maker:
-            raw = elem.value if hasattr(elem, "value") else elem
-            if isinstance(raw, bytes):
-                raw = raw.decode("ascii", "ignore").strip("\x00 ").split("\\")[0]
-            v = _float(raw)
-            if v is not None:
-                return v % 1_000_000_000
-    # Siemens SequenceName "*ep_b800t"
-    m = re.search(r"ep_b(\d+)", str(ds.get("SequenceName", "") or ""))
-    return float(m.group(1)) if m else None
 
 
 def mr_sequence(ds: Dataset, b_max: float | None) -> str:
@@ -492,13 +476,16 @@ def unit_features(datasets: list[Dataset]) -> dict[str, Any]:
     features["agent_text"] = text
     features["agent_class"] = agent_class(text)
     if str(ds.get("Modality", "")) == "MR":
-        bvals = [b for b in (_b_value(d) for d in datasets) if b is not None]
+        found = [b_value(d, param) for d in datasets]
+        bvals = [b for b, _src in found if b is not None]
         features["b_value_max"] = max(bvals) if bvals else None
+        features["b_value_source"] = next((src for b, src in found if b is not None), "")
         features["mr_sequence"] = mr_sequence(ds, features["b_value_max"])
         features["fat_sat"] = _fat_sat(ds)
         features["repetition_time"] = _float(param(ds, "RepetitionTime"))
         features["echo_time"] = _float(param(ds, "EchoTime"))
         features["flip_angle"] = _float(param(ds, "FlipAngle"))
+        features.update(kind_features(datasets))  # Dixon / subtraction (mr_headers)
     return features
 
 
