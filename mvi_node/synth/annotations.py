@@ -14,12 +14,39 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from mvi_node.common.frames import frame_datasets, restrict_source_frames, seg_source_arguments
 from mvi_node.synth.dicomio import ExamContext, SeriesPlan, derive_uid, pin_dataset
 from mvi_node.synth.vendors import VENDOR_PROFILES
 
 
 def _sources(paths: list[Path], indices: list[int]) -> list[pydicom.Dataset]:
+    """The headers of images ``indices``; of an Enhanced (one multi-frame file) series,
+    its one header for each index."""
+    if _frames(paths):
+        header = pydicom.dcmread(paths[0], stop_before_pixels=True)
+        return [header for _ in indices]
     return [pydicom.dcmread(paths[i], stop_before_pixels=True) for i in indices]
+
+
+def _images(paths: list[Path], indices: list[int]) -> list[pydicom.Dataset]:
+    """Headers of images ``indices``: classic files, or frame views of the one Enhanced file."""
+    if _frames(paths):
+        views = frame_datasets(pydicom.dcmread(paths[0], stop_before_pixels=True))
+        return [views[i] for i in indices]
+    return _sources(paths, indices)
+
+
+def _frames(paths: list[Path]) -> int:
+    """Frames of a series written as one Enhanced multi-frame instance, else 0."""
+    if len(paths) != 1:
+        return 0
+    ds = pydicom.dcmread(paths[0], stop_before_pixels=True, specific_tags=["NumberOfFrames"])
+    return int(ds.get("NumberOfFrames") or 0)
+
+
+def _frame_numbers(paths: list[Path], indices: list[int]) -> list[int | None]:
+    """ReferencedFrameNumber of each image (None for single-frame images)."""
+    return [i + 1 for i in indices] if _frames(paths) else [None for _ in indices]
 
 
 def write_seg(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: list[int], mask: np.ndarray,
@@ -28,7 +55,8 @@ def write_seg(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: lis
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    src = _sources(paths, indices)
+    images = _images(paths, indices)
+    args = seg_source_arguments(images, (mask > 0).astype(np.uint8))
     desc = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label="Tumor",
@@ -38,8 +66,7 @@ def write_seg(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: lis
     )
     uid = derive_uid(ctx.spec.key(), "seg")
     seg = hd.seg.Segmentation(
-        source_images=src,
-        pixel_array=(mask > 0).astype(np.uint8),
+        **args,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[desc],
         series_instance_uid=uid,
@@ -55,6 +82,7 @@ def write_seg(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: lis
         content_creator_name="SYNTH^RADIOLOGIST",
         series_description="Tumor SEG",
     )
+    restrict_source_frames(seg, images)
     pin_dataset(seg, uid, when)
     out = ctx.series_dir(number) / "I0001.dcm"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,9 +108,10 @@ def write_gsps(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: li
 
     keep = [(i, z) for z, i in enumerate(indices) if truth[z].any()]
     src = _sources(paths, [i for i, _ in keep])
+    frames = _frame_numbers(paths, [i for i, _ in keep])
     layer = hd.pr.GraphicLayer(layer_name="ROI", order=1, description="tumour circles")
     anns = []
-    for ds, (_, z) in zip(src, keep):
+    for ds, frame, (_, z) in zip(src, frames, keep):
         objs = [
             hd.pr.GraphicObject(
                 graphic_type=hd.pr.GraphicTypeValues.CIRCLE,
@@ -91,11 +120,12 @@ def write_gsps(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: li
             )
             for cx, cy, r in circles(truth[z] > 0, truth[z], float(ref.pixel_spacing[1]))
         ]
-        anns.append(hd.pr.GraphicAnnotation(referenced_images=[ds], graphic_layer=layer, graphic_objects=objs))
+        anns.append(hd.pr.GraphicAnnotation(referenced_images=[ds], graphic_layer=layer, graphic_objects=objs,
+                                            referenced_frame_number=frame))
     uid = derive_uid(ctx.spec.key(), "gsps")
     vendor = VENDOR_PROFILES[ctx.spec.vendor]
     pr = hd.pr.GrayscaleSoftcopyPresentationState(
-        referenced_images=src,
+        referenced_images=list({d.SOPInstanceUID: d for d in src}.values()),
         series_instance_uid=uid,
         series_number=number,
         sop_instance_uid=derive_uid(uid, 0),
@@ -130,13 +160,15 @@ def write_roi_sr(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: 
     for k in [int(v) for v in np.unique(truth) if v]:
         z = int(np.argmax((truth == k).sum(axis=(1, 2))))
         (src,) = _sources(paths, [indices[z]])
+        (frame,) = _frame_numbers(paths, [indices[z]])
         evidence.append(src)
         cx, cy, r = next(c for c in circles(truth[z] == k, np.where(truth[z] == k, k, 0),
                                             float(ref.pixel_spacing[1])))
         region = hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
             graphic_data=np.array([[cx, cy], [cx + r, cy]]),
-            source_image=hd.sr.SourceImageForRegion.from_source_image(src),
+            source_image=hd.sr.SourceImageForRegion.from_source_image(
+                src, referenced_frame_numbers=[frame] if frame else None),
         )
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=derive_uid(uid, "lesion", k),

@@ -67,8 +67,12 @@ def write_exam(spec: ExamSpec, out: Path | str) -> dict[str, Any]:
     patient = patient_attributes(sim.clinical, study_times[0], spec.index + spec.seed)
     ctx = make_context(spec, out, study_times, patient, non_ascii=spec.hard.language != "en")
     paths: dict[str, list[Path]] = {}
+    if spec.hard.enhanced_multiframe:
+        from mvi_node.synth.enhanced import write_enhanced_series as write
+    else:
+        write = write_series
     for plan in plans:
-        paths[plan.uid] = write_series(ctx, plan)
+        paths[plan.uid] = write(ctx, plan)
     entry: dict[str, Any] = {
         "patient_id": spec.patient_id,
         "accession_number": spec.accession,

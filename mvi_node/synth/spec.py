@@ -22,6 +22,7 @@ HARD_CASE_NAMES: tuple[str, ...] = (
     "reformats",
     "early_arterial",
     "multiphase_series",
+    "enhanced_multiframe",
 )
 
 # Probability of each hard case in a seeded population ("mixed").
@@ -49,9 +50,15 @@ class HardCases:
     reformats: bool = False
     early_arterial: bool = False
     multiphase_series: bool = False
+    #: each CT/MR image series as one Enhanced multi-frame instance (mvi_node.synth.enhanced);
+    #: never drawn (not in HARD_CASE_RATES, not in "all"): only set by hand
+    enhanced_multiframe: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.enhanced_multiframe:  # off: manifests stay as they were before the switch
+            del out["enhanced_multiframe"]
+        return out
 
 
 @dataclass(frozen=True)
