@@ -21,7 +21,7 @@ FLOORS: dict[str, int] = {
     "pipeline": 5, "cohort": 5, "orthanc": 5, "admin": 5,
     "recipes": 4, "report": 4, "dispatch": 4,
     "infer": 3, "receive": 3,
-    "stage": 2, "preprocess": 2,
+    "stage": 2, "replay": 2, "preprocess": 2,
     "select": 1, "roi": 1, "clinical": 1, "jobs": 1, "synth": 1,
     "config": 0, "metrics": 0, "common": 0, "evaluation": 0, "concepts": 0, "logs": 0, "__init__": 0,
 }

@@ -20,6 +20,7 @@ from mvi_node.dispatch.cstore import CStoreSink
 from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
 from mvi_node.dispatch.sender import echo
 from mvi_node.app.engine import build_engine, model_readiness
+from mvi_node.app.replay import build_replay
 from mvi_node.app.retention import Retention
 from mvi_node.jobs import open_job_store
 from mvi_node.pipeline import StudyPipeline
@@ -176,6 +177,11 @@ class Node:
             self.orthanc_routers.append(orthanc.router)
             self.catch_up = orthanc.catch_up
             self.readiness["orthanc"] = orthanc.readiness
+        self.replay = build_replay(self)  # replays of archived studies (issue 14)
+        if self.replay is not None:
+            from mvi_node.admin.replays import replay_router
+
+            self.orthanc_routers.append(replay_router(self.replay[0], lambda: set(settings.replay.pacs)))
         self.admin = None
         self._stopped = False
         self._collector: NodeCollector | None = None
@@ -240,6 +246,8 @@ class Node:
             self._start_admin()
         if self.catch_up is not None:
             self.catch_up.start()
+        if self.replay is not None:
+            self.replay[1].start()
         log.info(
             "node up: %d listener process(es), quiet period %.1f s, %d temporary files cleared, %d re-indexed",
             count,
@@ -262,6 +270,8 @@ class Node:
             self.admin.stop()
         if self.catch_up is not None:
             self.catch_up.stop()
+        if self.replay is not None:
+            self.replay[1].stop()
         for proc in self.children:
             proc.terminate()
         if self.listener is not None:

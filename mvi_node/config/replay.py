@@ -44,7 +44,6 @@ class ArchiveSettings(_Section):
     max_concurrent: int = Field(default=2, ge=1, le=32)
     #: 0 = unlimited
     instances_per_second: float = Field(default=0.0, ge=0)
-    mb_per_second: float = Field(default=0.0, ge=0)
     result_cap: int = Field(default=500, ge=1)
     #: "HH:MM-HH:MM" local times during which retrieval pauses (busy hours)
     busy_hours: list[str] = Field(default_factory=list)

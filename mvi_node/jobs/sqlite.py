@@ -130,6 +130,10 @@ class SqliteJobStore(SqliteDatabase):
         row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
+    def by_key(self, key: str) -> Job | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+        return _job(row) if row else None
+
     def list(self, state: JobState | None = None, limit: int = 100, before_id: int | None = None) -> list[Job]:
         sql, args = "SELECT * FROM jobs WHERE id < ?", [before_id if before_id is not None else 2**62]
         if state is not None:

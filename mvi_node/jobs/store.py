@@ -55,6 +55,9 @@ class JobStore(Protocol):
 
     def get(self, job_id: int) -> Job | None: ...
 
+    def by_key(self, key: str) -> Job | None:
+        """The job enqueued under ``key``, if any."""
+
     def list(self, state: JobState | None = None, limit: int = 100, before_id: int | None = None) -> list[Job]:
         """Newest first; ``before_id`` pages on (ids below it)."""
 

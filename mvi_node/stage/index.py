@@ -211,6 +211,13 @@ class StagingIndex(SqliteDatabase):
             out.setdefault(series_uid, []).append(sop_uid)
         return out
 
+    def study_round(self, study_uid: str) -> tuple[int, str, float, bool] | None:
+        """(round, 'open' or 'complete', first instance of the round, job enqueued) of a study."""
+        row = self._conn().execute(
+            "SELECT round, state, first_received, job_enqueued FROM studies WHERE study_uid = ?", (study_uid,)
+        ).fetchone()
+        return (int(row[0]), str(row[1]), float(row[2]), bool(row[3])) if row else None
+
     def completed_rounds(self) -> int:
         """Rounds closed so far, over all studies."""
         row = self._conn().execute(

@@ -1,0 +1,105 @@
+"""The node side of replays: what :class:`mvi_node.replay.runner.NodeHooks` asks of it.
+
+Retrieved instances arrive through the node's own listener (C-MOVE) or its store
+handler (C-GET) and are staged as any routed instance. A retrieve that brought new
+instances opened a round of the study, whose job the completion watcher queues after
+the quiet period: the replay waits for that job. A retrieve that brought nothing new
+(``--force``, or a study staged before and never processed) queues a study job of its
+own, keyed on the replay, so the pipeline runs once for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mvi_node.jobs.store import JobState, JobStore
+from mvi_node.replay.runner import ReplayRunner
+from mvi_node.replay.store import ReplayStore
+from mvi_node.select.rules import load_rules
+from mvi_node.stage.completion import STUDY_JOB, study_job_key
+from mvi_node.stage.index import StagingIndex
+
+
+class NodeReplayHooks:
+    def __init__(self, node) -> None:
+        self.node = node
+        settings = node.settings
+        self.calling_ae = settings.listener.ae_title
+        self.index: StagingIndex = node.index
+        self.jobs: JobStore = node.jobs
+        self._rules = None
+
+    def needs(self):
+        engine = self.node.engine
+        return engine.recipes.needs() if engine is not None else []
+
+    def rules(self):
+        if self._rules is None:
+            self._rules = load_rules(self.node.settings.select.rules)
+        return self._rules
+
+    def models(self) -> dict[str, str]:
+        engine = self.node.engine
+        if engine is None:
+            return {}
+        return {r: str(engine.identity(r).get("sha256", "")) for r in engine.registry.models}
+
+    def processed(self, study_uids: list[str]) -> dict[str, set[str]]:
+        wanted = set(study_uids)
+        out: dict[str, set[str]] = {}
+        before = None
+        # one pass over the finished jobs per replay plan, not one per study
+        while page := self.jobs.list(JobState.DONE, limit=500, before_id=before):
+            for job in page:
+                study = job.payload.get("study_uid")
+                if job.kind != STUDY_JOB or study not in wanted:
+                    continue
+                for exam in job.result.get("inference", []) or []:
+                    for rec in exam:
+                        if rec.get("recipe") and rec.get("model_sha256"):
+                            out.setdefault(study, set()).add(f"{rec['recipe']}@{rec['model_sha256']}")
+            before = page[-1].id
+        return out
+
+    def staged(self, study_uid: str) -> dict[str, set[str]]:
+        return {s: set(sops) for s, sops in self.index.series_of(study_uid).items()}
+
+    def process(self, study_uid: str, since: float, tag: str, destination: str | None) -> str:
+        row = self.index.study_round(study_uid)
+        if row is None:
+            return ""
+        round_no, state, first_received, enqueued = row
+        if state == "open":
+            return ""  # still receiving: the quiet period decides
+        if first_received >= since - 1.0:  # this retrieve opened the round: its job is the watcher's
+            return study_job_key(study_uid, round_no) if enqueued else ""
+        key = f"study:{study_uid}:replay:{tag}"
+        payload: dict[str, Any] = {"study_uid": study_uid, "round": round_no, "replay": tag}
+        self.jobs.enqueue(STUDY_JOB, key, payload)
+        return key
+
+    def job_outcome(self, key: str):
+        job = self.jobs.by_key(key)
+        if job is None:
+            return None
+        return job.state.value, job.result, job.last_error
+
+    def pause_reason(self) -> str:
+        listener = self.node.listener
+        if listener is not None and listener.handlers.disk.low():
+            return "the node's free disk is near its floor"
+        return ""
+
+    def accept(self, event):
+        listener = self.node.listener
+        if listener is None:
+            return 0xA700
+        return listener.handlers.on_store(event)
+
+
+def build_replay(node) -> tuple[ReplayStore, ReplayRunner] | None:
+    settings = node.settings
+    if not settings.replay.enabled:
+        return None
+    store = ReplayStore(settings.data_dir / "replays.sqlite3")
+    return store, ReplayRunner(store, NodeReplayHooks(node), settings.replay)

@@ -1,0 +1,249 @@
+"""Replay of archived studies (issue 14) against a real Orthanc acting as the archive.
+
+The archive knows the node as its modality MVI (AE MVI_NODE at the node's port), so a
+C-MOVE to MVI_NODE reaches the node's listener; results go back to the archive as the
+node's configured destination. Exams: four liver CT exams and two that are not liver
+(a chest CT and a head CT, one unenhanced series each), all within the date range.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from conftest import DCMTK_ENV, NodeProcess, free_port
+from mvi_node.synth import make_exam
+from orthanc_fixtures import OrthancProcess
+
+pytestmark = pytest.mark.orthanc
+
+LIVER = 4
+#: a liver CT exam: 7 CT series + SEG; what a CT recipe needs is the arterial phase + the SEG
+NEEDED_PER_EXAM = 41
+
+
+def _not_liver(src: Path, out: Path, body_part: str, description: str, series: str) -> None:
+    """One unenhanced series of a synthetic exam, re-labelled as another body part, with its own UIDs."""
+    study, series_uid, patient = generate_uid(), generate_uid(), f"OTHER{body_part}"
+    for f in sorted(src.rglob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        if str(ds.get("SeriesNumber")) != "2":
+            continue
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series_uid, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientID, ds.AccessionNumber = patient, f"ACC{body_part}"
+        ds.BodyPartExamined, ds.StudyDescription, ds.SeriesDescription = body_part, description, series
+        ds.FrameOfReferenceUID = generate_uid()
+        target = out / f"{ds.SOPInstanceUID}.dcm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(target)
+
+
+@pytest.fixture(scope="module")
+def exams(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("replay-exams")
+    for i in range(LIVER):
+        make_exam(root / f"liver{i}", "ct", seed=140 + i, index=i, hard_cases="none", matrix=64, annotations="seg")
+    _not_liver(root / "liver0", root / "chest", "CHEST", "CT THORAX", "Thorax 5mm")
+    _not_liver(root / "liver1", root / "head", "HEAD", "CT HEAD", "Head 5mm")
+    return root
+
+
+def _storescu(port: int, aec: str, folder: Path) -> None:
+    out = subprocess.run(["/usr/bin/storescu", "-aet", "LOADER", "-aec", aec, "-R", "+sd", "+r", "-nh", "127.0.0.1",
+                          str(port), str(folder)], env=DCMTK_ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+class Site:
+    """An archive Orthanc and a node that knows it as ARCHIVE (and sends its results there)."""
+
+    def __init__(self, root: Path, retrieve: str = "move", per_second: float = 0.0, quiet: float = 1.0) -> None:
+        self.root = root
+        self.node_port = free_port()
+        self.archive = OrthancProcess(root / "archive", "ARCHIVE",
+                                      modalities={"MVI": ["MVI_NODE", "127.0.0.1", self.node_port]})
+        self.archive.config["DicomAlwaysAllowGet"] = True
+        self.config = root / "node.toml"
+        self.config.write_text(
+            f'[dispatch]\ndestinations = ["ARCHIVE@127.0.0.1:{self.archive.dicom_port}"]\nbackoff_initial_s = 1.0\n'
+            f'[replay]\npoll_seconds = 0.2\n'
+            f'[replay.pacs.ARCHIVE]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {self.archive.dicom_port}\n'
+            f'retrieve = "{retrieve}"\ninstances_per_second = {per_second}\nmax_concurrent = 2\n')
+        self.quiet = quiet
+        self.node: NodeProcess | None = None
+
+    def start(self) -> "Site":
+        self.archive.start()
+        return self.start_node()
+
+    def start_node(self) -> "Site":
+        if self.node is None:
+            self.node = NodeProcess(self.root / "var", self.node_port, config=self.config, quiet=self.quiet)
+        self.node.start()
+        self.wait_api()
+        return self
+
+    def wait_api(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.api}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("admin API did not come up")
+
+    @property
+    def api(self) -> str:
+        assert self.node is not None
+        return f"http://127.0.0.1:{self.node.admin_port}"
+
+    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+        # the CLI finds the admin API as serve does: configuration file + MVI_ variables
+        env = {**os.environ, "MVI_ADMIN__PORT": str(self.node.admin_port)}  # type: ignore[union-attr]
+        return subprocess.run([sys.executable, "-m", "mvi_node", "replay", *args, "--config", str(self.config)],
+                              capture_output=True, text=True, timeout=timeout, env=env, cwd=self.root)
+
+    def replay(self, *args: str) -> dict:
+        out = self.cli("--pacs", "ARCHIVE", "--from", "20240101", "--to", "20261231", "--json", *args)
+        assert out.returncode in (0, 1), out.stderr[-3000:]
+        return json.loads(out.stdout)
+
+    def staged(self) -> dict[str, dict[str, int]]:
+        """study -> series -> instances the node holds."""
+        db = sqlite3.connect(self.root / "var" / "index.sqlite3")
+        try:
+            rows = db.execute("SELECT study_uid, series_uid, COUNT(*) FROM instances GROUP BY 1, 2").fetchall()
+        finally:
+            db.close()
+        out: dict[str, dict[str, int]] = {}
+        for study, series, n in rows:
+            out.setdefault(study, {})[series] = n
+        return out
+
+    def received_times(self) -> list[float]:
+        db = sqlite3.connect(self.root / "var" / "index.sqlite3")
+        try:
+            return [r[0] for r in db.execute("SELECT received_at FROM instances ORDER BY received_at")]
+        finally:
+            db.close()
+
+    def result_instances(self) -> dict[str, int]:
+        """SOP Instance UID -> how many times the archive lists it, over the node's result series."""
+        out: dict[str, int] = {}
+        for sid in self.archive.get("/series"):
+            s = self.archive.get(f"/series/{sid}")
+            if s["MainDicomTags"].get("SeriesNumber") in ("9901", "9902", "9903"):
+                for iid in s["Instances"]:
+                    uid = self.archive.get(f"/instances/{iid}")["MainDicomTags"]["SOPInstanceUID"]
+                    out[uid] = out.get(uid, 0) + 1
+        return out
+
+    def stop(self) -> None:
+        if self.node is not None:
+            self.node.stop()
+        self.archive.stop()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, exams):
+    s = Site(tmp_path_factory.mktemp("replay-site")).start()
+    for folder in sorted(exams.iterdir()):
+        _storescu(s.archive.dicom_port, "ARCHIVE", folder)
+    yield s
+    s.stop()
+
+
+def _by_state(r: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for st in r["studies"]:
+        out.setdefault(st["state"], []).append(st)
+    return out
+
+
+def test_dry_run_moves_nothing_and_lists_the_plan(site):
+    out = site.cli("--pacs", "ARCHIVE", "--from", "20240101", "--to", "20261231", "--dry-run",
+                   "--manifest", "plan.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    manifest = json.loads((site.root / "plan.json").read_text())
+    assert manifest["totals"]["studies"] == LIVER + 2
+    assert manifest["totals"]["retrieve_studies"] == LIVER
+    assert manifest["totals"]["instances"] == LIVER * NEEDED_PER_EXAM
+    assert manifest["totals"]["bytes"] > 0
+    # the summary table: one line per study, then the totals
+    assert f"{LIVER + 2} studies: {LIVER} to retrieve" in out.stdout
+    assert "ct_arterial" in out.stdout and "input of ct_ap_resnet18" in out.stdout
+    assert site.staged() == {}
+    # no identifier in the manifest
+    text = json.dumps(manifest)
+    assert "SYNTHCT" not in text and "OTHERCHEST" not in text and "ACCHEAD" not in text
+
+
+def test_replays_the_liver_exams_and_skips_the_others_with_reasons(site):
+    r = site.replay()
+    states = _by_state(r)
+    assert r["state"] == "done", r
+    assert len(states.get("done", [])) == LIVER, [(s["state"], s["reason"]) for s in r["studies"]]
+    skipped = states["skipped"]
+    assert len(skipped) == 2
+    for s in skipped:
+        assert "no recipe qualifies" in s["reason"] and "ct_arterial" in s["reason"]
+    # only the needed series were moved: the arterial phase and the SEG of each liver exam
+    staged = site.staged()
+    assert set(staged) == {s["study_uid"] for s in states["done"]}
+    for st in states["done"]:
+        wanted = {x["series_uid"]: x["instances"] for x in st["series"] if x["retrieve"]}
+        assert {x["role"] for x in st["series"] if x["retrieve"]} == {"ct_arterial", "seg"}
+        assert staged[st["study_uid"]] == wanted
+    assert sum(sum(v.values()) for v in staged.values()) == LIVER * NEEDED_PER_EXAM
+    assert r["progress"]["instances_retrieved"] == LIVER * NEEDED_PER_EXAM
+    # results reached the archive (the configured destination): one SR per exam
+    jobs = httpx.get(f"{site.api}/jobs?kind=study", timeout=10).json()
+    assert sum(1 for j in jobs if j["state"] == "done") >= LIVER
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(site.result_instances()) < LIVER * 4:
+        time.sleep(1)
+    assert len(site.result_instances()) >= LIVER * 4  # SR + 3 captures each
+    # the audit line: who, the query, the counts; no identifier
+    log = site.node.log_text()
+    audit = [line for line in log.splitlines() if "mvi_node.audit" in line or "requested_by=" in line]
+    assert audit and '"done": 4' in audit[-1] and '"skipped": 2' in audit[-1]
+    assert "SYNTHCT" not in log and "OTHERCHEST" not in log
+    metrics = httpx.get(f"{site.api}/metrics", timeout=10).text
+    assert 'mvi_replay_studies_total{outcome="done",pacs="ARCHIVE"} 4.0' in metrics
+
+
+def test_second_run_skips_all_as_done(site):
+    before = site.staged()
+    r = site.replay()
+    states = _by_state(r)
+    assert set(states) == {"skipped"}
+    done = [s for s in states["skipped"] if "already processed" in s["reason"]]
+    assert len(done) == LIVER
+    assert all("ct_ap_resnet18@" in s["reason"] for s in done)
+    assert site.staged() == before
+
+
+def test_force_redoes_without_new_duplicates(site):
+    results_before = site.result_instances()
+    jobs_before = len(httpx.get(f"{site.api}/jobs?kind=study", timeout=10).json())
+    r = site.replay("--force")
+    states = _by_state(r)
+    assert len(states.get("done", [])) == LIVER, [(s["state"], s["reason"]) for s in r["studies"]]
+    jobs_after = httpx.get(f"{site.api}/jobs?kind=study", timeout=10).json()
+    assert len(jobs_after) == jobs_before + LIVER  # processed again
+    time.sleep(3)  # let any dispatch go out
+    results_after = site.result_instances()
+    assert results_after == results_before  # the same UIDs, each once
