@@ -59,7 +59,7 @@ PREPROCESSING_CONSTANTS: dict = {
         "transform": "euler3d", "initial": "identity (scanner geometry), centre of the reference",
         "metric": reg.METRIC, "metric_bins": reg.METRIC_BINS, "sampling": f"random {reg.SAMPLING:.0%} in body mask",
         "optimiser": reg.OPTIMISER, "learning_rate": reg.LEARNING_RATE, "min_step": reg.MIN_STEP,
-        "iterations": reg.ITERATIONS, "shrink_factors": list(reg.SHRINK_FACTORS),
+        "iterations": reg.ITERATIONS, "levels_mm": [2 * reg.FINEST_LEVEL_MM, reg.FINEST_LEVEL_MM],
         "smoothing_voxels": list(reg.SMOOTHING_VOXELS),
         "auto": "register when FrameOfReferenceUID differs or is missing, or the studies differ",
         "quality": {"measure": reg.QUALITY_MEASURE, "bins": reg.QUALITY_BINS, "min": reg.MIN_NMI,
