@@ -245,14 +245,7 @@ def _stage_count(stage: str) -> float:
 def test_prepare_mr_on_a_synthetic_exam_written_to_dicom(tmp_path: Path):
     spec = draw_spec("mr", 7, 1, matrix=128, **SPEC)
     entry = write_exam(spec, tmp_path)
-    roles = {uid: role for uid, role in entry["series"].items()}
-    series: dict[str, list[Dataset]] = defaultdict(list)
-    for path in (tmp_path / "dicom").rglob("*"):
-        if path.is_file():
-            ds = pydicom.dcmread(path, stop_before_pixels=True)  # pixels are read from ds.filename
-            role = roles.get(str(ds.SeriesInstanceUID))
-            if role in ("mr_t1_pre", "mr_portal_venous", "mr_transitional", "mr_t2"):
-                series[role].append(ds)
+    series = _exam_series(tmp_path, entry, ("mr_t1_pre", "mr_portal_venous", "mr_transitional", "mr_t2"))
     before = {s: _stage_count(f"mr_{s}") for s in ("load", "n4", "normalise", "register", "resample")}
     vols = prepare_mr(series, "mr_portal_venous")
     shape = vols.geometry.shape
@@ -277,3 +270,34 @@ def test_prepare_mr_on_a_synthetic_exam_written_to_dicom(tmp_path: Path):
     assert record["constants"] == PREPROCESSING_CONSTANTS and record["reference"] == "mr_portal_venous"
     assert record["percentiles"]["mr_t1_pre"] == [round(v, 4) for v in vols.percentiles["mr_t1_pre"]]
     assert record["n4"]["mr_t1_pre"]["shrink"]
+
+
+def _exam_series(root: Path, entry: dict, wanted: tuple[str, ...]) -> dict[str, list[Dataset]]:
+    roles = dict(entry["series"])
+    series: dict[str, list[Dataset]] = defaultdict(list)
+    for path in sorted((root / "dicom").rglob("*")):
+        if path.is_file():
+            ds = pydicom.dcmread(path, stop_before_pixels=True)  # pixels are read from ds.filename
+            role = roles.get(str(ds.SeriesInstanceUID))
+            if role in wanted:
+                series[role].append(ds)
+    return series
+
+
+def test_prepare_mr_reads_enhanced_multiframe_series(tmp_path: Path):
+    """Each sequence as ONE Enhanced MR instance (frames and geometry in functional
+    groups): the frames are sorted along the normal and read like classic slices."""
+    spec = draw_spec("mr", 7, 2, matrix=128, enhanced_multiframe=True, **SPEC)
+    entry = write_exam(spec, tmp_path)
+    series = _exam_series(tmp_path, entry, ("mr_t1_pre", "mr_portal_venous"))
+    assert all(len(dss) == 1 and int(dss[0].NumberOfFrames) > 1 for dss in series.values())
+    vols = prepare_mr(series, "mr_portal_venous", n4=False)
+    instance = pydicom.dcmread(series["mr_portal_venous"][0].filename)
+    frames = instance.pixel_array.astype(np.float32)
+    groups = instance.PerFrameFunctionalGroupsSequence
+    depth = [float(g.PlanePositionSequence[0].ImagePositionPatient[2]) for g in groups]
+    expected = intensity.to_grey(frames[np.argsort(depth, kind="stable")], *vols.percentiles["mr_portal_venous"])
+    assert vols.geometry.shape == frames.shape
+    assert np.allclose(vols.arrays["mr_portal_venous"], expected, atol=1e-3)
+    assert vols.arrays["mr_t1_pre"].shape == frames.shape
+    assert not vols.registration["mr_t1_pre"].performed

@@ -3,8 +3,8 @@
 Slices are sorted along the plane normal by :func:`mvi_node.roi.geometry.series_geometry`
 (PS3.3 C.7.6.2), so the volume's z axis is the normal and its grid is exactly
 ``SeriesGeometry.reference()``. Stored values go through the Modality LUT's linear form
-(RescaleSlope/RescaleIntercept, PS3.3 C.11.1; MR images usually carry neither, which
-means identity). A series that is not one regular stack of parallel planes is refused,
+(RescaleSlope/RescaleIntercept, PS3.3 C.11.1, or a frame's Pixel Value Transformation;
+MR images usually carry neither, which means identity). A series that is not one regular stack of parallel planes is refused,
 never guessed at: two images at one position (DWI b-values, an echo pair), tilted
 planes, or gaps that vary.
 """
@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from mvi_node.common.frames import frame_datasets, frame_number, frame_pixels
 from mvi_node.roi.geometry import SeriesGeometry, series_geometry
 
 #: how far (mm) a slice may sit from the regular stack, and (cosine) how far a plane may tilt
@@ -29,19 +30,14 @@ class VolumeError(ValueError):
 
 
 def read_pixels(ds: Dataset) -> np.ndarray:
-    """Stored pixel values of one single-frame image.
+    """Stored pixel values of one image or frame view (the one place pixels are read).
 
-    The one place pixels are read: datasets indexed from headers only (no PixelData)
-    are read again from ``ds.filename``. Enhanced multi-frame support swaps in its
-    per-frame reader here.
+    Datasets indexed from headers only (no PixelData) are read from ``ds.filename``;
+    a frame of an Enhanced multi-frame instance from its parent's decoded frames.
     """
-    if "PixelData" in ds:
-        return ds.pixel_array
-    import pydicom
-
-    if not getattr(ds, "filename", None):
+    if "PixelData" not in ds and not getattr(ds, "filename", None) and frame_number(ds) is None:
         raise VolumeError("image without pixel data and without a file to read them from")
-    return pydicom.dcmread(ds.filename).pixel_array
+    return frame_pixels(ds)
 
 
 def _rescale(ds: Dataset) -> tuple[float, float]:
@@ -73,9 +69,14 @@ def _check_stack(geo: SeriesGeometry) -> None:
 
 
 def load_volume(datasets: Sequence[Dataset]) -> tuple[sitk.Image, SeriesGeometry]:
-    """The series as float32 values after RescaleSlope/Intercept, on its own grid."""
+    """The series as float32 values after RescaleSlope/Intercept, on its own grid.
+
+    ``datasets`` are classic images, frame views, or whole Enhanced multi-frame
+    instances (split into their frames, PS3.3 C.7.6.16).
+    """
+    views = [view for ds in datasets for view in frame_datasets(ds)]
     try:
-        geo = series_geometry(list(datasets))
+        geo = series_geometry(views)
     except ValueError as exc:
         raise VolumeError(str(exc)) from exc
     _check_stack(geo)
