@@ -23,7 +23,7 @@ from mvi_node.synth.dicomio import SeriesPlan, derive_uid, exam_start, to_stored
 from mvi_node.synth.lesions import Lesion, LesionFields, draw_lesions, lesion_fields
 from mvi_node.synth.render import Contrast, render, truth_labels
 from mvi_node.synth.spec import ExamSpec, exam_rng
-from mvi_node.synth.vendors import VENDOR_PROFILES, opaque_name
+from mvi_node.synth.vendors import DIXON_IMAGE_TYPES, SUBTRACTION_IMAGE_TYPES, VENDOR_PROFILES, opaque_name
 
 T1_PHASES: tuple[str, ...] = ("pre", "early_arterial", "arterial", "portal", "transitional", "hepatobiliary")
 ROLE = {"pre": "mr_t1_pre", "early_arterial": "other", "arterial": "mr_arterial", "portal": "mr_portal_venous",
@@ -173,7 +173,26 @@ def simulate_mr(spec: ExamSpec) -> MRSim:
         sig = s0 * np.exp(-b * np.clip(adc, 0, None) * 1e-6)
         sim.volumes[f"b{b}"] = np.abs(sig + nrng.standard_normal(sig.shape, dtype=np.float32) * sd * 0.5)
     sim.volumes["adc"] = np.clip(adc + nrng.standard_normal(adc.shape, dtype=np.float32) * 60, 0, 4000) * (s0 > 50)
+    if spec.hard.dixon:  # own RNG stream: the exam's other volumes stay as they were
+        sim.volumes.update(_dixon_volumes(sim, exam_rng(spec, "dixon"), sd, ff_liver, bias))
     return sim
+
+
+def _dixon_volumes(sim: MRSim, rng: np.random.Generator, sd: float, ff_liver: float,
+                   bias: np.ndarray) -> dict[str, np.ndarray]:
+    """3D T1 Dixon on the dynamic grid: water, fat, opposed- and in-phase images."""
+    water_lut, fat_lut = _lut(_T1_IN), np.zeros(N_LABELS, np.float32)
+    water_lut[int(L.FAT)] = 40.0  # fat-water separation leaves little fat signal
+    fat_lut[int(L.FAT)], fat_lut[int(L.BONE_MARROW)] = 850.0, 400.0
+    fat_lut[int(L.LIVER)] = 450.0 * ff_liver
+    opp_lut = _lut(_T1_IN)
+    opp_lut[int(L.LIVER)] *= 1 - 2 * ff_liver
+    out = {}
+    for name, lut, tumor in (("dixon_water", water_lut, 400.0), ("dixon_fat", fat_lut, 20.0),
+                             ("dixon_opp", opp_lut, 400.0), ("dixon_in", _lut(_T1_IN), 420.0)):
+        out[name] = np.abs(render(sim.labels, sim.fields, Contrast(lut, tumor, 250.0, tumor, texture=20.0), rng, sd)
+                           * bias)
+    return out
 
 
 def mr_plans(sim: MRSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
@@ -307,6 +326,9 @@ def mr_plans(sim: MRSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
         inopp(480)
     dyn_phases = [p for p in ("pre", "early_arterial", "arterial", "portal", "transitional") if p in sim.volumes]
     pre_t = tb - dt.timedelta(seconds=60)
+    if hard.dixon:
+        dixon_set(sim, add, dyn, pre_t - dt.timedelta(seconds=45), opaque=hard.opaque_descriptions,
+                  name=lambda k: opaque_name("mr", style, number + 1, k, 4))
     times = {p: (pre_t if p == "pre" else at(sim.timing[p])) for p in dyn_phases}
     dyn_plans: dict[str, SeriesPlan] = {}
     if hard.multiphase_series:
@@ -332,6 +354,8 @@ def mr_plans(sim: MRSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
                                {**dyn, "AcquisitionNumber": k + 1}, study=study_of(times[p]))
         if "early_arterial" in dyn_plans:
             dyn_plans["early_arterial"].note["early_arterial"] = True
+    if hard.subtraction:
+        subtractions(sim, add, dyn, dyn_plans, times, g)
     if eob:
         t2_dwi(300)
         th = at(sim.timing["hepatobiliary"])
@@ -362,3 +386,40 @@ def mr_plans(sim: MRSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
     if n_studies > 1:
         study_times.append(at(sim.timing[split_at] - 5))
     return plans, study_times
+
+
+# --- traps: series a selector must never take for a phase of the dynamic series ----------
+DIXON_MAPS = (("water", "dixon_water"), ("fat", "dixon_fat"), ("opp", "dixon_opp"), ("in", "dixon_in"))
+
+
+def dixon_set(sim: MRSim, add, dyn: dict, t0: dt.datetime, opaque: bool, name) -> None:
+    """A 3D T1 Dixon pre-contrast acquisition written before the fat-sat pre series: water,
+    fat, opposed- and in-phase reconstructions at one acquisition time, with the dynamic's
+    TR and flip angle, no fat-saturation pulse, two echoes (opposed, in phase at the field
+    strength); the water and fat maps carry the first echo's time."""
+    v, fs = VENDOR_PROFILES[sim.spec.vendor], sim.spec.field_strength
+    te = (2.3, 4.6) if fs == 1.5 else (1.15, 2.3)
+    tr = max(dyn["RepetitionTime"], te[1] + 1.2) if fs == 1.5 else dyn["RepetitionTime"]
+    for k, (kind, vol) in enumerate(DIXON_MAPS):
+        desc = name(k + 1) if opaque else v.mr_dixon_name(kind)
+        add(f"dixon_{kind}", "other", desc, sim.volumes[vol], sim.grid, t0,
+            {**dyn, "RepetitionTime": tr, "EchoTime": te[1] if kind == "in" else te[0], "ScanOptions": "",
+             "SequenceName": {"siemens": "*fl3d2", "ge": "LAVA-Flex", "philips": "mDIXON", "canon": "WFS"}[v.key],
+             "EchoTrainLength": 2}, itype=DIXON_IMAGE_TYPES[v.key][kind])
+
+
+def subtractions(sim: MRSim, add, dyn: dict, dyn_plans: dict, times: dict, grid: Grid) -> None:
+    """Arterial minus pre and portal minus pre, as consoles compute them inline: derived
+    images at their source's acquisition time, named and typed by the vendor's habit."""
+    v = VENDOR_PROFILES[sim.spec.vendor]
+    for phase in ("arterial", "portal"):
+        if phase not in sim.volumes or phase not in times:
+            continue
+        vol = np.clip(sim.volumes[phase] - sim.volumes["pre"], 0, None)
+        src = dyn_plans.get(phase)
+        desc = f"{src.description if src else v.mr_name(phase, 'en')}_SUB" if v.key != "ge" else \
+            f"SUB {src.description if src else v.mr_name(phase, 'en')}"
+        p = add(f"sub_{phase}", "other", desc, vol, grid, times[phase] + dt.timedelta(seconds=20),
+                dyn, itype=SUBTRACTION_IMAGE_TYPES[v.key], acq=[times[phase]] * vol.shape[0])
+        if src is not None:
+            p.note["subtraction_of"] = src.uid

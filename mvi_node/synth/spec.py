@@ -22,6 +22,8 @@ HARD_CASE_NAMES: tuple[str, ...] = (
     "reformats",
     "early_arterial",
     "multiphase_series",
+    "dixon",
+    "subtraction",
     "enhanced_multiframe",
 )
 
@@ -34,6 +36,9 @@ HARD_CASE_RATES: dict[str, float] = {
     "early_arterial": 0.2,
     "multiphase_series": 0.3,  # MR only
 }
+# MR traps (a Dixon set before the fat-sat pre, subtraction series), drawn from their own
+# stream so that every draw a seed made before they existed stays what it was.
+MR_TRAP_RATES: dict[str, float] = {"dixon": 0.25, "subtraction": 0.2}
 LANGUAGE_RATES: dict[str, float] = {"en": 0.6, "de": 0.14, "es": 0.13, "zh": 0.13}
 SEG_ON_PORTAL_RATE = 0.2
 MVI_PREVALENCE = 0.4
@@ -50,6 +55,10 @@ class HardCases:
     reformats: bool = False
     early_arterial: bool = False
     multiphase_series: bool = False
+    #: MR: a 3D T1 Dixon set (water/fat/opposed/in phase) before the fat-sat pre series
+    dixon: bool = False
+    #: MR: arterial and portal minus pre subtraction series
+    subtraction: bool = False
     #: each CT/MR image series as one Enhanced multi-frame instance (mvi_node.synth.enhanced);
     #: never drawn (not in HARD_CASE_RATES, not in "all"): only set by hand
     enhanced_multiframe: bool = False
@@ -58,6 +67,9 @@ class HardCases:
         out = asdict(self)
         if not self.enhanced_multiframe:  # off: manifests stay as they were before the switch
             del out["enhanced_multiframe"]
+        for name in ("dixon", "subtraction"):  # off: manifests stay as they were before the switches
+            if not out[name]:
+                del out[name]
         return out
 
 
@@ -154,6 +166,8 @@ def draw_spec(
     flags = {name: bool(rng.random() < rate) for name, rate in HARD_CASE_RATES.items()}
     seg_draw = "portal" if rng.random() < SEG_ON_PORTAL_RATE else "arterial"
     field_strength = 3.0 if rng.random() < 0.5 else 1.5
+    trap_rng = np.random.default_rng([seed & 0xFFFFFFFF, index, 15485863])
+    flags.update({name: bool(trap_rng.random() < rate) for name, rate in MR_TRAP_RATES.items()})
     if hard_cases == "none":
         flags = {k: False for k in flags}
         lang_draw = "en"
@@ -164,6 +178,7 @@ def draw_spec(
         raise ValueError(f"hard_cases must be mixed|none|all, not {hard_cases!r}")
     if modality == "ct":
         flags["multiphase_series"] = False
+        flags.update(dixon=False, subtraction=False)
     language = str(hard_overrides.pop("language", lang_draw))
     flags.update({k: bool(v) for k, v in hard_overrides.items() if k in HARD_CASE_NAMES})
     unknown = set(hard_overrides) - set(HARD_CASE_NAMES)

@@ -99,6 +99,16 @@ class Vendor:
         }
         return fixed[key][self.key]
 
+    def mr_dixon_name(self, kind: str) -> str:
+        """SeriesDescription of a 3D T1 Dixon reconstruction (kind water/fat/opp/in)."""
+        if self.key == "ge":  # GE prefixes the reconstruction: "WATER: Ax LAVA-Flex"
+            return {"water": "WATER", "fat": "FAT", "opp": "OutPhase", "in": "InPhase"}[kind] + ": Ax LAVA-Flex"
+        short = {"water": "W", "fat": "F", "opp": "opp", "in": "in"}[kind]
+        if self.key == "siemens":
+            return f"t1_vibe_dixon_tra_bh_{short}"
+        short = {"opp": "OP", "in": "IP"}.get(kind, short)
+        return f"T1W_mDIXON_{short}" if self.key == "philips" else f"Quick3D WFS {short}"
+
 
 VENDOR_PROFILES: dict[str, Vendor] = {
     "ge": Vendor(
@@ -148,3 +158,21 @@ def opaque_name(modality: str, style: int, n: int, k: int, t: float) -> str:
     """A description that says nothing about the phase; one ``style`` per exam."""
     pool = OPAQUE_CT if modality == "ct" else OPAQUE_MR
     return pool[style % len(pool)].format(n=n, k=k, t=f"{t:g}")
+
+
+# ImageType of 3D T1 Dixon reconstructions: Siemens and GE say which map it is; the
+# Philips and Canon profiles keep plain magnitude types, so that only the echo times and
+# the description tell (a selector must cope with both).
+DIXON_IMAGE_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
+    "siemens": {"water": ("ORIGINAL", "PRIMARY", "DIXON", "W"), "fat": ("ORIGINAL", "PRIMARY", "DIXON", "F"),
+                "opp": ("ORIGINAL", "PRIMARY", "DIXON", "OPP_PHASE"), "in": ("ORIGINAL", "PRIMARY", "DIXON", "IN_PHASE")},
+    "ge": {"water": ("DERIVED", "PRIMARY", "WATER"), "fat": ("DERIVED", "PRIMARY", "FAT"),
+           "opp": ("DERIVED", "PRIMARY", "OUT PHASE"), "in": ("DERIVED", "PRIMARY", "IN PHASE")},
+    "philips": {k: ("ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE") for k in ("water", "fat", "opp", "in")},
+    "canon": {k: ("ORIGINAL", "PRIMARY", "OTHER") for k in ("water", "fat", "opp", "in")},
+}
+# Inline subtraction (post minus pre): Philips keeps a plain derived type (its description says SUB).
+SUBTRACTION_IMAGE_TYPES: dict[str, tuple[str, ...]] = {
+    "siemens": ("DERIVED", "PRIMARY", "SUBTRACTION"), "ge": ("DERIVED", "SECONDARY", "SUBTRACT"),
+    "philips": ("DERIVED", "SECONDARY", "OTHER"), "canon": ("DERIVED", "SECONDARY", "SUB"),
+}
