@@ -109,7 +109,9 @@ class NotEvaluated:
 class KeySlice:
     """One evaluated image of a lesion: the source instance, its probability, and an
     explanation map (0..1) on the crop ``crop_box`` of the slice (or on the slice grid
-    when ``crop_box`` is None), with the ROI outline on the slice grid."""
+    when ``crop_box`` is None), with the ROI outline on the slice grid. ``frame_number``:
+    the frame when the source is an Enhanced multi-frame instance (a frame view's
+    ``mvi_node.common.frames.frame_number``), so results cite (SOP, frame)."""
 
     sop_instance_uid: str
     slice_index: int
@@ -117,6 +119,7 @@ class KeySlice:
     crop_box: Mapping[str, float] | None = None
     explanation: np.ndarray | None = None
     roi_mask: np.ndarray | None = None
+    frame_number: int | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 from pydicom.dataset import Dataset
 
+from mvi_node.common.frames import frame_pixels
 from mvi_node.infer.recipe import NO_ROI, ExamInputs, ModelRunner, NotEvaluated, Prediction, Recipe
 from mvi_node.infer.sliding import sliding_window
 from mvi_node.roi import NoRoi, Roi, SeriesGeometry, series_geometry
@@ -38,22 +39,13 @@ VARIANT = "segmentation"
 NOT_A_PREDICTION = "segmentation recipe: its result is the automatic ROI of the other recipes"
 
 
-def _pixels(ds: Dataset) -> Dataset:
-    if "PixelData" in ds:
-        return ds
-    import pydicom
-
-    return pydicom.dcmread(ds.filename)
-
-
 def hu_volume(geo: SeriesGeometry) -> np.ndarray:
     """(slices, rows, cols) float32 values through each image's Modality LUT (HU for CT)."""
     from pydicom.pixels import apply_modality_lut
 
     out = np.empty(geo.shape, np.float32)
-    for z, ds in enumerate(geo.datasets):
-        full = _pixels(ds)
-        out[z] = apply_modality_lut(full.pixel_array, full)
+    for z, ds in enumerate(geo.datasets):  # a classic image, or a frame of an Enhanced one
+        out[z] = apply_modality_lut(frame_pixels(ds), ds)
     return out
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from mvi_node.common.frames import frame_number, lookup, view_key
 from mvi_node.report.build import build_outputs, save_outputs
 from mvi_node.report.inputs import (EndpointText, LesionResult, ModelIdentity, OtherLesion, PlanarRegion, ReportInput,
                                     SliceResult)
@@ -59,7 +60,9 @@ def _box(box: dict[str, float] | None) -> tuple[float, float, float, float] | No
 
 
 def _with_pixels(ds: Dataset) -> Dataset:
-    return ds if "PixelData" in ds else dcmread(ds.filename)
+    """The image decoded; a frame of an Enhanced instance stays a view (the captures read
+    its pixels through ``mvi_node.common.frames.frame_pixels``)."""
+    return ds if "PixelData" in ds or frame_number(ds) is not None else dcmread(ds.filename)
 
 
 def endpoint_text(endpoint: Any) -> EndpointText:
@@ -72,10 +75,13 @@ def endpoint_text(endpoint: Any) -> EndpointText:
 
 
 def _lesion(finding: Any, threshold: float, by_sop: dict[str, Dataset]) -> LesionResult:
-    slices = [SliceResult(source=_with_pixels(by_sop[s.sop_instance_uid]), probability=float(s.probability),
+    def image(s: Any) -> Dataset | None:  # by (SOP, frame): frames of one instance share the SOP
+        return lookup(by_sop, s.sop_instance_uid, getattr(s, "frame_number", None))
+
+    slices = [SliceResult(source=_with_pixels(image(s)), probability=float(s.probability),
                           cam=s.explanation, crop_box=_box(s.crop_box),
                           roi_mask=np.asarray(s.roi_mask, bool) if s.roi_mask is not None else None)
-              for s in finding.key_slices if s.sop_instance_uid in by_sop]
+              for s in finding.key_slices if image(s) is not None]
     key = max(slices, key=lambda sl: sl.probability) if slices else None
     region = enclosing_circle(key.roi_mask) if key is not None and key.roi_mask is not None else None
     if region is None and key is not None and key.crop_box is not None:
@@ -111,13 +117,12 @@ def report_input_from_engine(res: Any, exam) -> ReportInput | None:
     base = dict(model=model, clinical_factors_used=used, image_only=not res.clinical_factors_used,
                 outcome=res.outcome, outcome_detail=detail, endpoint=endpoint_text(res.endpoint),
                 procedure=res.procedure, window=res.capture_window, not_run=tuple(res.not_run))
-    by_sop = {str(ds.SOPInstanceUID): ds for ds in target}
+    by_sop = {view_key(ds): ds for ds in target}
     lesions = [_lesion(f, pred.threshold, by_sop) for f in pred.findings] if pred is not None else []
     lesions = [l for l in lesions if l.slices]
     if not lesions:
         return ReportInput(evidence=target[:1], **base)
-    evidence = list({s.source.SOPInstanceUID: by_sop[str(s.source.SOPInstanceUID)]
-                     for l in lesions for s in l.slices}.values())
+    evidence = list({view_key(s.source): by_sop[view_key(s.source)] for l in lesions for s in l.slices}.values())
     return ReportInput(evidence=evidence, lesions=lesions, **base)
 
 

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from mvi_node.common.frames import frame_number, frame_pixels, view_key
 from mvi_node.report.inputs import LesionResult, ReportInput, SliceResult
 from mvi_node.report.uids import SC_SERIES_NUMBER, ResultUIDs
 
@@ -36,8 +37,9 @@ def jet(values: np.ndarray) -> np.ndarray:
 
 
 def windowed(ds: Dataset, level: float = 70.0, width: float = 200.0) -> np.ndarray:
-    """The slice as grey 0..255 in a linear window (HU through the modality LUT)."""
-    hu = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(
+    """The slice as grey 0..255 in a linear window (HU through the modality LUT); a frame
+    view of an Enhanced instance reads its frame (``mvi_node.common.frames``)."""
+    hu = frame_pixels(ds).astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(
         ds.get("RescaleIntercept", 0) or 0)
     grey = np.clip((hu - (level - width / 2)) / width, 0, 1) * 255
     return grey.round().astype(np.uint8)
@@ -162,7 +164,7 @@ def build_scs(inp: ReportInput, uids: ResultUIDs, n: int = 3) -> list[Dataset]:
         cam = cam_on_slice(sl.cam, sl.crop_box, shape) if sl.cam is not None else None
         polyline = None
         if lesion.roi_region is not None and lesion.key_slice is not None and \
-                str(lesion.key_slice.SOPInstanceUID) == str(src.SOPInstanceUID):
+                view_key(lesion.key_slice) == view_key(src):
             polyline = lesion.roi_region.closed_polyline()
         scale = max(1, MIN_SIZE // max(shape))
         level, width = inp.window if inp.window is not None else series_window(src)
@@ -179,7 +181,7 @@ def build_scs(inp: ReportInput, uids: ResultUIDs, n: int = 3) -> list[Dataset]:
             bits_allocated=8,
             coordinate_system="PATIENT",
             series_instance_uid=uids.sc_series,
-            sop_instance_uid=uids.sc(str(src.SOPInstanceUID)),
+            sop_instance_uid=uids.sc(view_key(src)),  # one capture per frame of a multi-frame source
             series_number=SC_SERIES_NUMBER,
             instance_number=rank,
             manufacturer=model.manufacturer,
@@ -190,6 +192,8 @@ def build_scs(inp: ReportInput, uids: ResultUIDs, n: int = 3) -> list[Dataset]:
         ref = Dataset()
         ref.ReferencedSOPClassUID = src.SOPClassUID
         ref.ReferencedSOPInstanceUID = src.SOPInstanceUID
+        if frame_number(src) is not None:
+            ref.ReferencedFrameNumber = frame_number(src)
         sc.SourceImageSequence = [ref]
         sc.BurnedInAnnotation = "YES"
         sc.BodyPartExamined = inp.body_part

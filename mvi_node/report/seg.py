@@ -23,6 +23,7 @@ from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
+from mvi_node.common.frames import restrict_source_frames, seg_source_arguments
 from mvi_node.report.inputs import MANUFACTURER
 from mvi_node.report.uids import derived_uid
 
@@ -100,8 +101,7 @@ def build_seg(segmentation: Any, version: int = 1) -> Dataset:
     label = f"{model.get('recipe', '')} {model.get('model_version', '')}".strip()
     caution = "NOT FOR CLINICAL USE " if _synthetic(model) else ""
     seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=labels.astype(dtype),
+        **seg_source_arguments(sources, labels.astype(dtype)),  # frames of an Enhanced series: its instance
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=uids.series,
@@ -120,6 +120,7 @@ def build_seg(segmentation: Any, version: int = 1) -> Dataset:
     )
     return seg
 
+    restrict_source_frames(seg, sources)
 
 def roi_note(segmentation: Any, seg_uid: str) -> str:
     """What the SR says about an automatic ROI."""

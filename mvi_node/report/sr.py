@@ -35,6 +35,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from mvi_node import concepts
+from mvi_node.common.frames import frame_number
 from mvi_node.report.inputs import LesionResult, ModelIdentity, ReportInput
 from mvi_node.report.uids import SR_SERIES_NUMBER, ResultUIDs
 
@@ -109,7 +110,9 @@ def _region(lesion: LesionResult) -> ImageRegion | None:
     region, key = lesion.roi_region, lesion.key_slice
     if region is None or key is None:
         return None
-    source = SourceImageForRegion(str(key.SOPClassUID), str(key.SOPInstanceUID))
+    frame = frame_number(key)  # a frame of an Enhanced instance is cited with its number
+    source = SourceImageForRegion(str(key.SOPClassUID), str(key.SOPInstanceUID),
+                                  referenced_frame_numbers=[frame] if frame is not None else None)
     if region.graphic_type == "CIRCLE":
         return ImageRegion(hd.sr.GraphicTypeValues.CIRCLE, region.points[:2].astype(float), source)
     # SCOORD has no POLYGON: a closed POLYLINE (first point = last point)
@@ -191,6 +194,34 @@ def _describable(ds: Dataset) -> bool:
     return all(k in ds for k in ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient"))
 
 
+def _cite_frames(report: Dataset, images: list[Dataset]) -> None:
+    """Image Library entries of frames of Enhanced instances get their ReferencedFrameNumber
+    (highdicom cites the SOP only); an entry is matched to its frame view by SOP and by the
+    Image Position (Patient) it describes (TID 1604)."""
+    frames = {(str(d.SOPInstanceUID), tuple(round(float(v), 3) for v in d.ImagePositionPatient)): frame_number(d)
+              for d in images if frame_number(d) is not None}
+    if not frames:
+        return
+    names = {codes.DCM.ImagePositionPatientX.value: 0, codes.DCM.ImagePositionPatientY.value: 1,
+             codes.DCM.ImagePositionPatientZ.value: 2}
+
+    def walk(items) -> None:
+        for item in items:
+            if str(item.get("ValueType", "")) == "IMAGE" and item.get("ReferencedSOPSequence"):
+                pos = [None, None, None]
+                for d in item.get("ContentSequence", []):
+                    code = str(d.ConceptNameCodeSequence[0].CodeValue) if d.get("ConceptNameCodeSequence") else ""
+                    if code in names and d.get("MeasuredValueSequence"):
+                        pos[names[code]] = round(float(d.MeasuredValueSequence[0].NumericValue), 3)
+                ref = item.ReferencedSOPSequence[0]
+                frame = frames.get((str(ref.ReferencedSOPInstanceUID), tuple(pos)))
+                if frame is not None:
+                    ref.ReferencedFrameNumber = frame
+            walk(item.get("ContentSequence", []))
+
+    walk(report[0].ContentSequence)
+
+
 def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
     """One SR for one exam x model; ``inp.evidence[0]`` gives patient and study."""
     if not inp.evidence:
@@ -212,6 +243,7 @@ def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
         title=codes.DCM.ImagingMeasurementReport,
         referenced_images=images or None,
     )
+    _cite_frames(report, images)
     model = inp.model
     equipment = hd.ContributingEquipment(
         manufacturer=model.manufacturer,
@@ -223,7 +255,7 @@ def build_sr(inp: ReportInput, uids: ResultUIDs) -> Dataset:
     equipment.DeviceUID = model.device_uid
     caution = "NOT FOR CLINICAL USE " if model.synthetic else ""
     sr = Comprehensive3DSR(
-        evidence=inp.evidence,
+        evidence=list({str(d.SOPInstanceUID): d for d in inp.evidence}.values()),  # frames share their SOP
         content=report[0],
         series_instance_uid=uids.sr_series,
         series_number=SR_SERIES_NUMBER,

@@ -16,6 +16,8 @@ from typing import Callable, Iterable, Sequence
 
 from pydicom.dataset import Dataset
 
+from mvi_node.common.frames import view_key
+
 from mvi_node.roi.geometry import SeriesGeometry, series_geometry
 from mvi_node.roi.model import NO_ROI, NoRoi, Roi, largest_component
 from mvi_node.roi.sources import DEFAULT_SOURCES, RoiSource
@@ -37,7 +39,8 @@ def find_roi(exam: Iterable[Dataset], target: Sequence[Dataset] | SeriesGeometry
     """
     geo = target if isinstance(target, SeriesGeometry) else series_geometry(list(target))
     exam = list(exam)
-    images = {str(ds.SOPInstanceUID): ds for ds in exam if "ImagePositionPatient" in ds}
+    # by image key: a frame of an Enhanced instance is "<SOP>#<frame>" (common.frames)
+    images = {view_key(ds): ds for ds in exam if "ImagePositionPatient" in ds}
     images.update({uid: geo.datasets[i] for uid, i in geo.sop_index.items()})
     reasons = []
     for source in sources:

@@ -15,6 +15,8 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from mvi_node.common.frames import frame_number, lookup, view_key
+
 
 def _vec(ds: Dataset, kw: str, n: int) -> np.ndarray | None:
     value = ds.get(kw)
@@ -34,6 +36,7 @@ class PlaneMask:
     thickness: float | None = None
     sop_uid: str | None = None  # the image it was drawn on, when known
     frame_uid: str | None = None
+    frame: int | None = None  # its ReferencedFrameNumber when that image is multi-frame
 
 
 @dataclass
@@ -46,7 +49,13 @@ class SeriesGeometry:
     spacing_rc: tuple[float, float]
     shape: tuple[int, int, int]
     frame_uid: str | None
+    #: slice of each image by :func:`mvi_node.common.frames.image_key` (SOP UID, plus
+    #: ``#frame`` for a frame of an Enhanced multi-frame instance)
     sop_index: dict[str, int] = field(default_factory=dict)
+
+    def index_of(self, sop_uid: str | None, frame: int | None = None) -> int | None:
+        """Slice of the image (SOP Instance UID, ReferencedFrameNumber), None when not in the series."""
+        return lookup(self.sop_index, sop_uid or "", frame)
 
     @property
     def normal(self) -> np.ndarray:
@@ -69,7 +78,8 @@ class SeriesGeometry:
 
 
 def series_geometry(datasets: list[Dataset]) -> SeriesGeometry:
-    """Sort single-frame images of one plane orientation along their normal."""
+    """Sort single-frame images (or the frame views of Enhanced multi-frame instances,
+    :func:`mvi_node.common.frames.frame_datasets`) of one plane orientation along their normal."""
     if not datasets:
         raise ValueError("empty series")
     iop = _vec(datasets[0], "ImageOrientationPatient", 6)
@@ -91,7 +101,7 @@ def series_geometry(datasets: list[Dataset]) -> SeriesGeometry:
         shape=(len(sorted_ds), int(ds0.Rows), int(ds0.Columns)),
         frame_uid=str(ds0.get("FrameOfReferenceUID", "") or "") or None,
     )
-    geo.sop_index = {str(ds.SOPInstanceUID): i for i, ds in enumerate(sorted_ds)}
+    geo.sop_index = {view_key(ds): i for i, ds in enumerate(sorted_ds)}
     return geo
 
 
@@ -104,7 +114,7 @@ def plane_of(ds: Dataset) -> PlaneMask:
         raise ValueError(f"image {ds.get('SOPInstanceUID', '')} has no plane geometry")
     return PlaneMask(np.zeros((int(ds.Rows), int(ds.Columns)), bool), ipp, iop, (float(sp[0]), float(sp[1])),
                      float(ds.get("SliceThickness") or 0) or None, str(ds.SOPInstanceUID),
-                     str(ds.get("FrameOfReferenceUID", "") or "") or None)
+                     str(ds.get("FrameOfReferenceUID", "") or "") or None, frame_number(ds))
 
 
 def planes_to_series(planes: list[PlaneMask], target: SeriesGeometry) -> np.ndarray:
@@ -117,7 +127,7 @@ def planes_to_series(planes: list[PlaneMask], target: SeriesGeometry) -> np.ndar
     out = np.zeros(target.shape, bool)
     ref = None
     for p in planes:
-        idx = target.sop_index.get(p.sop_uid or "")
+        idx = target.index_of(p.sop_uid, p.frame)
         if idx is not None and p.mask.shape == target.shape[1:]:
             out[idx] |= p.mask.astype(bool)
             continue

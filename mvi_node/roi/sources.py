@@ -25,6 +25,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from mvi_node.common.frames import lookup
 from mvi_node.roi.geometry import (PlaneMask, SeriesGeometry, plane_of, planes_to_series, shape_mask,
                                    world_to_index)
 from mvi_node.roi.model import Roi
@@ -126,7 +127,7 @@ class SegSource:
             planes = self._planes(seg, numbers)
             mask = planes_to_series(planes, target)
             if mask.any():
-                mapped = not all(p.sop_uid in target.sop_index for p in planes if p.mask.any())
+                mapped = not all(target.index_of(p.sop_uid, p.frame) is not None for p in planes if p.mask.any())
                 found = Roi(mask, target, self.name, str(seg.SOPInstanceUID), "mask", mapped)
             else:
                 notes.append(f"SEG {seg.SOPInstanceUID}: tumour segment does not reach the target series")
@@ -153,13 +154,13 @@ class SegSource:
             pos = group("PlanePositionSequence").ImagePositionPatient
             ori = group("PlaneOrientationSequence").ImageOrientationPatient
             meas = group("PixelMeasuresSequence")
-            sop = None
+            sop, frame = None, None
             for der in fg.get("DerivationImageSequence", []):
                 for src in der.get("SourceImageSequence", []):
-                    sop = str(src.ReferencedSOPInstanceUID)
+                    sop, frame = str(src.ReferencedSOPInstanceUID), _first_frame(src)
             out.append(PlaneMask(pixels[i] > limit, np.asarray(pos, float), np.asarray(ori, float),
                                  (float(meas.PixelSpacing[0]), float(meas.PixelSpacing[1])),
-                                 float(meas.get("SliceThickness") or 0) or None, sop))
+                                 float(meas.get("SliceThickness") or 0) or None, sop, frame=frame))
         return out
 
 
@@ -203,11 +204,29 @@ class RtStructSource:
         return "; ".join(notes) or "no RTSTRUCT"
 
 
+def _first_frame(ref: Dataset) -> int | None:
+    """ReferencedFrameNumber of an image reference (its first value), None when absent."""
+    value = ref.get("ReferencedFrameNumber")
+    if value is None or value == "":
+        return None
+    return int(value[0] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value)
+
+
+def _frames(ref: Dataset) -> list[int | None]:
+    """Every ReferencedFrameNumber of an image reference, [None] when absent (PS3.3 C.10.5:
+    a shape on a multi-frame image cites its frames)."""
+    value = ref.get("ReferencedFrameNumber")
+    if value is None or value == "":
+        return [None]
+    return [int(v) for v in (value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+                             else [value])]
+
+
 def _image_shapes(items, images: dict[str, Dataset]) -> list[PlaneMask]:
-    """(graphic type, (column,row) points, referenced SOP UID) -> masks on those images."""
+    """(graphic type, (column,row) points, referenced SOP UID, frame) -> masks on those images."""
     planes = []
-    for kind, xy, sop in items:
-        ref = images.get(sop)
+    for kind, xy, sop, frame in items:
+        ref = lookup(images, sop, frame)
         if ref is None:
             continue
         plane = plane_of(ref)
@@ -240,7 +259,8 @@ class SrSource:
                 if vt == "SCOORD" and gt in self.AREA:
                     for ref in it.get("ContentSequence", []):
                         for sop in ref.get("ReferencedSOPSequence", []):
-                            on_images.append((gt, np.asarray(it.GraphicData, float), str(sop.ReferencedSOPInstanceUID)))
+                            on_images += [(gt, np.asarray(it.GraphicData, float), str(sop.ReferencedSOPInstanceUID), f)
+                                          for f in _frames(sop)]
                     kinds.add(gt)
                 elif vt == "SCOORD3D" and gt in ("POLYGON", "ELLIPSE") and _same_frame(
                         str(it.get("ReferencedFrameOfReferenceUID", "")), target):
@@ -249,7 +269,7 @@ class SrSource:
             mask = planes_to_series(_image_shapes(on_images, images), target) | _mask_from_world(in_world, target)
             if mask.any():
                 kind = "circle" if kinds <= {"CIRCLE", "ELLIPSE"} else "mask"
-                mapped = in_world != [] or any(s not in target.sop_index for _k, _x, s in on_images)
+                mapped = in_world != [] or any(target.index_of(s, f) is None for _k, _x, s, f in on_images)
                 return Roi(mask, target, self.name, str(ds.SOPInstanceUID), kind, mapped)
             notes.append(f"SR {ds.SOPInstanceUID}: no planar ROI on the target series")
         return "; ".join(notes) or "no SR"
@@ -267,18 +287,19 @@ class GspsSource:
             ds = _full(obj)
             items, kinds = [], set()
             for ann in ds.get("GraphicAnnotationSequence", []):
-                refs = [str(r.ReferencedSOPInstanceUID) for r in ann.get("ReferencedImageSequence", [])]
+                refs = [(str(r.ReferencedSOPInstanceUID), f) for r in ann.get("ReferencedImageSequence", [])
+                        for f in _frames(r)]
                 for g in ann.get("GraphicObjectSequence", []):
                     gt = str(g.get("GraphicType", ""))
                     closed = gt == "POLYLINE" and list(g.GraphicData[:2]) == list(g.GraphicData[-2:])
                     if str(g.get("GraphicAnnotationUnits", "")) != "PIXEL" or not (gt in ("CIRCLE", "ELLIPSE") or closed):
                         continue
                     kinds.add(gt)
-                    items += [(gt, np.asarray(g.GraphicData, float), sop) for sop in refs]
+                    items += [(gt, np.asarray(g.GraphicData, float), sop, f) for sop, f in refs]
             mask = planes_to_series(_image_shapes(items, images), target)
             if mask.any():
                 kind = "circle" if kinds <= {"CIRCLE", "ELLIPSE"} else "mask"
-                mapped = any(s not in target.sop_index for _k, _x, s in items)
+                mapped = any(target.index_of(s, f) is None for _k, _x, s, f in items)
                 return Roi(mask, target, self.name, str(ds.SOPInstanceUID), kind, mapped)
             notes.append(f"GSPS {ds.SOPInstanceUID}: no circle/ellipse/closed polyline on the target series")
         return "; ".join(notes) or "no GSPS"

@@ -18,6 +18,8 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 
+from mvi_node.common.frames import frame_pixels
+
 WINDOW_LEVEL = 70.0
 WINDOW_WIDTH = 200.0
 CROP_MARGIN = 0.8
@@ -27,8 +29,10 @@ TIGHT_MASK_PAD_MM = 10.0  # seed 000: circle ~1 cm larger than the tumour
 
 
 def hu(ds: Dataset) -> np.ndarray:
-    """Hounsfield units of one decoded CT image (any transfer syntax pydicom can decode)."""
-    return np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float32)
+    """Hounsfield units of one CT image (any transfer syntax pydicom can decode): a
+    decoded dataset, a header (pixels read from ``ds.filename``) or a frame of an
+    Enhanced CT instance (``mvi_node.common.frames``; its Rescale from the functional groups)."""
+    return np.asarray(apply_modality_lut(frame_pixels(ds), ds), dtype=np.float32)
 
 
 def window(values: np.ndarray, level: float = WINDOW_LEVEL, width: float = WINDOW_WIDTH) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from mvi_node.clinical import ClinicalSource, Factor, FactorSchema, FactorValues, header_factors
+from mvi_node.common.frames import frame_number
 from mvi_node.infer.recipe import (MVI, NO_FACTORS, ExamInputs, Finding, KeySlice, ModelRunner, NotEvaluated,
                                    Prediction, Recipe, frozen)
 from mvi_node.metrics import observe_stage
@@ -91,6 +92,8 @@ class Prepared:
     roi: Roi
     sop_uids: list[str]
     series_uid: str
+    #: frame of each key slice when the series is an Enhanced multi-frame instance
+    frames: list[int | None] | None = None
 
 
 def mtd_from_roi(roi: Roi) -> float:
@@ -115,7 +118,7 @@ def _prepare_inputs(roi: Roi, labs: ClinicalSource) -> Prepared:
     geo = roi.geometry
     volume = np.zeros(geo.shape, np.float32)
     for z in roi.slices:
-        volume[z] = pp.hu(_pixels(geo.datasets[z]))
+        volume[z] = pp.hu(geo.datasets[z])
     crops = pp.crops_from_volume(volume, roi.mask, geo.spacing_rc, 0.0 if roi.kind == "circle" else pp.TIGHT_MASK_PAD_MM)
     ds0 = geo.datasets[0]
     factors = FACTORS.values()
@@ -125,16 +128,8 @@ def _prepare_inputs(roi: Roi, labs: ClinicalSource) -> Prepared:
                    labs.name)
     vec = clinical_vector(factors) if factors.complete() else None
     return Prepared(crops.images(), vec, factors, crops, roi,
-                    [str(geo.datasets[z].SOPInstanceUID) for z in crops.slice_indices], str(ds0.SeriesInstanceUID))
-
-
-def _pixels(ds: Dataset) -> Dataset:
-    """Headers from selection carry no pixels: read the file (any accepted transfer syntax)."""
-    if "PixelData" in ds:
-        return ds
-    import pydicom
-
-    return pydicom.dcmread(ds.filename)
+                    [str(geo.datasets[z].SOPInstanceUID) for z in crops.slice_indices], str(ds0.SeriesInstanceUID),
+                    [frame_number(geo.datasets[z]) for z in crops.slice_indices])
 
 
 def choose_variant(variants, have_clinical: bool) -> str:
@@ -177,10 +172,11 @@ class CtApResnet18(Recipe):
         threshold = model.threshold(variant)
         score = float(probs.max())
         mask = np.asarray(prepared.roi.mask, bool)
+        frames = prepared.frames or [None] * len(prepared.sop_uids)
         slices = tuple(
-            KeySlice(sop, int(z), round(float(p), 6), frozen(box.as_dict()), maps[i], mask[int(z)])
-            for i, (sop, z, p, box) in enumerate(zip(prepared.sop_uids, prepared.crops.slice_indices, probs,
-                                                     prepared.crops.boxes)))
+            KeySlice(sop, int(z), round(float(p), 6), frozen(box.as_dict()), maps[i], mask[int(z)], frame)
+            for i, (sop, z, p, box, frame) in enumerate(zip(prepared.sop_uids, prepared.crops.slice_indices, probs,
+                                                            prepared.crops.boxes, frames)))
         mtd = prepared.factors["mtd_mm"]
         finding = Finding("Tumor 1", score, score >= threshold, float(mtd) if mtd else None, key_slices=slices)
         used = variant == "clinical" and prepared.clinical is not None
