@@ -118,9 +118,9 @@ def build_seg(segmentation: Any, version: int = 1) -> Dataset:
                              + (" - NOT FOR CLINICAL USE" if caution else ""))[:64],
         content_creator_name="mvi-node^automatic",
     )
+    restrict_source_frames(seg, sources)
     return seg
 
-    restrict_source_frames(seg, sources)
 
 def roi_note(segmentation: Any, seg_uid: str) -> str:
     """What the SR says about an automatic ROI."""
