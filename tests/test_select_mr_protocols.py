@@ -142,3 +142,166 @@ def test_subtraction_is_never_a_phase():
         u = unit_of(exam, name)
         assert u.role == "other" and u.candidate_role is None and "subtraction" in u.reason
     assert unit_of(exam, "t1 art").role == "mr_arterial"
+
+
+# --- hepatobiliary and transitional phases ---------------------------------------------
+def _late_exam(agent: str | None, late_delay: float, code: str | None = None, trans_delay: float = 180) -> Exam:
+    """pre, arterial (30 s), portal (70 s), a 'transitional' and a late series; times only."""
+    e = Exam(modality="MR")
+    post = {"ContrastBolusAgent": agent} if agent else {}
+    inj = T0 - 30
+    e.series("", time=inj - 60, **t1_gre())
+    for d in (30, 70, trans_delay, late_delay):
+        e.series("", time=inj + d, ContrastBolusStartTime=hms(inj), **t1_gre(), **post)
+    if code:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "C0", "99LOCAL", code
+        for ds in e.datasets:
+            ds.ContrastBolusAgentSequence = [item]
+    return e
+
+
+@pytest.mark.parametrize("agent, code", [("Primovist", None), ("Eovist", None), ("Gd-EOB-DTPA", None),
+                                         (None, "Gadoxetate disodium")])
+def test_hepatobiliary_needs_gadoxetate_and_10_to_30_min(agent, code):
+    exam = one(select_datasets(_late_exam(agent, 1200, code).datasets))
+    roles = [u.role for u in exam.units]
+    assert roles == ["mr_t1_pre", "mr_arterial", "mr_portal_venous", "mr_transitional", "mr_hepatobiliary"]
+    hbp, trans = exam.units[-1], exam.units[-2]
+    assert "10-30 min" in hbp.reason and "1200 s after ContrastBolusStartTime" in hbp.reason
+    assert "agent: hepatobiliary" in hbp.reason and (agent or code) in hbp.reason
+    assert "2-5 min" in trans.reason and "180 s" in trans.reason
+
+
+def test_extracellular_agent_at_20_min_is_not_hepatobiliary_and_says_so():
+    exam = one(select_datasets(_late_exam("Dotarem", 1200, trans_delay=120).datasets))
+    late = exam.units[-1]
+    assert "mr_hepatobiliary" not in [u.role for u in exam.units]
+    # a delayed-phase candidate that lost to the one closer to 3 min; its reason keeps the refusal
+    assert late.role == "other" and late.candidate_role == "mr_transitional"
+    assert "not hepatobiliary" in late.reason and "extracellular" in late.reason
+    report = build_report([exam], needs=SEED_NEEDS)["studies"][0]
+    entry = next(s for s in report["series"] if s["series_instance_uid"] == late.uid)
+    assert "not hepatobiliary" in entry["reason"]
+
+
+@pytest.mark.parametrize("delay, role, words", [
+    (420, "other", "after the transitional window"),  # 7 min: neither transitional nor hepatobiliary
+    (2700, "other", "later than the hepatobiliary window"),  # 45 min
+    (900, "mr_hepatobiliary", "10-30 min"),
+])
+def test_late_series_outside_the_windows_are_refused_with_the_window(delay, role, words):
+    exam = one(select_datasets(_late_exam("Primovist", delay).datasets))
+    late = exam.units[-1]
+    assert late.role == role and words in late.reason, late.reason
+    assert exam.units[-2].role == "mr_transitional"
+
+
+def test_transitional_window_is_2_to_5_min():
+    exam = one(select_datasets(_late_exam("Primovist", 1200, trans_delay=280).datasets))
+    assert exam.units[-2].role == "mr_transitional"
+    exam = one(select_datasets(_late_exam("Primovist", 1200, trans_delay=400).datasets))
+    assert exam.units[-2].role == "other" and "2-5 min" in exam.units[-2].reason
+
+
+# --- b-values ----------------------------------------------------------------------------
+def _dwi(maker: str, tag_writer, b_values=(50, 800)) -> Exam:
+    """A DWI series (one slice per b-value, no DiffusionBValue) tagged by ``tag_writer``."""
+    e = Exam(modality="MR")
+    s = e.series("Ax DWI", time=T0, slices=len(b_values), Manufacturer=maker, ScanningSequence="EP",
+                 RepetitionTime=5000, EchoTime=62)
+    for ds, b in zip(s, b_values):
+        ds.ImagePositionPatient = [0.0, 0.0, 0.0]
+        tag_writer(ds, b)
+    return e
+
+
+def _ge(ds, b):
+    # GE (0043,xx39) IS: b in the first value; some software versions add 1e9
+    ds.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x39, "IS", [1_000_000_000 + b, 8, 0, 0])
+
+
+def _siemens(ds, b):
+    ds.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x0C, "IS", b)
+
+
+def _philips(ds, b):
+    ds.private_block(0x2001, "Philips Imaging DD 001", create=True).add_new(0x03, "FL", float(b))
+
+
+def _canon(ds, b):
+    ds.ImageComments = f"b={b}(0.445,0.000,0.895)"
+
+
+@pytest.mark.parametrize("maker, writer, source", [
+    ("GE MEDICAL SYSTEMS", _ge, "GEMS_PARM_01 (0043,xx39)"),
+    ("SIEMENS", _siemens, "SIEMENS MR HEADER (0019,xx0C)"),
+    ("Philips", _philips, "Philips Imaging DD 001 (2001,xx03)"),
+    ("CANON_MEC", _canon, "ImageComments"),
+])
+def test_b_value_from_the_vendor_private_tag_only(maker, writer, source):
+    exam = one(select_datasets(_dwi(maker, writer).datasets))
+    (u,) = exam.units
+    assert u.features["b_value_max"] == 800.0 and u.role == "mr_dwi"
+    assert source in u.features["b_value_source"] and source in u.reason
+
+
+def test_private_b_value_in_another_block_and_under_the_wrong_creator():
+    def moved(ds, b):  # the creator reserved block 0x11: element (0043,1139)
+        ds.add_new((0x0043, 0x0010), "LO", "SOME_OTHER_CREATOR")
+        ds.add_new((0x0043, 0x0011), "LO", "GEMS_PARM_01")
+        ds.add_new((0x0043, 0x1039), "IS", [9999, 0, 0, 0])  # another creator's element: not a b-value
+        ds.add_new((0x0043, 0x1139), "IS", [b, 8, 0, 0])
+    (u,) = one(select_datasets(_dwi("GE MEDICAL SYSTEMS", moved).datasets)).units
+    assert u.features["b_value_max"] == 800.0
+
+    def foreign(ds, b):
+        ds.add_new((0x0043, 0x0010), "LO", "SOME_OTHER_CREATOR")
+        ds.add_new((0x0043, 0x1039), "IS", [b, 0, 0, 0])
+    (u,) = one(select_datasets(_dwi("GE MEDICAL SYSTEMS", foreign).datasets)).units
+    assert u.features["b_value_max"] is None
+
+
+def test_private_b_value_read_back_from_files_as_implicit_vr(tmp_path):
+    """Implicit VR files: pydicom knows the creators' VRs, or leaves UN bytes; both decode."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from mvi_node.select.engine import select_path
+
+    for maker, writer in (("Philips", _philips), ("GE MEDICAL SYSTEMS", _ge)):
+        for ds in _dwi(maker, writer).datasets:
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+            ds.save_as(tmp_path / maker[:2] / f"{ds.SOPInstanceUID}.dcm", implicit_vr=True, little_endian=True) \
+                if (tmp_path / maker[:2]).mkdir(exist_ok=True) is None else None
+    for sub in ("Ph", "GE"):
+        (u,) = one(select_path(tmp_path / sub)).units
+        assert u.features["b_value_max"] == 800.0, sub
+
+
+def test_select_json_gives_a_reason_for_every_choice_and_refusal(tmp_path, capsys):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    e = Exam(modality="MR")
+    _dixon_set(e, T0 - 150, SIEMENS_TYPES, {"water": "dixon W", "fat": "dixon F", "opp": "dixon opp",
+                                            "in": "dixon in"}, MagneticFieldStrength=3.0)
+    _dynamic(e, MagneticFieldStrength=3.0, ContrastBolusStartTime=hms(T0 - 30))
+    e.series("t1 art SUB", time=T0, **t1_gre(ImageType=["DERIVED", "PRIMARY", "SUBTRACTION"]), **AGENT)
+    for ds in e.datasets:
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.save_as(tmp_path / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=False)
+    assert main(["select", str(tmp_path), "--json"]) == 0
+    (study,) = json.loads(capsys.readouterr().out)["studies"]
+    assert study["dynamic_sequence"].startswith("TR 4 ms, TE 1.9 ms, flip 12°, fat-suppressed")
+    by_desc = {s["series_description"]: s for s in study["series"]}
+    assert all(s["reason"] for s in study["series"])
+    assert "same sequence as the dynamic phases" in by_desc["t1 pre"]["reason"]
+    assert "ImageType W" in by_desc["dixon W"]["reason"] and by_desc["dixon W"]["role"] == "other"
+    assert "ImageType OPP_PHASE" in by_desc["dixon opp"]["reason"]
+    assert "subtraction" in by_desc["t1 art SUB"]["reason"]
+    assert "10-30 min" in by_desc["t1 20min"]["reason"] or "hepatobiliary" in by_desc["t1 20min"]["reason"]
+    assert by_desc["t1 20min"]["role"] == "mr_hepatobiliary" and "1200 s" in by_desc["t1 20min"]["reason"]
+    assert study["recipes"] == [] or "mr_t1_pre" in str(study)

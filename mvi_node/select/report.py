@@ -1,6 +1,6 @@
 """The selection report: JSON-serialisable dicts and a text rendering.
 
-Shape: ``{"studies": [{"study_instance_uids", "patient_id", "accession_number",
+Shape: ``{"studies": [{"study_instance_uids", "patient_id", "accession_number", "dynamic_sequence",
 "agent", "series": [{"series_instance_uid", "modality", "series_description", "role",
 "reason", ...}], "recipes": [{"name", "inputs": {role: uid}}], "not_qualified":
 [{"name", "missing", "why"}], "notes": [...]}], "notes": [...]}``. A phase of a
@@ -62,6 +62,7 @@ def exam_report(exam: Exam, needs: Sequence[RecipeNeeds] = ()) -> dict[str, Any]
         "accession_number": exam.accession_number,
         "agent": exam.agent,
         "agent_basis": exam.agent_basis,
+        "dynamic_sequence": exam.dynamic_sequence,
         "series": [_series_entry(u) for u in exam.units],
         # ROI sources for the recipes: segmentations and annotations found in the exam
         "annotations": [u.uid for u in exam.units if u.role in ("seg", "annotation")],
