@@ -247,3 +247,76 @@ def test_force_redoes_without_new_duplicates(site):
     time.sleep(3)  # let any dispatch go out
     results_after = site.result_instances()
     assert results_after == results_before  # the same UIDs, each once
+
+
+def _accession(folder: Path) -> str:
+    return str(pydicom.dcmread(next(folder.rglob("*.dcm")), stop_before_pixels=True).AccessionNumber)
+
+
+@pytest.fixture(scope="module")
+def throttled(tmp_path_factory, exams):
+    """An archive whose budget is 20 instances/s, holding three liver exams."""
+    s = Site(tmp_path_factory.mktemp("replay-throttled"), per_second=20.0).start()
+    for i in range(3):
+        _storescu(s.archive.dicom_port, "ARCHIVE", exams / f"liver{i}")
+    yield s
+    s.stop()
+
+
+def test_throttle_of_n_instances_per_second_is_respected(throttled, exams):
+    r = throttled.replay("--accession", _accession(exams / "liver0"))
+    assert [s["state"] for s in r["studies"]] == ["done"], r["studies"]
+    times = throttled.received_times()
+    assert len(times) == NEEDED_PER_EXAM
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert 16.0 <= rate <= 24.0, rate  # 20/s within 20 %
+
+
+def test_kill_9_mid_replay_resumes_and_completes(throttled, exams):
+    accessions = [_accession(exams / f"liver{i}") for i in (1, 2)]
+    out = throttled.cli("--pacs", "ARCHIVE", "--from", "20240101", "--to", "20261231", "--detach",
+                        *[a for acc in accessions for a in ("--accession", acc)])
+    assert out.returncode == 0, out.stderr[-2000:]
+    rid = json.loads(out.stdout)["id"]
+    before = sum(sum(v.values()) for v in throttled.staged().values())
+    deadline = time.monotonic() + 30
+    while sum(sum(v.values()) for v in throttled.staged().values()) < before + 20:  # about half of one exam
+        assert time.monotonic() < deadline, "nothing arrived"
+        time.sleep(0.1)
+    throttled.node.kill9()
+    middle = sum(sum(v.values()) for v in throttled.staged().values()) - before
+    assert 0 < middle < 2 * NEEDED_PER_EXAM
+    throttled.start_node()
+    out = throttled.cli("status", str(rid), "--json")
+    deadline = time.monotonic() + 180
+    while True:
+        r = httpx.get(f"{throttled.api}/replays/{rid}", timeout=10).json()
+        if r["state"] not in ("queued", "querying", "running"):
+            break
+        assert time.monotonic() < deadline, r["progress"]
+        time.sleep(0.5)
+    assert r["state"] == "done"
+    assert [s["state"] for s in r["studies"]] == ["done", "done"], [s["reason"] for s in r["studies"]]
+    staged = throttled.staged()
+    for st in r["studies"]:
+        wanted = {x["series_uid"]: x["instances"] for x in st["series"] if x["retrieve"]}
+        assert staged[st["study_uid"]] == wanted
+    assert "resumed" in throttled.node.log_text()
+
+
+def test_c_get_archive(tmp_path_factory, exams):
+    s = Site(tmp_path_factory.mktemp("replay-cget"), retrieve="get").start()
+    try:
+        _storescu(s.archive.dicom_port, "ARCHIVE", exams / "liver3")
+        _storescu(s.archive.dicom_port, "ARCHIVE", exams / "chest")
+        r = s.replay()
+        states = _by_state(r)
+        assert len(states.get("done", [])) == 1 and len(states.get("skipped", [])) == 1, r["studies"]
+        (st,) = states["done"]
+        wanted = {x["series_uid"]: x["instances"] for x in st["series"] if x["retrieve"]}
+        assert s.staged() == {st["study_uid"]: wanted}
+        # C-GET: the instances came back on the node's own association, none by a C-MOVE
+        log = (s.root / "archive" / "orthanc.log").read_text(errors="replace")
+        assert "C-GET SCP: Store Failed" not in log
+    finally:
+        s.stop()

@@ -10,6 +10,9 @@ own, keyed on the replay, so the pipeline runs once for it.
 
 from __future__ import annotations
 
+import logging
+import struct
+from pathlib import Path
 from typing import Any
 
 from mvi_node.jobs.store import JobState, JobStore
@@ -17,7 +20,11 @@ from mvi_node.replay.runner import ReplayRunner
 from mvi_node.replay.store import ReplayStore
 from mvi_node.select.rules import load_rules
 from mvi_node.stage.completion import STUDY_JOB, study_job_key
+from mvi_node.stage.file_meta import encode_file_meta
 from mvi_node.stage.index import StagingIndex
+from mvi_node.stage.ingest import RejectedInstance
+
+log = logging.getLogger("mvi_node.replay")
 
 
 class NodeReplayHooks:
@@ -91,10 +98,32 @@ class NodeReplayHooks:
         return ""
 
     def accept(self, event):
+        """A C-GET sub-operation: pynetdicom spooled the dataset to a file of its own
+        (behind its file meta); it is staged from there behind the node's file meta."""
         listener = self.node.listener
-        if listener is None:
+        path = getattr(event.request, "_dataset_path", None)
+        if listener is None or path is None:
+            return listener.handlers.on_store(event) if listener is not None else 0xA700
+        request = event.request
+        sop_class, sop_uid = str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)
+        transfer_syntax = str(event.context.transfer_syntax)
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(144)  # preamble, DICM, (0002,0000) UL: the file meta group length
+            offset = 144 + struct.unpack("<I", head[140:144])[0]
+            meta = encode_file_meta(sop_class, sop_uid, transfer_syntax, self.calling_ae)
+            outcome = listener.handlers.stager.store_file(meta, Path(path), transfer_syntax, sop_class, sop_uid,
+                                                          calling_ae=str(event.assoc.acceptor.ae_title).strip(), offset=offset)
+        except RejectedInstance as exc:
+            log.warning("C-GET instance %s refused: %s", sop_uid, exc.reason)
+            return exc.status
+        except (OSError, struct.error) as exc:
+            log.warning("C-GET instance %s not staged: %s", sop_uid, type(exc).__name__)
             return 0xA700
-        return listener.handlers.on_store(event)
+        finally:
+            Path(path).unlink(missing_ok=True)
+        listener.handlers.on_stored(outcome)
+        return 0x0000
 
 
 def build_replay(node) -> tuple[ReplayStore, ReplayRunner] | None:

@@ -219,10 +219,11 @@ class ReplayRunner(Poller):
                         break
                     sops = None
                     if pacer.limited:
-                        # one instance per request, so the budget paces instances, not series
+                        # a few instances per request (half a second's budget), so the budget
+                        # paces instances, not whole series; only those the node lacks
                         sops = [s for s in archive.find_instances(uid, suid) if s not in have]
                     result = archive.retrieve(uid, suid, sops, before_each=pacer.acquire if pacer.limited else None,
-                                              cancel=self._cancel)
+                                              cancel=self._cancel, chunk=max(1, int(pacer.per_second / 2)))
                     failed_subops += result.failed
                     if result.failed:
                         metrics.FAILED_SUBOPS.labels(pacs=archive.name).inc(result.failed)

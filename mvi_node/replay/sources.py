@@ -156,9 +156,11 @@ class DimseArchive:
 
     # -- C-MOVE / C-GET ---------------------------------------------------------------
     def retrieve(self, study_uid: str, series_uid: str, sop_uids: Iterable[str] | None = None,
-                 before_each: Callable[[], None] | None = None, cancel: threading.Event | None = None) -> Retrieved:
-        """The series, or the listed instances of it one request each (paced by
-        ``before_each``) on one association; C-CANCEL when ``cancel`` is set."""
+                 before_each: Callable[[int], None] | None = None, cancel: threading.Event | None = None,
+                 chunk: int = 1) -> Retrieved:
+        """The series, or the listed instances of it ``chunk`` per request (a list of UIDs,
+        PS3.4 C.2.2.2.2), each request paced by ``before_each(n)``, on one association;
+        C-CANCEL when ``cancel`` is set."""
         from pynetdicom import evt
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
@@ -168,17 +170,18 @@ class DimseArchive:
         assoc = self._associate(GET if get else MOVE, get_storage=get, handlers=handlers)
         total = Retrieved()
         try:
-            requests = [None] if sop_uids is None else list(sop_uids)
-            for msg_id, sop in enumerate(requests, 1):
+            listed = None if sop_uids is None else list(sop_uids)
+            requests = [None] if listed is None else [listed[i:i + chunk] for i in range(0, len(listed), chunk)]
+            for msg_id, sops in enumerate(requests, 1):
                 if cancel is not None and cancel.is_set():
                     total.cancelled = True
                     break
                 if before_each is not None:
-                    before_each()
-                query = _query("SERIES" if sop is None else "IMAGE", (), StudyInstanceUID=study_uid,
+                    before_each(len(sops) if sops else 0)
+                query = _query("SERIES" if sops is None else "IMAGE", (), StudyInstanceUID=study_uid,
                                SeriesInstanceUID=series_uid)
-                if sop is not None:
-                    query.SOPInstanceUID = sop
+                if sops is not None:
+                    query.SOPInstanceUID = sops if len(sops) > 1 else sops[0]
                 responses = (assoc.send_c_get(query, GET, msg_id=msg_id) if get else
                              assoc.send_c_move(query, self.move_destination, MOVE, msg_id=msg_id))
                 total.add(self._drain(assoc, responses, msg_id, GET if get else MOVE, cancel))
