@@ -98,6 +98,8 @@ class MRVolumes:
     n4: dict[str, dict | None] = field(default_factory=dict)  # per role: shrink, iterations run
     inputs: dict[str, dict] = field(default_factory=dict)  # per role: native shape and spacing
     options: dict = field(default_factory=dict)
+    #: step -> process CPU seconds (all threads; on a shared machine steadier than wall time)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def record(self) -> dict:
         """JSON-able summary (no patient data, no UIDs) for logs, the SR and the manifest."""
@@ -114,6 +116,7 @@ class MRVolumes:
             "registration": {r: {k: (_finite(v) if isinstance(v, float) else v) for k, v in res.as_dict().items()}
                              for r, res in self.registration.items()},
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "cpu_seconds": {k: round(v, 4) for k, v in self.cpu_seconds.items()},
             "constants": PREPROCESSING_CONSTANTS,
         }
 
@@ -144,14 +147,17 @@ def prepare_mr(series: Mapping[str, Sequence[Dataset]], reference: str, *, n4: b
     roles = [reference, *(r for r in series if r != reference)]
     timings = dict.fromkeys(STEPS, 0.0)
 
+    cpu = dict.fromkeys(STEPS, 0.0)
+
     @contextmanager
     def timed(step: str) -> Iterator[None]:
-        start = time.monotonic()
+        start, start_cpu = time.monotonic(), time.process_time()
         with observe_stage(f"mr_{step}"):
             try:
                 yield
             finally:
                 timings[step] += time.monotonic() - start
+                cpu[step] += time.process_time() - start_cpu
 
     images: dict[str, sitk.Image] = {}
     geos: dict[str, SeriesGeometry] = {}
@@ -219,7 +225,7 @@ def prepare_mr(series: Mapping[str, Sequence[Dataset]], reference: str, *, n4: b
     inputs = {r: {"shape": list(g.shape), "spacing_mm": [round(abs(g.slice_gap), 4), *g.spacing_rc],
                   "orientation": [round(float(v), 6) for v in g.orientation]} for r, g in geos.items()}
     vols = MRVolumes(reference, geos[reference], arrays, percentiles, {r: results[r] for r in roles}, timings,
-                     body, n4_info, inputs, {"n4": n4, "register": register})
+                     body, n4_info, inputs, {"n4": n4, "register": register}, cpu)
     log.info("mr preprocessing of %d sequences onto %s: %s", len(roles), reference,
              ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return vols
