@@ -195,14 +195,28 @@ def test_other_frame_orientation_and_slice_count_land_on_the_reference_grid(sim)
     assert np.allclose(result.translation_mm, shift, atol=1.0), result.translation_mm
     assert max(abs(a) for a in result.rotation_deg) < 1.0
     a, b = vols.arrays["mr_portal_venous"], vols.arrays["mr_copy"]
-    inside = vols.body_mask & (b > 0)
+    inside = vols.body_mask & vols.coverage["mr_copy"]
     assert inside.sum() > 0.8 * vols.body_mask.sum()
+    assert not b[~vols.coverage["mr_copy"]].any()  # outside its field of view: 0, never data
     assert np.corrcoef(a[inside], b[inside])[0, 1] > 0.95
     trusted = prepare_mr({"mr_portal_venous": ref, "mr_copy": other}, "mr_portal_venous", n4=False,
                          register="never")
     c = trusted.arrays["mr_copy"]
     assert not trusted.registration["mr_copy"].performed
     assert np.corrcoef(a[inside], c[inside])[0, 1] < np.corrcoef(a[inside], b[inside])[0, 1] - 0.02
+
+
+def test_coverage_says_which_reference_slices_a_shorter_sequence_lacks(sim):
+    image = phantom_image(sim, "pre")
+    full = datasets_of(image, frame_uid="1.2.3", study_uid="1.2.4")[::-1]  # ascending z
+    part = datasets_of(image, frame_uid="1.2.3", study_uid="1.2.4")[::-1][20:45]
+    vols = prepare_mr({"mr_t1_pre": full, "mr_part": part}, "mr_t1_pre", n4=False)
+    per_slice = vols.slice_coverage("mr_part")
+    body_slices = vols.body_mask.any(axis=(1, 2))
+    assert np.all(per_slice[20:45] > 0.99)
+    assert np.all(per_slice[:19][body_slices[:19]] == 0) and np.all(per_slice[46:][body_slices[46:]] == 0)
+    assert not vols.arrays["mr_part"][:19].any() and vols.arrays["mr_part"][25:40].any()
+    assert 0.2 < vols.record()["coverage"]["mr_part"] < 0.6 and vols.record()["coverage"]["mr_t1_pre"] == 1.0
 
 
 def test_load_sorts_slices_and_applies_rescale(sim):
@@ -260,6 +274,7 @@ def test_prepare_mr_on_a_synthetic_exam_written_to_dicom(tmp_path: Path):
         result = vols.registration[role]
         assert not result.performed and result.passed and "scanner geometry trusted" in result.reason
         assert result.metric_after > reg.MIN_NMI
+        assert vols.record()["coverage"][role] > 0.95
     assert set(vols.timings) == {"load", "n4", "normalise", "register", "resample"}
     assert all(_stage_count(f"mr_{s}") == before[s] + 1 for s in before)
     record = vols.record()

@@ -95,11 +95,21 @@ class MRVolumes:
     registration: dict[str, RegistrationResult]
     timings: dict[str, float]
     body_mask: np.ndarray  # bool, reference grid: Otsu body mask of the reference
+    #: role -> bool (slices, rows, cols): reference voxels inside that sequence's field of
+    #: view (outside, its array holds 0, not data)
+    coverage: dict[str, np.ndarray]
     n4: dict[str, dict | None] = field(default_factory=dict)  # per role: shrink, iterations run
     inputs: dict[str, dict] = field(default_factory=dict)  # per role: native shape and spacing
     options: dict = field(default_factory=dict)
     #: step -> process CPU seconds (all threads; on a shared machine steadier than wall time)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+
+    def slice_coverage(self, role: str) -> np.ndarray:
+        """Per reference slice, the fraction of the reference body that ``role`` covers
+        (1.0 where the body is empty), so a recipe can refuse slices a sequence lacks."""
+        body = self.body_mask.sum(axis=(1, 2))
+        covered = (self.body_mask & self.coverage[role]).sum(axis=(1, 2))
+        return np.where(body > 0, covered / np.maximum(body, 1), 1.0)
 
     def record(self) -> dict:
         """JSON-able summary (no patient data, no UIDs) for logs, the SR and the manifest."""
@@ -111,6 +121,8 @@ class MRVolumes:
                      "orientation": [round(float(v), 6) for v in geo.orientation]},
             "inputs": self.inputs,
             "options": self.options,
+            "coverage": {r: round(float((self.body_mask & c).sum() / max(1, self.body_mask.sum())), 4)
+                         for r, c in self.coverage.items()},
             "percentiles": {r: [round(lo, 4), round(hi, 4)] for r, (lo, hi) in self.percentiles.items()},
             "n4": self.n4,
             "registration": {r: {k: (_finite(v) if isinstance(v, float) else v) for k, v in res.as_dict().items()}
@@ -212,12 +224,14 @@ def prepare_mr(series: Mapping[str, Sequence[Dataset]], reference: str, *, n4: b
                                         f"({results[role].reason})", role, results[role])
 
     arrays = {reference: sitk.GetArrayFromImage(ref_grey)}
+    coverage = {reference: np.ones(body.shape, bool)}
     with timed("resample"):
         for role in roles[1:]:
             moved = resample_onto(grey[role], ref_grey, transforms[role])
             arrays[role] = sitk.GetArrayFromImage(moved)
+            coverage[role] = coverage_onto(grey[role], ref_grey, transforms[role])
             if role in why_not:  # the measure is logged even where geometry is trusted
-                inside = body & coverage_onto(grey[role], ref_grey)
+                inside = body & coverage[role]
                 score = reg.nmi(arrays[reference], arrays[role], inside)
                 overlap = float(inside.sum() / max(1, body.sum()))
                 results[role] = RegistrationResult(False, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), score, score, True,
@@ -225,7 +239,7 @@ def prepare_mr(series: Mapping[str, Sequence[Dataset]], reference: str, *, n4: b
     inputs = {r: {"shape": list(g.shape), "spacing_mm": [round(abs(g.slice_gap), 4), *g.spacing_rc],
                   "orientation": [round(float(v), 6) for v in g.orientation]} for r, g in geos.items()}
     vols = MRVolumes(reference, geos[reference], arrays, percentiles, {r: results[r] for r in roles}, timings,
-                     body, n4_info, inputs, {"n4": n4, "register": register}, cpu)
+                     body, coverage, n4_info, inputs, {"n4": n4, "register": register}, cpu)
     log.info("mr preprocessing of %d sequences onto %s: %s", len(roles), reference,
              ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return vols
