@@ -242,6 +242,12 @@ def test_unusable_series_raise_with_the_role_and_no_patient_data(sim):
             prepare_mr({"mr_t1_pre": good, role: dss}, "mr_t1_pre", n4=False)
         assert role in str(err.value) and words in str(err.value) and err.value.role == role
         assert "SECRET" not in str(err.value)
+    flat = datasets_of(image_like(np.full(image.GetSize()[::-1], 300.0), image), frame_uid="1.2.3",
+                       study_uid="1.2.4")
+    for n4 in (False, True):
+        with pytest.raises(MRPreprocessError, match="mr_flat: ") as err:
+            prepare_mr({"mr_flat": flat, "mr_t1_pre": good}, "mr_t1_pre", n4=n4)
+        assert err.value.role == "mr_flat"
     with pytest.raises(MRPreprocessError, match="reference sequence mr_portal_venous is missing"):
         prepare_mr({"mr_t1_pre": good}, "mr_portal_venous")
     rng = np.random.default_rng(1)

@@ -157,9 +157,7 @@ def prepare_mr(series: Mapping[str, Sequence[Dataset]], reference: str, *, n4: b
     if reference not in series:
         raise MRPreprocessError(f"the reference sequence {reference} is missing", reference)
     roles = [reference, *(r for r in series if r != reference)]
-    timings = dict.fromkeys(STEPS, 0.0)
-
-    cpu = dict.fromkeys(STEPS, 0.0)
+    timings, cpu = dict.fromkeys(STEPS, 0.0), dict.fromkeys(STEPS, 0.0)
 
     @contextmanager
     def timed(step: str) -> Iterator[None]:
@@ -187,7 +185,11 @@ def prepare_mr(series: Mapping[str, Sequence[Dataset]], reference: str, *, n4: b
     with timed("n4"):
         for role in roles:
             if n4:
-                images[role], masks[role], n4_info[role] = bias.n4_correct(images[role])
+                try:
+                    images[role], masks[role], n4_info[role] = bias.n4_correct(images[role])
+                except RuntimeError as exc:  # ITK: an empty body mask, a constant image
+                    raise MRPreprocessError(f"{role}: N4 bias-field correction failed (no body found)",
+                                            role) from exc
             else:
                 masks[role], n4_info[role] = bias.body_mask(images[role]), None
 
