@@ -322,3 +322,25 @@ def test_prepare_mr_reads_enhanced_multiframe_series(tmp_path: Path):
     assert np.allclose(vols.arrays["mr_portal_venous"], expected, atol=1e-3)
     assert vols.arrays["mr_t1_pre"].shape == frames.shape
     assert not vols.registration["mr_t1_pre"].performed
+
+
+def test_auto_registers_only_when_the_sequences_may_not_line_up():
+    from mvi_node.preprocess.mr import _needs_registration
+
+    def header(frame: str | None, study: str) -> list[Dataset]:
+        ds = Dataset()
+        ds.StudyInstanceUID = study
+        if frame is not None:
+            ds.FrameOfReferenceUID = frame
+        return [ds]
+
+    ref = header("1.1", "2.1")
+    assert _needs_registration("auto", ref, header("1.1", "2.1")) == (
+        False, "same frame of reference and study: scanner geometry trusted")
+    assert _needs_registration("auto", ref, header("1.9", "2.1")) == (True, "different frame of reference")
+    assert _needs_registration("auto", ref, header("1.1", "2.9")) == (True, "different studies")
+    assert _needs_registration("auto", ref, header(None, "2.1")) == (True, "FrameOfReferenceUID missing")
+    assert _needs_registration("always", ref, header("1.1", "2.1"))[0]
+    assert not _needs_registration("never", ref, header("1.9", "2.9"))[0]
+    with pytest.raises(ValueError, match="register must be one of"):
+        prepare_mr({"a": ref}, "a", register="sometimes")
