@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 
 from conftest import DCMTK_ENV, NodeProcess, free_port
 from mvi_node.synth import make_exam
-from orthanc_fixtures import OrthancProcess
+from orthanc_fixtures import DICOMWEB_PLUGIN, OrthancProcess
 
 pytestmark = pytest.mark.orthanc
 
@@ -49,13 +49,33 @@ def _not_liver(src: Path, out: Path, body_part: str, description: str, series: s
         ds.save_as(target)
 
 
+def _redate(folder: Path, date: str) -> None:
+    """Give every instance of an exam folder one StudyDate, so each test has its own window."""
+    for f in folder.rglob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.StudyDate = date
+        ds.save_as(f)
+
+
+#: the main date window (six exams) and one day of its own for each other test's exams
+MAIN = ("20250101", "20251231")
+OWN_DAYS = {"throttle": "20230301", "kill": "20230401", "cget": "20230501", "dicomweb": "20230601",
+            "folder": "20230701"}
+
+
 @pytest.fixture(scope="module")
 def exams(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("replay-exams")
     for i in range(LIVER):
         make_exam(root / f"liver{i}", "ct", seed=140 + i, index=i, hard_cases="none", matrix=64, annotations="seg")
+        _redate(root / f"liver{i}", f"202501{10 + i}")
     _not_liver(root / "liver0", root / "chest", "CHEST", "CT THORAX", "Thorax 5mm")
     _not_liver(root / "liver1", root / "head", "HEAD", "CT HEAD", "Head 5mm")
+    for k, (name, day) in enumerate(OWN_DAYS.items()):
+        for j in range(2 if name == "kill" else 1):
+            folder = root / f"{name}{j}"
+            make_exam(folder, "ct", seed=160 + 2 * k + j, index=j, hard_cases="none", matrix=64, annotations="seg")
+            _redate(folder, day)
     return root
 
 
@@ -66,20 +86,27 @@ def _storescu(port: int, aec: str, folder: Path) -> None:
 
 
 class Site:
-    """An archive Orthanc and a node that knows it as ARCHIVE (and sends its results there)."""
+    """An archive Orthanc (DIMSE and DICOMweb) and a node that knows it three ways: ARCHIVE
+    (C-MOVE), ARCHIVE_GET (C-GET) and ARCHIVE_SLOW (C-MOVE, 20 instances/s), and sends its
+    results to it."""
 
-    def __init__(self, root: Path, retrieve: str = "move", per_second: float = 0.0, quiet: float = 1.0) -> None:
+    def __init__(self, root: Path, quiet: float = 1.0) -> None:
         self.root = root
         self.node_port = free_port()
         self.archive = OrthancProcess(root / "archive", "ARCHIVE",
-                                      modalities={"MVI": ["MVI_NODE", "127.0.0.1", self.node_port]})
+                                      modalities={"MVI": ["MVI_NODE", "127.0.0.1", self.node_port]},
+                                      extra={"Plugins": [DICOMWEB_PLUGIN],
+                                             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
         self.archive.config["DicomAlwaysAllowGet"] = True
         self.config = root / "node.toml"
+        port = self.archive.dicom_port
+        pacs = "".join(
+            f'[replay.pacs.{name}]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n'
+            f'retrieve = "{how}"\ninstances_per_second = {rate}\nmax_concurrent = 2\n'
+            for name, how, rate in (("ARCHIVE", "move", 0), ("ARCHIVE_GET", "get", 0), ("ARCHIVE_SLOW", "move", 20)))
         self.config.write_text(
-            f'[dispatch]\ndestinations = ["ARCHIVE@127.0.0.1:{self.archive.dicom_port}"]\nbackoff_initial_s = 1.0\n'
-            f'[replay]\npoll_seconds = 0.2\n'
-            f'[replay.pacs.ARCHIVE]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {self.archive.dicom_port}\n'
-            f'retrieve = "{retrieve}"\ninstances_per_second = {per_second}\nmax_concurrent = 2\n')
+            f'[dispatch]\ndestinations = ["ARCHIVE@127.0.0.1:{port}"]\nbackoff_initial_s = 1.0\n'
+            f'[replay]\npoll_seconds = 0.2\n' + pacs)
         self.quiet = quiet
         self.node: NodeProcess | None = None
 
@@ -116,13 +143,13 @@ class Site:
         return subprocess.run([sys.executable, "-m", "mvi_node", "replay", *args, "--config", str(self.config)],
                               capture_output=True, text=True, timeout=timeout, env=env, cwd=self.root)
 
-    def replay(self, *args: str) -> dict:
-        out = self.cli("--pacs", "ARCHIVE", "--from", "20240101", "--to", "20261231", "--json", *args)
+    def replay(self, *args: str, pacs: str = "ARCHIVE", window: tuple[str, str] = MAIN) -> dict:
+        out = self.cli(*(("--pacs", pacs) if pacs else ()), "--from", window[0], "--to", window[1], "--json", *args)
         assert out.returncode in (0, 1), out.stderr[-3000:]
         return json.loads(out.stdout)
 
-    def staged(self) -> dict[str, dict[str, int]]:
-        """study -> series -> instances the node holds."""
+    def staged(self, studies: set[str] | None = None) -> dict[str, dict[str, int]]:
+        """study -> series -> instances the node holds (of ``studies``, or all)."""
         db = sqlite3.connect(self.root / "var" / "index.sqlite3")
         try:
             rows = db.execute("SELECT study_uid, series_uid, COUNT(*) FROM instances GROUP BY 1, 2").fetchall()
@@ -130,13 +157,15 @@ class Site:
             db.close()
         out: dict[str, dict[str, int]] = {}
         for study, series, n in rows:
-            out.setdefault(study, {})[series] = n
+            if studies is None or study in studies:
+                out.setdefault(study, {})[series] = n
         return out
 
-    def received_times(self) -> list[float]:
+    def received_times(self, studies: set[str]) -> list[float]:
         db = sqlite3.connect(self.root / "var" / "index.sqlite3")
         try:
-            return [r[0] for r in db.execute("SELECT received_at FROM instances ORDER BY received_at")]
+            return [r[1] for r in db.execute("SELECT study_uid, received_at FROM instances ORDER BY received_at")
+                    if r[0] in studies]
         finally:
             db.close()
 
@@ -161,7 +190,8 @@ class Site:
 def site(tmp_path_factory, exams):
     s = Site(tmp_path_factory.mktemp("replay-site")).start()
     for folder in sorted(exams.iterdir()):
-        _storescu(s.archive.dicom_port, "ARCHIVE", folder)
+        if not folder.name.startswith("folder"):  # that one is replayed from its folder
+            _storescu(s.archive.dicom_port, "ARCHIVE", folder)
     yield s
     s.stop()
 
@@ -174,7 +204,7 @@ def _by_state(r: dict) -> dict[str, list[dict]]:
 
 
 def test_dry_run_moves_nothing_and_lists_the_plan(site):
-    out = site.cli("--pacs", "ARCHIVE", "--from", "20240101", "--to", "20261231", "--dry-run",
+    out = site.cli("--pacs", "ARCHIVE", "--from", MAIN[0], "--to", MAIN[1], "--dry-run",
                    "--manifest", "plan.json")
     assert out.returncode == 0, out.stderr[-3000:]
     manifest = json.loads((site.root / "plan.json").read_text())
@@ -186,6 +216,7 @@ def test_dry_run_moves_nothing_and_lists_the_plan(site):
     assert f"{LIVER + 2} studies: {LIVER} to retrieve" in out.stdout
     assert "ct_arterial" in out.stdout and "input of ct_ap_resnet18" in out.stdout
     assert site.staged() == {}
+    assert httpx.get(f"{site.api}/jobs", timeout=10).json() == []
     # no identifier in the manifest
     text = json.dumps(manifest)
     assert "SYNTHCT" not in text and "OTHERCHEST" not in text and "ACCHEAD" not in text
@@ -249,74 +280,70 @@ def test_force_redoes_without_new_duplicates(site):
     assert results_after == results_before  # the same UIDs, each once
 
 
-def _accession(folder: Path) -> str:
-    return str(pydicom.dcmread(next(folder.rglob("*.dcm")), stop_before_pixels=True).AccessionNumber)
+def _done_exactly_needed(site: Site, r: dict, n: int) -> None:
+    assert r["state"] == "done", r
+    assert [st["state"] for st in r["studies"]] == ["done"] * n, [st["reason"] for st in r["studies"]]
+    studies = {st["study_uid"] for st in r["studies"]}
+    staged = site.staged(studies)
+    for st in r["studies"]:
+        assert staged[st["study_uid"]] == {x["series_uid"]: x["instances"] for x in st["series"] if x["retrieve"]}
 
 
-@pytest.fixture(scope="module")
-def throttled(tmp_path_factory, exams):
-    """An archive whose budget is 20 instances/s, holding three liver exams."""
-    s = Site(tmp_path_factory.mktemp("replay-throttled"), per_second=20.0).start()
-    for i in range(3):
-        _storescu(s.archive.dicom_port, "ARCHIVE", exams / f"liver{i}")
-    yield s
-    s.stop()
-
-
-def test_throttle_of_n_instances_per_second_is_respected(throttled, exams):
-    r = throttled.replay("--accession", _accession(exams / "liver0"))
-    assert [s["state"] for s in r["studies"]] == ["done"], r["studies"]
-    times = throttled.received_times()
+def test_throttle_of_n_instances_per_second_is_respected(site):
+    day = OWN_DAYS["throttle"]
+    r = site.replay(pacs="ARCHIVE_SLOW", window=(day, day))
+    _done_exactly_needed(site, r, 1)
+    times = site.received_times({r["studies"][0]["study_uid"]})
     assert len(times) == NEEDED_PER_EXAM
     rate = (len(times) - 1) / (times[-1] - times[0])
     assert 16.0 <= rate <= 24.0, rate  # 20/s within 20 %
 
 
-def test_kill_9_mid_replay_resumes_and_completes(throttled, exams):
-    accessions = [_accession(exams / f"liver{i}") for i in (1, 2)]
-    out = throttled.cli("--pacs", "ARCHIVE", "--from", "20240101", "--to", "20261231", "--detach",
-                        *[a for acc in accessions for a in ("--accession", acc)])
+def test_c_get_archive(site):
+    day = OWN_DAYS["cget"]
+    r = site.replay(pacs="ARCHIVE_GET", window=(day, day))
+    _done_exactly_needed(site, r, 1)
+    log = (site.root / "archive" / "orthanc.log").read_text(errors="replace")
+    assert "C-GET SCP: Store Failed" not in log
+
+
+def test_dicomweb_archive(site):
+    day = OWN_DAYS["dicomweb"]
+    out = site.cli("--dicomweb", f"{site.archive.url}/dicom-web", "--from", day, "--to", day, "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    _done_exactly_needed(site, json.loads(out.stdout), 1)
+
+
+def test_folder_source(site, exams):
+    out = site.cli("--folder", str(exams / "folder0"), "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout)
+    _done_exactly_needed(site, r, 1)
+    assert r["query"]["source"] == "folder"
+
+
+def test_kill_9_mid_replay_resumes_and_completes(site):
+    day = OWN_DAYS["kill"]
+    out = site.cli("--pacs", "ARCHIVE_SLOW", "--from", day, "--to", day, "--detach")
     assert out.returncode == 0, out.stderr[-2000:]
     rid = json.loads(out.stdout)["id"]
-    before = sum(sum(v.values()) for v in throttled.staged().values())
+    before = sum(sum(v.values()) for v in site.staged().values())
     deadline = time.monotonic() + 30
-    while sum(sum(v.values()) for v in throttled.staged().values()) < before + 20:  # about half of one exam
+    while sum(sum(v.values()) for v in site.staged().values()) < before + 20:  # about half of one exam
         assert time.monotonic() < deadline, "nothing arrived"
         time.sleep(0.1)
-    throttled.node.kill9()
-    middle = sum(sum(v.values()) for v in throttled.staged().values()) - before
+    site.node.kill9()
+    middle = sum(sum(v.values()) for v in site.staged().values()) - before
     assert 0 < middle < 2 * NEEDED_PER_EXAM
-    throttled.start_node()
-    out = throttled.cli("status", str(rid), "--json")
+    site.start_node()
     deadline = time.monotonic() + 180
     while True:
-        r = httpx.get(f"{throttled.api}/replays/{rid}", timeout=10).json()
+        r = httpx.get(f"{site.api}/replays/{rid}", timeout=10).json()
         if r["state"] not in ("queued", "querying", "running"):
             break
         assert time.monotonic() < deadline, r["progress"]
         time.sleep(0.5)
-    assert r["state"] == "done"
-    assert [s["state"] for s in r["studies"]] == ["done", "done"], [s["reason"] for s in r["studies"]]
-    staged = throttled.staged()
-    for st in r["studies"]:
-        wanted = {x["series_uid"]: x["instances"] for x in st["series"] if x["retrieve"]}
-        assert staged[st["study_uid"]] == wanted
-    assert "resumed" in throttled.node.log_text()
-
-
-def test_c_get_archive(tmp_path_factory, exams):
-    s = Site(tmp_path_factory.mktemp("replay-cget"), retrieve="get").start()
-    try:
-        _storescu(s.archive.dicom_port, "ARCHIVE", exams / "liver3")
-        _storescu(s.archive.dicom_port, "ARCHIVE", exams / "chest")
-        r = s.replay()
-        states = _by_state(r)
-        assert len(states.get("done", [])) == 1 and len(states.get("skipped", [])) == 1, r["studies"]
-        (st,) = states["done"]
-        wanted = {x["series_uid"]: x["instances"] for x in st["series"] if x["retrieve"]}
-        assert s.staged() == {st["study_uid"]: wanted}
-        # C-GET: the instances came back on the node's own association, none by a C-MOVE
-        log = (s.root / "archive" / "orthanc.log").read_text(errors="replace")
-        assert "C-GET SCP: Store Failed" not in log
-    finally:
-        s.stop()
+    _done_exactly_needed(site, r, 2)
+    assert "resumed" in site.node.log_text()
+    status = site.cli("status", str(rid))
+    assert status.returncode == 0 and "done" in status.stdout

@@ -7,6 +7,7 @@ patient ID was.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import APIRouter, HTTPException, Query
@@ -77,8 +78,10 @@ def replay_router(store: ReplayStore, known_pacs: Callable[[], set[str]]) -> Cal
                     parse_ae(body.destination)
                 except ValueError:
                     raise HTTPException(422, "destination: AE@HOST:PORT expected") from None
-            if body.dicomweb:
-                raise HTTPException(422, "dicomweb: not supported by this node yet")
+            if body.dicomweb and not body.dicomweb.startswith(("http://", "https://")):
+                raise HTTPException(422, "dicomweb: an http(s) URL expected")
+            if body.folder and not Path(body.folder).is_dir():
+                raise HTTPException(422, "folder: not a folder the node can read")
             return summary(store, store.create(body))
 
         @router.get("/replays", response_model=list[ReplaySummary], summary="Replays, newest first")

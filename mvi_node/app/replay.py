@@ -11,11 +11,11 @@ own, keyed on the replay, so the pipeline runs once for it.
 from __future__ import annotations
 
 import logging
-import struct
 from pathlib import Path
 from typing import Any
 
 from mvi_node.jobs.store import JobState, JobStore
+from mvi_node.replay.folder import dataset_offset
 from mvi_node.replay.runner import ReplayRunner
 from mvi_node.replay.store import ReplayStore
 from mvi_node.select.rules import load_rules
@@ -105,25 +105,39 @@ class NodeReplayHooks:
         if listener is None or path is None:
             return listener.handlers.on_store(event) if listener is not None else 0xA700
         request = event.request
-        sop_class, sop_uid = str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)
-        transfer_syntax = str(event.context.transfer_syntax)
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(144)  # preamble, DICM, (0002,0000) UL: the file meta group length
-            offset = 144 + struct.unpack("<I", head[140:144])[0]
-            meta = encode_file_meta(sop_class, sop_uid, transfer_syntax, self.calling_ae)
-            outcome = listener.handlers.stager.store_file(meta, Path(path), transfer_syntax, sop_class, sop_uid,
-                                                          calling_ae=str(event.assoc.acceptor.ae_title).strip(), offset=offset)
-        except RejectedInstance as exc:
-            log.warning("C-GET instance %s refused: %s", sop_uid, exc.reason)
-            return exc.status
-        except (OSError, struct.error) as exc:
-            log.warning("C-GET instance %s not staged: %s", sop_uid, type(exc).__name__)
-            return 0xA700
+            return self.stage_file(Path(path), dataset_offset(Path(path)), str(event.context.transfer_syntax),
+                                   str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID),
+                                   str(event.assoc.acceptor.ae_title).strip())
         finally:
             Path(path).unlink(missing_ok=True)
+
+    def stage_file(self, path: Path, offset: int, transfer_syntax: str, sop_class: str, sop_uid: str,
+                   source: str) -> int:
+        """One instance from a file (C-GET spool, a folder, a WADO-RS download) into
+        staging, checked as the listener checks what it receives."""
+        listener = self.node.listener
+        if listener is None:
+            return 0xA700
+        if listener.handlers.disk.low():
+            return 0xA700
+        try:
+            meta = encode_file_meta(sop_class, sop_uid, transfer_syntax, source or None)
+            outcome = listener.handlers.stager.store_file(meta, Path(path), transfer_syntax, sop_class, sop_uid,
+                                                          calling_ae=source or None, offset=offset)
+        except RejectedInstance as exc:
+            log.warning("replayed instance %s refused: %s", sop_uid, exc.reason)
+            return exc.status
+        except OSError as exc:
+            log.warning("replayed instance %s not staged: %s", sop_uid, type(exc).__name__)
+            return 0xA700
         listener.handlers.on_stored(outcome)
         return 0x0000
+
+    def spool_dir(self) -> Path:
+        path = self.node.settings.data_dir / "incoming"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
 
 def build_replay(node) -> tuple[ReplayStore, ReplayRunner] | None:

@@ -22,7 +22,7 @@ from mvi_node.roi.sources import NODE_MANUFACTURER
 from mvi_node.select.engine import select_exam
 from mvi_node.select.recipes import RecipeNeeds, evaluate
 from mvi_node.select.rules import RuleSet
-from mvi_node.select.series import Unit, unit_features
+from mvi_node.select.series import Unit, build_units, unit_features
 
 #: modalities whose series are images (a C-FIND answer has no SOP class or pixel module)
 IMAGE_MODALITIES = {"CT", "MR", "PT", "US", "CR", "DX", "MG", "NM", "XA", "RF", "OT", "SC"}
@@ -74,9 +74,12 @@ def _own_result(answer: Dataset, own_manufacturer: str) -> bool:
 
 
 def plan_study(study: Dataset, answers: Sequence[Dataset], rules: RuleSet, needs: Sequence[RecipeNeeds],
-               series_pattern: str | None = None, own_manufacturer: str = NODE_MANUFACTURER) -> dict[str, Any]:
+               series_pattern: str | None = None, own_manufacturer: str = NODE_MANUFACTURER,
+               headers: Sequence[Dataset] | None = None) -> dict[str, Any]:
     """The plan of one study: every series with its role, reason and whether it is
-    retrieved; ``skip`` says why nothing is (no series, no qualifying recipe)."""
+    retrieved; ``skip`` says why nothing is (no series, no qualifying recipe).
+    ``headers``: the study's complete headers where the source has them (a folder):
+    selection then runs on those, as it does on staged studies."""
     study_uid = str(study.StudyInstanceUID)
     answers = [a for a in answers if "SeriesInstanceUID" in a and not _own_result(a, own_manufacturer)]
     plan: dict[str, Any] = {"study_uid": study_uid, "study_date": _text(study, "StudyDate"),
@@ -85,27 +88,41 @@ def plan_study(study: Dataset, answers: Sequence[Dataset], rules: RuleSet, needs
     if not answers:
         plan["skip"] = "the archive lists no series for the study"
         return plan
-    units = [header_unit(a, study) for a in answers]
+    kept = {str(a.SeriesInstanceUID) for a in answers}
+    if headers:
+        units = build_units([h for h in headers if str(h.get("SeriesInstanceUID", "")) in kept])
+    else:
+        units = [header_unit(a, study) for a in answers]
     exam = select_exam(units, rules)
     qualified, missing = evaluate({r: u.uid for r, u in exam.winners().items()}, needs, exam.modalities)
     needed_roles = {role for q in qualified for role in q["inputs"]}
     pattern = re.compile(series_pattern, re.I) if series_pattern else None
     by_uid = {str(a.SeriesInstanceUID): a for a in answers}
+    seen: set[str] = set()
+    # a series split into units (a stray image, phases) is listed once: by its first unit,
+    # retrieved when any of its units is needed
+    needed_series = {u.series_uid for u in exam.units if u.role in needed_roles} if qualified else set()
     for u in exam.units:
+        if u.series_uid in seen:
+            continue
+        seen.add(u.series_uid)
         answer = by_uid[u.series_uid]
         modality = _text(answer, "Modality")
         count = series_count(answer)
         why = ""
         needed = False
-        if qualified and u.role in needed_roles:
-            needed, why = True, f"input of {', '.join(q['name'] for q in qualified if u.role in q['inputs'])}"
+        roles = {v.role for v in exam.units if v.series_uid == u.series_uid}
+        if u.series_uid in needed_series:
+            names = [q["name"] for q in qualified if roles & set(q["inputs"])]
+            needed, why = True, f"input of {', '.join(names)}"
         elif qualified and (u.role in OUTLINE_ROLES or modality in OUTLINE_MODALITIES):
             needed, why = True, "may hold the tumour outline (annotation first, before the automatic ROI)"
         if needed and pattern is not None and not pattern.search(_text(answer, "SeriesDescription")):
             needed, why = False, "series description does not match the replay's pattern"
         plan["series"].append({
             "series_uid": u.series_uid, "modality": modality, "number": _text(answer, "SeriesNumber"),
-            "description": _text(answer, "SeriesDescription"), "role": u.role or "other", "reason": u.reason,
+            "description": _text(answer, "SeriesDescription"),
+            "role": next((r for r in roles if r in needed_roles), u.role or "other"), "reason": u.reason,
             "retrieve": needed, "why": why or "not needed by a qualifying recipe", "instances": count,
             "bytes": (count or 0) * BYTES_PER_INSTANCE.get(modality, 525_000) if needed else 0,
         })

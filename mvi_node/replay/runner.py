@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -65,6 +66,13 @@ class NodeHooks(Protocol):
     def pause_reason(self) -> str:
         """Why retrieval should wait now ('' when it need not): the node's disk floor."""
 
+    def stage_file(self, path: Path, offset: int, transfer_syntax: str, sop_class: str, sop_uid: str,
+                   source: str) -> int:
+        """Stage one instance read from ``path`` (dataset from ``offset``); the DIMSE status."""
+
+    def spool_dir(self) -> Path:
+        """Where downloaded instances wait to be staged (the node's incoming folder)."""
+
     def accept(self, event) -> Any:
         """Stage one instance received by C-GET (the pynetdicom C-STORE event); the status."""
 
@@ -88,6 +96,7 @@ class ReplayRunner(Poller):
         self._cancel = threading.Event()
         self._rates: dict[int, tuple[float, int]] = {}
         self._pacers: dict[str, Pacer] = {}
+        self._sources: dict[int, tuple[Any, ArchiveSettings]] = {}
 
     # -- archives ---------------------------------------------------------------------
     def archive_settings(self, request_pacs: str) -> tuple[str, ArchiveSettings]:
@@ -96,8 +105,26 @@ class ReplayRunner(Poller):
         ae, host, port = parse_ae(request_pacs)
         return ae, ArchiveSettings(ae_title=ae, host=host, port=port)
 
-    def archive(self, replay: Replay) -> tuple[DimseArchive, ArchiveSettings]:
-        name, cfg = self.archive_settings(replay.request.pacs or "")
+    def archive(self, replay: Replay):
+        """The request's source and its settings, made once per replay (a folder: one
+        study at a time, no budget)."""
+        if replay.id not in self._sources:
+            self._sources = {replay.id: self._make_source(replay)}
+        return self._sources[replay.id]
+
+    def _make_source(self, replay: Replay):
+        req = replay.request
+        if req.folder:
+            from mvi_node.replay.folder import FolderArchive
+
+            return FolderArchive(Path(req.folder), self.hooks.stage_file), ArchiveSettings(
+                ae_title="FOLDER", host="localhost", port=1, max_concurrent=1, result_cap=1 << 30)
+        if req.dicomweb:
+            from mvi_node.replay.dicomweb import DicomWebArchive
+
+            return DicomWebArchive(req.dicomweb, self.hooks.stage_file, self.hooks.spool_dir()), ArchiveSettings(
+                ae_title="DICOMWEB", host="localhost", port=1, max_concurrent=2, result_cap=1 << 30)
+        name, cfg = self.archive_settings(req.pacs or "")
         return DimseArchive(name, cfg.ae_title, cfg.host, cfg.port, self.hooks.calling_ae, retrieve=cfg.retrieve,
                             move_destination=cfg.move_destination, timeout_s=cfg.timeout_s,
                             accept=self.hooks.accept), cfg
@@ -123,15 +150,22 @@ class ReplayRunner(Poller):
     # -- planning ---------------------------------------------------------------------
     def _plan(self, replay: Replay) -> None:
         self.store.set_state(replay.id, QUERYING)
-        archive, cfg = self.archive(replay)
+        try:
+            archive, cfg = self.archive(replay)
+        except ValueError as exc:
+            self.store.set_state(replay.id, FAILED, str(exc))
+            self._audit(replay.id)
+            return
         notes: list[str] = []
         try:
             studies = find_studies(lambda d, m, a, p: archive.find_studies(d, m, a, p), replay.request,
                                    cfg.result_cap, notes)
             needs, rules = self.hooks.needs(), self.hooks.rules()
             models = self.hooks.models()
+            full = getattr(archive, "headers", None)  # complete headers where the source has them
             plans = [plan_study(s, archive.find_series(str(s.StudyInstanceUID)), rules, needs,
-                                replay.request.series_description) for s in studies]
+                                replay.request.series_description,
+                                headers=full(str(s.StudyInstanceUID)) if full else None) for s in studies]
         except ArchiveError as exc:
             self.store.set_state(replay.id, FAILED, str(exc))
             self._audit(replay.id)
@@ -279,7 +313,7 @@ class ReplayRunner(Poller):
 
     def _check_job(self, replay: Replay, row: StudyRow) -> bool:
         outcome = self.hooks.job_outcome(row.job_key or "")
-        pacs = self.archive_settings(replay.request.pacs or "")[0]
+        pacs = self.archive(replay)[0].name
         if outcome is None or outcome[0] in ("queued", "running"):
             if row.since and time.time() - row.since > self.settings.process_timeout_s:
                 self.store.update_study(replay.id, row.study_uid, state=STUDY_FAILED,

@@ -14,8 +14,13 @@ from typing import Callable
 
 
 class Pacer:
-    def __init__(self, per_second: float = 0.0) -> None:
+    """``acquire(n)`` waits for the slot of ``n`` instances. A request that overran its
+    slot (a slow association) may be caught up on, by at most ``catch_up_s`` worth of
+    instances, so the budget is what the replay gets, not an upper bound it never reaches."""
+
+    def __init__(self, per_second: float = 0.0, catch_up_s: float = 0.5) -> None:
         self.per_second = per_second
+        self.catch_up_s = catch_up_s
         self._next = 0.0
         self._lock = threading.Lock()
 
@@ -28,7 +33,7 @@ class Pacer:
             return
         with self._lock:
             now = time.monotonic()
-            slot = max(now, self._next)
+            slot = max(now - self.catch_up_s, self._next) if self._next else now
             self._next = slot + n / self.per_second
         delay = slot - time.monotonic()
         if delay > 0:
