@@ -141,7 +141,6 @@ def _contrast(ds: Dataset, tags: dict[str, Any], ct: bool) -> bool:
 
 
 def _mr_shared(plan: SeriesPlan, tags: dict[str, Any], ftype: list[str]) -> dict[str, list[Dataset]]:
-    derived = ftype[0] == "DERIVED"
     gradient = str(tags.get("ScanningSequence", "GR")).upper() in ("GR", "EP") and \
         "SE" not in str(tags.get("ScanningSequence", "")).upper()
     rows, cols = plan.images.shape[1:]
@@ -181,11 +180,6 @@ def _mr_shared(plan: SeriesPlan, tags: dict[str, Any], ftype: list[str]) -> dict
     if "EchoTime" in tags:
         groups["MREchoSequence"] = [_item(EffectiveEchoTime=float(tags["EchoTime"]))]
     groups["MRDiffusionSequence"] = [_diffusion(tags.get("DiffusionBValue"))]
-    if derived:
-        for kw in ("MRTimingAndRelatedParametersSequence", "MRFOVGeometrySequence", "MRModifierSequence",
-                   "MRImagingModifierSequence", "MRReceiveCoilSequence", "MRTransmitCoilSequence",
-                   "MRAveragesSequence"):
-            groups.pop(kw, None)
     return groups
 
 
@@ -195,7 +189,6 @@ def _diffusion(b: Any) -> Dataset:
 
 
 def _ct_shared(plan: SeriesPlan, tags: dict[str, Any], ftype: list[str]) -> dict[str, list[Dataset]]:
-    derived = ftype[0] == "DERIVED"
     technique = "MAX_IP" if "MIP" in ftype else ("MPR" if "MPR" in ftype else "NONE")
     kvp = float(tags.get("KVP", 120))
     ma = float(tags.get("XRayTubeCurrent", 200))
@@ -230,10 +223,6 @@ def _ct_shared(plan: SeriesPlan, tags: dict[str, Any], ftype: list[str]) -> dict
     }
     if ftype[2] == "LOCALIZER":
         groups["CTAcquisitionTypeSequence"][0].TubeAngle = 0.0
-    if derived:
-        for kw in ("CTAcquisitionTypeSequence", "CTAcquisitionDetailsSequence", "CTTableDynamicsSequence",
-                   "CTGeometrySequence", "CTExposureSequence", "CTXRayDetailsSequence"):
-            groups.pop(kw, None)
     return groups
 
 
@@ -379,7 +368,7 @@ def _mr_image(ds: Dataset, plan: SeriesPlan, tags: dict[str, Any], ftype: list[s
     ds.ComplexImageComponent = "MAGNITUDE"
     ds.AcquisitionContrast = "DIFFUSION" if ftype[2] == "DIFFUSION" else (
         "T2" if float(tags.get("EchoTime", 0) or 0) >= 60 else "T1")
-    if ftype[0] == "DERIVED":
+    if ftype[0] == "DERIVED":  # MR Pulse Sequence: only for ORIGINAL images (C.8.13.4)
         return
     ds.PulseSequenceName = str(tags.get("SequenceName", "") or "SYNTH")[:16]
     ds.MRAcquisitionType = str(tags.get("MRAcquisitionType", "2D") or "2D")

@@ -1,0 +1,235 @@
+"""Enhanced (multi-frame) MR and CT end to end (#12 item 2): every exam is written twice,
+classic (one file per image) and with the hard case ``enhanced_multiframe`` (each image
+series one Enhanced instance), and the node must treat both alike: frame views with the
+classic geometry and pixels, the same selection, annotations that reference frames mapped
+onto the right slices, the same CT probability with valid SR/SC outputs citing frames,
+and an Enhanced MR exam received over a real association is staged and selected."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from conftest import run_cli_json, storescu
+from mvi_node.common.frames import frame_datasets, frame_number, frame_parent, frame_pixels, view_key
+from mvi_node.roi import Roi, find_roi, series_geometry
+from mvi_node.select.engine import select_path
+from mvi_node.synth import make_exam
+
+pytestmark = pytest.mark.skipif(not Path("/usr/bin/dciodvfy").exists(), reason="dicom3tools not installed")
+
+
+def _twins(root: Path, modality: str, seed: int, **choices) -> dict[str, tuple[dict, Path]]:
+    """The classic and the Enhanced exam of one spec: {"classic"|"enhanced": (manifest entry, dicom dir)}."""
+    out = {}
+    for kind in ("classic", "enhanced"):
+        entry = make_exam(root / kind, modality, seed=seed, index=0, hard_cases="none",
+                          enhanced_multiframe=kind == "enhanced", **choices)
+        out[kind] = (entry, root / kind / entry["dicom_dir"])
+    return out
+
+
+def _units(folder: Path) -> dict[str, object]:
+    (exam,) = select_path(folder)
+    return {u.uid: u for u in exam.units}
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.dcm"))
+
+
+@pytest.fixture(scope="module")
+def mr_multiphase(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
+    """GE (phase offsets in TriggerTime) one-series dynamic exam, DWI with three b-values in
+    one series, in/opposed phase in one series, reformats; SEG on the arterial phase."""
+    return _twins(tmp_path_factory.mktemp("mr-mp"), "mr", 31, vendor="ge", agent="gd-eob", matrix=64,
+                  multiphase_series=True, reformats=True, annotations="seg", seg_on="arterial")
+
+
+def test_the_enhanced_exam_is_one_valid_instance_per_series(mr_multiphase):
+    from mvi_node.report.validate import dciodvfy_errors
+
+    (classic_entry, classic), (entry, enhanced) = mr_multiphase["classic"], mr_multiphase["enhanced"]
+    images = [p for p in _files(enhanced) if pydicom.dcmread(p, stop_before_pixels=True).Modality == "MR"]
+    assert len(images) == len(classic_entry["series"]) - 1  # one file per image series (the SEG aside)
+    for path in images:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4.1" and int(ds.NumberOfFrames) > 1
+        assert dciodvfy_errors(path) == [], path
+    seg = next(p for p in _files(enhanced) if pydicom.dcmread(p, stop_before_pixels=True).Modality == "SEG")
+    assert dciodvfy_errors(seg) == []
+
+
+def test_frame_views_have_the_classic_geometry_parameters_and_pixels(mr_multiphase):
+    classic, enhanced = _units(mr_multiphase["classic"][1]), _units(mr_multiphase["enhanced"][1])
+    assert set(classic) == set(enhanced)
+    images = [uid for uid, u in classic.items() if u.features["is_image"]]
+    assert any("#" in uid for uid in images)  # the dynamic phases are units of one instance
+    for uid in images:
+        a, b = classic[uid], enhanced[uid]
+        assert len({str(d.SOPInstanceUID) for d in b.datasets}) == 1 < len(b.datasets) == len(a.datasets), uid
+        ga, gb = series_geometry(a.datasets), series_geometry(b.datasets)
+        assert np.allclose(ga.positions, gb.positions) and np.allclose(ga.orientation, gb.orientation)
+        assert ga.spacing_rc == gb.spacing_rc and ga.shape == gb.shape
+        assert gb.sop_index == {view_key(d): i for i, d in enumerate(gb.datasets)}
+        for da, db in zip(ga.datasets, gb.datasets):
+            # frame i of the instance is classic instance i + 1
+            assert frame_number(db) == int(da.InstanceNumber) and frame_parent(db) is not db
+            for kw in ("EchoTime", "RepetitionTime", "FlipAngle", "DiffusionBValue", "TemporalPositionIdentifier",
+                       "SliceThickness", "RescaleSlope", "RescaleIntercept"):
+                if da.get(kw) is not None:
+                    assert float(db.get(kw)) == pytest.approx(float(da.get(kw))), (uid, kw)
+        for z in (0, len(ga.datasets) // 2, len(ga.datasets) - 1):
+            assert np.array_equal(frame_pixels(ga.datasets[z]), frame_pixels(gb.datasets[z])), (uid, z)
+        # GE keeps one AcquisitionTime and puts the phase offsets in TriggerTime; the
+        # Enhanced frames carry their own acquisition time: the phase times agree
+        fa, fb = a.features.get("acquisition_seconds"), b.features.get("acquisition_seconds")
+        assert (fa is None) == (fb is None) and (fa is None or abs(fa - fb) < 0.01), uid
+    # a classic image, and any other object, passes through unchanged
+    one = classic[images[0]].datasets[0]
+    assert frame_datasets(one) == [one] and frame_number(one) is None
+
+
+def test_selection_gives_the_enhanced_exam_the_roles_of_its_classic_twin(tmp_path):
+    # Philips, extracellular agent (T2 and DWI before contrast), an early arterial phase: a
+    # protocol unlike the module's GE gadoxetate one
+    twins = _twins(tmp_path, "mr", 47, vendor="philips", agent="extracellular", matrix=64, early_arterial=True)
+    classic, enhanced = _units(twins["classic"][1]), _units(twins["enhanced"][1])
+    roles = {uid: u.role for uid, u in classic.items()}
+    assert {"mr_t1_pre", "mr_arterial", "mr_portal_venous"} <= set(roles.values())
+    assert {uid: u.role for uid, u in enhanced.items()} == roles
+
+
+def test_selection_of_the_multiphase_instance_matches_too(mr_multiphase):
+    classic, enhanced = _units(mr_multiphase["classic"][1]), _units(mr_multiphase["enhanced"][1])
+    roles = {uid: u.role for uid, u in classic.items()}
+    phases = {uid: role for uid, role in roles.items() if "#" in uid}
+    assert {"mr_t1_pre", "mr_arterial", "mr_portal_venous", "mr_transitional"} <= set(phases.values())
+    assert {uid: u.role for uid, u in enhanced.items()} == roles
+
+
+def test_a_seg_referencing_frames_maps_onto_the_right_slices(mr_multiphase, tmp_path):
+    """The SEG on the arterial phase of the one-instance dynamic series cites that phase's
+    frames; the ROI lands on the same slices as the classic twin's, copied (not resampled),
+    and follows the frame references: shift them by one and the mask shifts by one slice."""
+    results = {}
+    for kind in ("classic", "enhanced"):
+        (exam,) = select_path(mr_multiphase[kind][1])
+        arterial = exam.winners()["mr_arterial"]
+        everything = [ds for u in exam.units for ds in u.datasets]
+        results[kind] = (find_roi(everything, arterial.datasets), everything, arterial)
+    (classic_roi, _, _), (roi, everything, arterial) = results["classic"], results["enhanced"]
+    assert isinstance(roi, Roi) and roi.source == "seg" and not roi.mapped
+    assert np.array_equal(roi.mask, classic_roi.mask) and roi.slices == classic_roi.slices
+    seg_ds = next(d for d in everything if d.Modality == "SEG")
+    seg = pydicom.dcmread(seg_ds.filename)
+    cited = {int(s.ReferencedFrameNumber) for fg in seg.PerFrameFunctionalGroupsSequence
+             for der in fg.DerivationImageSequence for s in der.SourceImageSequence}
+    phase_frames = {frame_number(d) for d in arterial.datasets}
+    assert cited and cited <= phase_frames  # only frames of the arterial phase, never another phase's
+    # a SEG that cites the next frame of each slice puts the tumour one slice further
+    shifted = pydicom.dcmread(seg_ds.filename)
+    for fg in shifted.PerFrameFunctionalGroupsSequence:
+        for der in fg.DerivationImageSequence:
+            for s in der.SourceImageSequence:
+                s.ReferencedFrameNumber = int(s.ReferencedFrameNumber) + 1
+    shifted.save_as(tmp_path / "shifted.dcm")
+    shifted = pydicom.dcmread(tmp_path / "shifted.dcm", stop_before_pixels=True)
+    moved = find_roi([d for d in everything if d.Modality != "SEG"] + [shifted], arterial.datasets)
+    geo = series_geometry(arterial.datasets)
+    direction = frame_number(geo.datasets[1]) - frame_number(geo.datasets[0])  # frames run up or down the stack
+    assert abs(direction) == 1 and isinstance(moved, Roi) and not moved.mapped
+    assert np.array_equal(moved.mask, np.roll(roi.mask, direction, axis=0))
+
+
+@pytest.mark.parametrize("annotations", ["sr", "circle"])
+def test_sr_and_gsps_regions_on_frames_map_like_the_classic_twin(tmp_path, annotations):
+    twins = _twins(tmp_path, "ct", 23, mvi=True, matrix=96, annotations=annotations)
+    rois = {}
+    for kind in ("classic", "enhanced"):
+        (exam,) = select_path(twins[kind][1])
+        target = exam.winners()["ct_arterial"]
+        rois[kind] = find_roi([ds for u in exam.units for ds in u.datasets], target.datasets)
+    a, b = rois["classic"], rois["enhanced"]
+    assert isinstance(b, Roi) and b.source == a.source and not b.mapped and b.kind == a.kind
+    assert b.slices == a.slices and np.array_equal(b.mask, a.mask)
+
+
+def _sr_images(sr) -> list[tuple[str, int | None]]:
+    out = []
+
+    def walk(items):
+        for it in items:
+            if it.ValueType == "IMAGE":
+                ref = it.ReferencedSOPSequence[0]
+                out.append((str(ref.ReferencedSOPInstanceUID), ref.get("ReferencedFrameNumber")))
+            walk(it.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return out
+
+
+def test_an_enhanced_ct_exam_runs_through_infer_like_its_classic_twin(tmp_path):
+    from mvi_node.clinical import NullClinicalSource
+    from mvi_node.infer import Engine, ModelRegistry
+    from mvi_node.infer.registry import DEFAULT_ROOT
+    from mvi_node.report.outputs import build_results
+    from mvi_node.report.validate import dciodvfy_errors
+
+    twins = _twins(tmp_path, "ct", 29, mvi=True, matrix=96, annotations="seg")
+    (cli,) = json.loads(run_cli_json(["infer", str(twins["enhanced"][1]), "--json"]))["studies"]
+    assert cli["recipe"] == "ct_ap_resnet18" and cli["outcome"] == "ok"
+    assert cli["roi"]["source"] == "seg" and not cli["roi"]["mapped_from_other_series"]
+    # the classic twin in process (one model load), then the report of both: SR and
+    # captures valid, citing (SOP, frame) where the classic twin cites instances
+    engine = Engine(ModelRegistry([DEFAULT_ROOT], pins={"liver_tumor_seg": "none"}), NullClinicalSource())
+    cited = {}
+    for kind, (_e, folder) in twins.items():
+        (exam,) = select_path(folder)
+        (res,) = [r for r in engine.run_exam(exam) if r.recipe == "ct_ap_resnet18"]
+        assert abs(res.probability - cli["probability"]) < 1e-4, kind  # the same probability as the CLI's
+        sr, *captures = build_results(res, exam, 2)
+        assert [c.Modality for c in captures] == ["OT", "OT"]
+        for i, ds in enumerate([sr, *captures]):
+            path = tmp_path / f"{kind}-{i}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            assert dciodvfy_errors(path) == [], (kind, i)
+        numbers = {str(d.SOPInstanceUID): int(d.InstanceNumber) for u in exam.units for d in u.datasets
+                   if frame_number(d) is None and "InstanceNumber" in d}
+        refs = _sr_images(sr)
+        sources = [c.SourceImageSequence[0] for c in captures]
+        if kind == "classic":
+            cited[kind] = (sorted(numbers[s] for s, _f in refs), sorted(numbers[str(s.ReferencedSOPInstanceUID)]
+                                                                         for s in sources))
+        else:
+            assert len({s for s, _f in refs}) == 1 and all(f is not None for _s, f in refs)
+            assert all("ReferencedFrameNumber" in s for s in sources)
+            assert len({str(c.SOPInstanceUID) for c in captures}) == len(captures)
+            cited[kind] = (sorted(int(f) for _s, f in refs), sorted(int(s.ReferencedFrameNumber) for s in sources))
+    assert cited["enhanced"] == cited["classic"]  # frame k cited where the classic SR cites instance k
+
+
+def test_an_enhanced_mr_exam_sent_over_dicom_is_staged_and_selected(node, tmp_path, mr_multiphase):
+    import httpx
+
+    classic_entry, classic = mr_multiphase["classic"]
+    _entry, enhanced = mr_multiphase["enhanced"]
+    n = node(quiet=1.0, env={"MVI_MODELS__PINS": json.dumps({"liver_tumor_seg": "none"})})
+    sent = storescu(n.port, enhanced, extra=["-R"])
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not [j for j in n.status_jobs() if j["state"] in ("done", "failed")]:
+        time.sleep(0.25)
+    (job,) = [j for j in n.status_jobs() if j["kind"] == "study"]
+    assert job["state"] == "done", job
+    assert n.status()["instances"] == len(_files(enhanced))  # every instance staged
+    detail = httpx.get(f"http://127.0.0.1:{n.admin_port}/jobs/{job['id']}", timeout=10).json()
+    (study,) = detail["result"]["selection"]["studies"]
+    roles = {s["series_instance_uid"]: s["role"] for s in study["series"]}
+    assert roles == {uid: u.role for uid, u in _units(classic).items()}
+    assert roles[next(u for u in roles if u.endswith("#2"))] == "mr_arterial"
