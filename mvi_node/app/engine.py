@@ -36,14 +36,17 @@ def build_engine(settings: Settings) -> Engine | None:
     if not registry.models:
         log.warning("no model installed under %s: study jobs stop after selection", ", ".join(map(str, roots)))
         return None
-    engine = Engine(registry, clinical_source(settings), providers=settings.models.providers)
-    device = "cuda" if engine.providers[0] == "CUDAExecutionProvider" else "cpu"
+    engine = Engine(registry, clinical_source(settings), providers=settings.models.providers,
+                    precision=settings.inference.precision)
+    device = engine.device
     for recipe in registry.models:
         model = registry.get(recipe)
         if model is None:
             continue
-        for variant in model.variants.values():
-            MODEL_INFO.labels(recipe=recipe, version=model.version, sha256=variant.sha256).set(1)
+        for name, variant in model.variants.items():
+            # the graph that will run (a reduced-precision copy when one passed its check)
+            served = engine.identity(recipe, name)["sha256"] if variant.kind == "onnx" else variant.sha256
+            MODEL_INFO.labels(recipe=recipe, version=model.version, sha256=served).set(1)
         INFERENCE_DEVICE.labels(recipe=recipe, device=device).set(1)
         log.info("serving %s %s on %s (%s)", recipe, model.version, device, ", ".join(engine.providers))
     if device == "cuda":

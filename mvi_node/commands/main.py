@@ -16,7 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = ("mvi_node.commands.select", "mvi_node.comman
                                      "mvi_node.commands.infer", "mvi_node.commands.demo",
                                      "mvi_node.commands.cohort", "mvi_node.commands.evaluate", "mvi_node.commands.calibrate",
                                      "mvi_node.commands.segment", "mvi_node.commands.jobs",
-                                     "mvi_node.commands.replay")
+                                     "mvi_node.commands.quantize", "mvi_node.commands.replay")
 
 
 def _settings_from(args: argparse.Namespace, extra: dict[str, Any] | None = None):

@@ -175,7 +175,8 @@ class ModelSettings(_Section):
     #: serve a given version of a recipe instead of the highest: ``{ct_ap_resnet18 = "1.0.0"}``
     pins: dict[str, str] = Field(default_factory=dict)
     #: ONNX Runtime providers in order of preference; those not present are skipped
-    providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    providers: list[str] = Field(default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                                         "CPUExecutionProvider"])
     #: Grad-CAM secondary captures per exam (the most suspicious slices)
     secondary_captures: int = Field(default=3, ge=0, le=20)
 
@@ -186,6 +187,13 @@ class ModelSettings(_Section):
             if not Path(d).is_dir():
                 raise ValueError(f"model directory not found: {d}")
         return values
+
+
+class InferenceSettings(_Section):
+    #: numeric precision of the served graphs: "auto" = the fastest reduced-precision copy
+    #: whose accuracy check passed (its manifest says), else fp32; or pinned. A pinned copy
+    #: that a model does not ship, or whose check failed, is not served: fp32 is.
+    precision: Literal["auto", "fp32", "int8", "fp16", "bf16"] = "auto"
 
 
 class ClinicalSettings(_Section):
@@ -297,6 +305,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     select: SelectSettings = Field(default_factory=SelectSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
     clinical: ClinicalSettings = Field(default_factory=ClinicalSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)

@@ -5,8 +5,10 @@ verified model folder for it is installed (:mod:`mvi_node.infer.registry`). For 
 exam the engine offers it to the served recipes that read the exam's modality; each
 one says whether the selected series qualify, prepares its inputs and predicts with a
 :class:`ModelRunner` over its ONNX sessions (created lazily, kept across jobs) or its
-classical arrays. Providers are tried in the configured order (default CUDA, then CPU)
-among those the installed onnxruntime offers.
+classical arrays. Providers are tried in the configured order (default TensorRT, CUDA,
+then CPU) among those the installed onnxruntime offers; each variant runs in the
+precision :func:`mvi_node.infer.precision.choose_precision` picks (the fastest copy whose
+accuracy check passed, or the site's pin, else fp32) and its identity names that graph.
 
 What gets reported: one result per recipe that evaluated the exam; when none did, one
 result that says why, per candidate recipe.
@@ -28,6 +30,8 @@ from mvi_node.concepts import Code, procedure_for
 from mvi_node.infer.calibration import Calibration
 from mvi_node.infer.catalog import RecipeCatalog
 from mvi_node.infer.manifest import ModelInfo
+from mvi_node.infer.precision import (AUTO, DEFAULT_PROVIDERS, choose_precision, device_of, pick_providers,
+                                      provider_options, run_bound)
 from mvi_node.infer.recipe import (FAILED, NO_SERIES, OK, Endpoint, ExamInputs, NotEvaluated, Prediction, Recipe)
 from mvi_node.infer.registry import ModelRegistry
 from mvi_node.infer.segmentation import SegmentationRecipe, SegmentationService
@@ -35,17 +39,7 @@ from mvi_node.roi.automatic import AUTOMATIC
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 NO_RECIPE = "no recipe for this exam"
-
-
-def pick_providers(preferred: Sequence[str] = DEFAULT_PROVIDERS) -> list[str]:
-    """``preferred`` filtered by what this onnxruntime build offers; CPU always last resort."""
-    import onnxruntime as ort
-
-    available = set(ort.get_available_providers())
-    chosen = [p for p in preferred if p in available]
-    return chosen or ["CPUExecutionProvider"]
 
 
 @dataclass(frozen=True)
@@ -160,8 +154,9 @@ class RecipeResult:
 class _Runner:
     """:class:`mvi_node.infer.recipe.ModelRunner` over one model folder."""
 
-    def __init__(self, engine: "Engine", model: ModelInfo) -> None:
-        self.engine, self.model = engine, model
+    def __init__(self, engine: "Engine", model: ModelInfo, precision: str | None = None) -> None:
+        #: ``precision`` forces one (the accuracy check); None: the engine's choice per variant
+        self.engine, self.model, self.precision = engine, model, precision
 
     @property
     def variants(self):
@@ -172,16 +167,17 @@ class _Runner:
 
     def run(self, variant: str, feeds: Mapping[str, np.ndarray], outputs: Sequence[str],
             batched: Sequence[str] = ()) -> list[np.ndarray]:
-        sess = self.engine.session(self.model, variant)
+        sess = self.engine.session(self.model, variant, self.precision)
         feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+        run = self.engine.runner_of(sess)
         if not batched:
-            return list(sess.run(list(outputs), feeds))
+            return run(list(outputs), feeds)
         n = len(feeds[batched[0]])
         step = self.engine.batch_size
         parts: list[list[np.ndarray]] = []
         for i in range(0, n, step):
             chunk = {k: (v[i:i + step] if k in batched else v) for k, v in feeds.items()}
-            parts.append(sess.run(list(outputs), chunk))
+            parts.append(run(list(outputs), chunk))
         return [np.concatenate([p[j] for p in parts]) for j in range(len(outputs))]
 
     def arrays(self, variant: str) -> Mapping[str, np.ndarray]:
@@ -193,10 +189,15 @@ class Engine:
 
     def __init__(self, registry: ModelRegistry, clinical: ClinicalSource | None = None,
                  providers: Sequence[str] = DEFAULT_PROVIDERS, batch_size: int = 64, threads: int = 0,
-                 recipes: RecipeCatalog | None = None) -> None:
+                 recipes: RecipeCatalog | None = None, precision: str = AUTO) -> None:
         self.registry = registry
         self.clinical = clinical or NullClinicalSource()
         self.providers = pick_providers(providers)
+        #: "cuda" when a GPU provider leads: runs go through IO binding
+        self.device = device_of(self.providers)
+        #: the site's precision: "auto" (fastest that passed its accuracy check) or a pin
+        self.precision = precision
+        choose_precision(None, precision)  # an unknown value fails here, not at the first exam
         self.batch_size = batch_size
         self.threads = threads
         self.catalog = recipes if recipes is not None else RecipeCatalog.discover()
@@ -210,28 +211,49 @@ class Engine:
         self.segmentation = SegmentationService(
             [(r, registry.get(r.name)) for r in served if isinstance(r, SegmentationRecipe)],
             lambda model: _Runner(self, model), self.identity)
-        self._sessions: dict[tuple[Path, str], Any] = {}
+        self._sessions: dict[tuple[Path, str, str], Any] = {}
+        self._precisions: dict[tuple[Path, str], str] = {}
         self._lock = threading.Lock()
 
-    def session(self, model: ModelInfo, variant: str):
+    def precision_for(self, model: ModelInfo, variant: str) -> str:
+        """The precision ``variant`` of ``model`` is served in (logged once, with why)."""
+        key = (model.folder, variant)
+        if key not in self._precisions:
+            chosen, why = choose_precision(model.variants[variant], self.precision, self.providers[0])
+            self._precisions[key] = chosen
+            log.info("%s %s %s: %s", model.recipe, model.version, variant, why)
+        return self._precisions[key]
+
+    def session(self, model: ModelInfo, variant: str, precision: str | None = None):
         import onnxruntime as ort
 
-        key = (model.folder, variant)
+        precision = precision or self.precision_for(model, variant)
+        key = (model.folder, variant, precision)
         with self._lock:
             if key not in self._sessions:
                 opts = ort.SessionOptions()
                 if self.threads:
                     opts.intra_op_num_threads = self.threads
-                self._sessions[key] = ort.InferenceSession(str(model.variants[variant].path), opts,
-                                                           providers=self.providers)
+                path, _digest = model.variants[variant].file_for(precision)
+                self._sessions[key] = ort.InferenceSession(
+                    str(path), opts, providers=self.providers,
+                    provider_options=provider_options(self.providers, precision))
             return self._sessions[key]
+
+    def runner_of(self, sess):
+        """``run(outputs, feeds) -> list``: IO binding on a GPU, a plain run on the CPU."""
+        if self.device == "cpu":
+            return lambda outputs, feeds: list(sess.run(outputs, feeds))
+        return lambda outputs, feeds: run_bound(sess, feeds, outputs, self.device)
 
     def identity(self, recipe: str, variant: str | None = None) -> dict[str, Any]:
         """Which model would have run: reported even when it could not."""
         model = self.registry.get(recipe)
         if model is None:
             return {}
-        return model.identity(variant if variant in model.variants else next(iter(model.variants)))
+        variant = variant if variant in model.variants else next(iter(model.variants))
+        return model.identity(variant, self.precision_for(model, variant) if model.variants[variant].kind == "onnx"
+                              else "fp32")
 
     def run_exam(self, exam) -> list[RecipeResult]:
         """Every candidate recipe's result for an exam (``mvi_node.select`` Exam)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,9 @@ from mvi_node.infer.calibration import Calibration
 REQUIRED = ("recipe", "version", "intended_use", "training_data", "variants")
 VARIANT_REQUIRED = ("file", "sha256", "threshold", "inputs", "outputs")
 ARRAYS_REQUIRED = ("file", "sha256", "threshold")
+PRECISION_REQUIRED = ("file", "sha256", "check")
+#: the numeric precisions a graph may be served in; fp32 is the variant's own file
+PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 
 
 class ManifestError(ValueError):
@@ -39,6 +42,22 @@ def sha256_file(path: Path | str) -> str:
 
 
 @dataclass(frozen=True)
+class Precision:
+    """A reduced-precision copy of a variant's graph (same inputs and outputs) and the
+    accuracy check that decides whether it may be served (``check.passed``)."""
+
+    name: str
+    path: Path
+    sha256: str
+    check: dict[str, Any]
+    info: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return self.check.get("passed") is True
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     path: Path
@@ -49,6 +68,15 @@ class Variant:
     metrics: dict[str, Any]
     #: probability calibration applied when serving (None: the graph's own probabilities)
     calibration: Calibration | None = None
+    #: quantised / reduced-precision copies of this graph (``[variants.X.precisions.P]``)
+    precisions: dict[str, "Precision"] = field(default_factory=dict)
+
+    def file_for(self, precision: str) -> tuple[Path, str]:
+        """(path, sha256) of the graph served in ``precision`` ("fp32": the variant's own)."""
+        if precision == "fp32":
+            return self.path, self.sha256
+        p = self.precisions[precision]
+        return p.path, p.sha256
 
     @property
     def needs_clinical(self) -> bool:
@@ -78,11 +106,14 @@ class ModelInfo:
     variants: dict[str, Variant]
     raw: dict[str, Any]
 
-    def identity(self, variant: str) -> dict[str, Any]:
-        """What every output carries: which model made it and what it is for."""
+    def identity(self, variant: str, precision: str = "fp32") -> dict[str, Any]:
+        """What every output carries: which model made it and what it is for; ``sha256``
+        is the graph that ran (the ``precision`` copy when not fp32)."""
         v = self.variants[variant]
+        _path, digest = v.file_for(precision)
         ident = {"recipe": self.recipe, "model_version": self.version, "variant": variant,
-                 "sha256": v.sha256, "intended_use": self.intended_use, "training_data": self.training_data}
+                 "sha256": digest, "precision": precision, "intended_use": self.intended_use,
+                 "training_data": self.training_data}
         if v.calibration is not None:
             ident["calibration"] = v.calibration.describe()
             ident["calibration_digest"] = v.calibration.digest
@@ -163,10 +194,40 @@ def load_model(folder: Path | str, check_graph: bool = True) -> ModelInfo:
             calibration = Calibration.from_manifest(v.get("calibration"), where)
         except ValueError as exc:
             raise ManifestError(str(exc)) from exc
+        precisions = _precisions(folder, where, v.get("precisions", {}), inputs, outputs,
+                                 check_graph and not arrays)
         variants[name] = Variant(name, path, digest, float(v["threshold"]), inputs, outputs, dict(v.get("metrics", {})),
-                                 calibration)
+                                 calibration, precisions)
     return ModelInfo(str(raw["recipe"]), str(raw["version"]), folder, str(raw["intended_use"]),
                      str(raw["training_data"]), variants, raw)
+
+
+def _precisions(folder: Path, where: str, tables: dict[str, Any], inputs: dict[str, list],
+                outputs: dict[str, list], check_graph: bool) -> dict[str, Precision]:
+    """``[variants.X.precisions.P]``: each file verified like the variant's own (sha256,
+    and the same input and output names and ranks: a quantised graph is a drop-in)."""
+    out = {}
+    for name, t in tables.items():
+        at = f"{where} precision {name}"
+        if name not in PRECISIONS or name == "fp32":
+            raise ManifestError(f"{at}: precision must be one of {list(PRECISIONS[1:])}")
+        miss = [k for k in PRECISION_REQUIRED if k not in t]
+        if miss:
+            raise ManifestError(f"{at}: missing keys {miss}")
+        path = folder / t["file"]
+        if not path.is_file():
+            raise ManifestError(f"{at}: file {t['file']} not found")
+        digest = sha256_file(path)
+        if digest != t["sha256"]:
+            raise ManifestError(f"{at}: sha256 of {t['file']} is {digest}, manifest says {t['sha256']}")
+        if check_graph:
+            g_in, g_out = _graph_io(path)
+            for label, declared, actual in (("inputs", inputs, g_in), ("outputs", outputs, g_out)):
+                if set(declared) != set(actual) or any(len(declared[n]) != len(actual[n]) for n in declared):
+                    raise ManifestError(f"{at}: {label} {sorted(actual)} differ from the fp32 graph's {sorted(declared)}")
+        info = {k: v for k, v in t.items() if k not in ("file", "sha256", "check")}
+        out[name] = Precision(name, path, digest, dict(t["check"]), info)
+    return out
 
 
 def _check_arrays(path: Path, where: str) -> None:

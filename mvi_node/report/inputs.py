@@ -37,6 +37,8 @@ class ModelIdentity:
     manufacturer: str = MANUFACTURER
     device_uid: str = ""
     variant: str = ""
+    #: numeric precision of the graph that ran (its sha256 above); "" or "fp32": the exported graph
+    precision: str = ""
     #: how the probabilities were calibrated, in words ("" : the graph's own probabilities)
     calibration: str = ""
     calibration_digest: str = ""
@@ -51,6 +53,11 @@ class ModelIdentity:
         return self.sha256 + (f"+cal:{self.calibration_digest}" if self.calibration_digest else "")
 
     @property
+    def reduced_precision(self) -> str:
+        """The precision when it is not the exported fp32 graph's, else ""."""
+        return self.precision if self.precision not in ("", "fp32") else ""
+
+    @property
     def label(self) -> str:
         return f"{self.name or self.recipe} {self.version}".strip()
 
@@ -58,7 +65,8 @@ class ModelIdentity:
     def software_versions(self) -> list[str]:
         from mvi_node import __version__
 
-        model = f"{self.recipe} {self.version}" + (f" ({self.variant})" if self.variant else "")
+        shown = ", ".join(x for x in (self.variant, self.reduced_precision) if x)
+        model = f"{self.recipe} {self.version}" + (f" ({shown})" if shown else "")
         return [f"mvi-node {__version__}", model.strip() or "no model"]
 
 

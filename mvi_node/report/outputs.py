@@ -36,6 +36,7 @@ def model_identity(model: dict[str, Any]) -> ModelIdentity:
         training_data=training,
         synthetic="synthetic" in (training + " " + intended).lower(),
         variant=str(model.get("variant", "")),
+        precision=str(model.get("precision", "") or ""),
         calibration=str(model.get("calibration", "") or ""),
         calibration_digest=str(model.get("calibration_digest", "") or ""),
     )

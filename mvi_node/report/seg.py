@@ -65,7 +65,9 @@ def _algorithm(model: dict[str, Any]) -> hd.AlgorithmIdentificationSequence:
     return hd.AlgorithmIdentificationSequence(
         name=str(model.get("recipe") or "segmentation")[:64], family=codes.cid7162.ArtificialIntelligence,
         version=str(model.get("model_version") or "0")[:64], source=MANUFACTURER,
-        parameters={"sha256": str(model.get("sha256") or "none"), "variant": str(model.get("variant") or "")},
+        parameters={"sha256": str(model.get("sha256") or "none"), "variant": str(model.get("variant") or ""),
+                    **({"precision": str(model["precision"])} if model.get("precision") not in (None, "", "fp32")
+                       else {})},
     )
 
 

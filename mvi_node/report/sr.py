@@ -71,6 +71,8 @@ def _algorithm(model: ModelIdentity, threshold: float | None) -> AlgorithmIdenti
     params = [f"sha256={model.sha256 or 'none'}"]
     if model.variant:
         params.append(f"variant={model.variant}")
+    if model.reduced_precision:  # the quantised graph that ran (the sha256 above is its own)
+        params.append(f"precision={model.reduced_precision}")
     if threshold is not None:
         params.append(f"threshold={threshold:.4f}")
     if model.calibration_digest:

@@ -1,0 +1,213 @@
+"""Reduced-precision copies of a served graph: static int8 (QDQ) and fp16. Recipe-neutral.
+
+- :class:`FeedRecorder`: a :class:`~mvi_node.infer.recipe.ModelRunner` that passes every
+  run through and keeps the feeds, so calibration tensors are exactly what a recipe's
+  serving path gives its graph (crops of synthetic exams, sliding-window tiles), for
+  any recipe, without knowing its insides;
+- :func:`quantize_int8`: ONNX Runtime's static quantisation (``quantize_static``), QDQ
+  format, per-channel signed int8 weights, unsigned int8 activations (the u8 x s8 pair
+  MLAS runs with AVX-512 VNNI / AMX on x86), MinMax ranges from the recorded feeds;
+- :func:`convert_fp16`: every float initialiser and op in fp16, the inputs and outputs
+  kept float32 so the copy is a drop-in (``onnxruntime.transformers.float16``);
+- :func:`seconds_per_run`: median latency of a graph on given feeds, CPU provider.
+
+bf16 is not offered: ONNX ``Conv`` takes bfloat16 only from opset 22 and ONNX Runtime's
+CPU provider has no bfloat16 kernels for Conv, Relu, Add or MatMul (checked with 1.32),
+so a bf16 graph of these models would not load here. Needs the ``onnx`` package (the
+``train`` extra); serving does not.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+#: how the int8 copies are made, for the manifest
+INT8_METHOD = ("onnxruntime.quantization.quantize_static, QDQ, per-channel symmetric int8 weights (QInt8), "
+               "asymmetric uint8 activations (QUInt8), MinMax calibration")
+FP16_METHOD = "onnxruntime.transformers.float16.convert_float_to_float16, float32 inputs and outputs kept"
+
+
+class FeedRecorder:
+    """A ModelRunner over another that keeps up to ``limit`` samples (first-axis rows of
+    the batched feeds) per variant: calibration data from the serving path itself."""
+
+    def __init__(self, runner: Any, limit: int = 256) -> None:
+        self.runner, self.limit = runner, limit
+        self.feeds: dict[str, list[dict[str, np.ndarray]]] = {}
+        self.samples: dict[str, int] = {}
+
+    @property
+    def variants(self):
+        return self.runner.variants
+
+    def threshold(self, variant: str) -> float:
+        return self.runner.threshold(variant)
+
+    def arrays(self, variant: str):
+        return self.runner.arrays(variant)
+
+    def calibrate(self, variant: str, p: float) -> float:
+        return self.runner.calibrate(variant, p)
+
+    def run(self, variant: str, feeds: Mapping[str, np.ndarray], outputs: Sequence[str],
+            batched: Sequence[str] = ()) -> list[np.ndarray]:
+        room = self.limit - self.samples.get(variant, 0)
+        if room > 0:
+            first = next(iter(feeds.values()))
+            n = len(first) if batched else 1
+            take = min(n, room)
+            kept = {k: np.array(v[:take] if batched and k in batched else v, np.float32) for k, v in feeds.items()}
+            self.feeds.setdefault(variant, []).append(kept)
+            self.samples[variant] = self.samples.get(variant, 0) + take
+        return self.runner.run(variant, feeds, outputs, batched)
+
+
+def batches(feeds: Iterable[Mapping[str, np.ndarray]], size: int) -> list[dict[str, np.ndarray]]:
+    """Recorded feeds regrouped into batches of at most ``size`` along the first axis
+    (same-shaped inputs only are concatenated; sliding-window tiles stay one per batch)."""
+    out: list[dict[str, np.ndarray]] = []
+    pending: list[Mapping[str, np.ndarray]] = []
+
+    def flush() -> None:
+        if pending:
+            out.append({k: np.concatenate([p[k] for p in pending]) for k in pending[0]})
+            pending.clear()
+
+    for f in feeds:
+        shapes = {k: v.shape[1:] for k, v in f.items()}
+        if pending and ({k: v.shape[1:] for k, v in pending[0].items()} != shapes
+                        or sum(len(next(iter(p.values()))) for p in pending) + len(next(iter(f.values()))) > size):
+            flush()
+        pending.append(f)
+    flush()
+    return out
+
+
+class _Reader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over recorded feed batches."""
+
+    def __init__(self, feeds: Sequence[Mapping[str, np.ndarray]]) -> None:
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+def head_nodes(graph: Any, compute: Sequence[str] = ("Conv", "ConvTranspose", "MatMul")) -> list[str]:
+    """Names of the nodes after the last heavy op: nothing of ``compute`` runs downstream.
+
+    That head (the last residual add, pooling, the classifier, the in-graph Grad-CAM,
+    a softmax) costs little and is where a few channels' ranges decide the outputs: a
+    Grad-CAM map is a signed sum of 512 feature maps, whose uint8 rounding errors do not
+    cancel. It stays float; the convolutions before it run in int8."""
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    feeds_compute: dict[str, bool] = {}
+
+    def reaches(node: Any) -> bool:
+        if node.name in feeds_compute:
+            return feeds_compute[node.name]
+        feeds_compute[node.name] = False  # cycles cannot happen in ONNX; this guards revisits
+        found = any(c.op_type in compute or reaches(c) for o in node.output for c in consumers.get(o, []))
+        feeds_compute[node.name] = found
+        return found
+
+    return [n.name for n in graph.node if n.op_type not in compute and not reaches(n)]
+
+
+def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str, np.ndarray]],
+                  exclude_ops: Sequence[str] = (), float_head: bool = True) -> Path:
+    """Static int8 QDQ copy of ``src`` calibrated on ``feeds`` (dicts input name -> array).
+
+    The graph is first pre-processed (``quant_pre_process``: shape inference and the
+    fusions quantisation needs); ``exclude_ops`` keeps ops of those types in float, and
+    ``float_head`` the nodes after the last convolution (:func:`head_nodes`)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not feeds:
+        raise ValueError("no calibration data: the cohort gave the graph no inputs")
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        graph = onnx.load(str(pre)).graph
+        nodes = [n.name for n in graph.node if n.op_type in set(exclude_ops)]
+        if float_head:
+            nodes += head_nodes(graph)
+        quantize_static(str(pre), str(dst), _Reader(list(feeds)), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=nodes,
+                        # (MinMax keeps only per-batch ReduceMin/ReduceMax outputs: memory is flat
+                        # with many batches; its CalibMaxIntermediateOutputs drops data, not used)
+                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    return dst
+
+
+def convert_fp16(src: Path | str, dst: Path | str) -> Path:
+    """fp16 copy of ``src`` with float32 inputs and outputs (a drop-in for the fp32 graph)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+    return Path(dst)
+
+
+def session(path: Path | str, threads: int = 0, config: Mapping[str, str] | None = None):
+    """A CPU session on ``path`` (``config``: session config entries)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    for k, v in (config or {}).items():
+        opts.add_session_config_entry(k, v)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def seconds_per_run(path: Path | str, feed: Mapping[str, np.ndarray], reps: int = 5, threads: int = 0) -> float:
+    """Median wall seconds of one run of ``path`` on ``feed`` (after one warm-up)."""
+    sess = session(path, threads)
+    sess.run(None, dict(feed))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        sess.run(None, dict(feed))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def op_counts(path: Path | str) -> dict[str, int]:
+    """Node count per op type (what quantisation changed)."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for n in onnx.load(str(path)).graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def describe_versions() -> dict[str, Any]:
+    import onnx
+    import onnxruntime as ort
+
+    return {"onnxruntime": ort.__version__, "onnx": onnx.__version__}

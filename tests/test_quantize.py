@@ -1,0 +1,262 @@
+"""Reduced-precision serving: provider and precision choice, the accuracy check, fp32 fallback.
+
+A small synthetic cohort runs through the serving path once; the shipped ct_ap_resnet18
+image-only graph gets an int8 copy (calibrated on that cohort's crops), a fp16 copy and
+a deliberately broken int8 copy (weight scales off by 40 %), each in a model folder of
+its own next to the fp32 graph, and the accuracy check and the engine run on them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomli_w
+
+from mvi_node.infer import accuracy
+from mvi_node.infer.precision import choose_precision, device_of, pick_providers, provider_options, run_bound
+from mvi_node.infer.registry import DEFAULT_ROOT
+
+pytest.importorskip("onnx")
+SHIPPED = DEFAULT_ROOT / "ct_ap_resnet18" / "0.2.0"
+VARIANT = "image_only"
+
+
+# --- provider choice (no GPU on this machine: the logic, with the offered lists) ------------
+def test_gpu_providers_are_chosen_when_present_in_the_configured_order():
+    trt, cuda, cpu = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+    assert pick_providers(available=[cpu, cuda, trt, "AzureExecutionProvider"]) == [trt, cuda, cpu]
+    assert pick_providers(available=[cpu, cuda]) == [cuda, cpu]
+    assert pick_providers(available=[cpu, "AzureExecutionProvider"]) == [cpu]
+    assert pick_providers([cuda], available=[cpu, cuda]) == [cuda, cpu]  # CPU always last resort
+    assert pick_providers([cuda, trt], available=[cpu, cuda, trt]) == [cuda, trt, cpu]  # the site's order
+    assert device_of([trt, cuda, cpu]) == "cuda" and device_of([cuda, cpu]) == "cuda" and device_of([cpu]) == "cpu"
+    assert pick_providers() == ["CPUExecutionProvider"]  # what this machine's onnxruntime offers
+    opts = provider_options([trt, cuda, cpu], "int8", "/tmp/trt")
+    assert opts[0]["trt_int8_enable"] and opts[0]["trt_engine_cache_path"] == "/tmp/trt" and opts[1:] == [{}, {}]
+    assert not provider_options([trt], "fp32")[0]["trt_fp16_enable"]
+
+
+class _P:
+    def __init__(self, passed: bool, speedup: float = 2.0) -> None:
+        self.passed, self.check = passed, {"passed": passed, "speedup_vs_fp32": speedup}
+
+
+class _V:
+    def __init__(self, **precisions) -> None:
+        self.precisions = precisions
+
+
+def test_precision_choice_fastest_that_passed_a_pin_or_fp32():
+    cpu, cuda, trt = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+    both = _V(int8=_P(True, 3.4), fp16=_P(True, 1.5))
+    assert choose_precision(both, "auto", cpu)[0] == "int8"
+    assert choose_precision(both, "auto", cuda)[0] == "fp16"  # CUDA's EP runs QDQ int8 as fp32 kernels
+    assert choose_precision(both, "auto", trt)[0] == "int8"
+    assert choose_precision(_V(int8=_P(True, 1.2), fp16=_P(True, 1.9)), "auto", cpu)[0] == "fp16"  # measured
+    assert choose_precision(_V(fp16=_P(True, 0.8)), "auto", cpu)[0] == "fp32"  # slower than fp32 here
+    precision, why = choose_precision(_V(int8=_P(False, 3.4)), "auto", cpu)
+    assert precision == "fp32" and "failed: int8" in why
+    assert choose_precision(_V(), "auto", cpu)[0] == "fp32"
+    assert choose_precision(both, "fp32", cpu)[0] == "fp32"
+    assert choose_precision(both, "fp16", cpu)[0] == "fp16"
+    precision, why = choose_precision(_V(int8=_P(False)), "int8", cpu)
+    assert precision == "fp32" and "check failed" in why
+    assert choose_precision(_V(), "bf16", cpu)[0] == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        choose_precision(both, "int4", cpu)
+
+
+def test_io_binding_run_gives_the_plain_run_outputs():
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(SHIPPED / "model_image_only.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((2, 3, 256, 256), dtype=np.float32)
+    plain = sess.run(["probability", "gradcam"], {"image": x})
+    bound = run_bound(sess, {"image": x}, ["probability", "gradcam"], device="cpu")
+    for a, b in zip(plain, bound):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# --- the check's arithmetic ---------------------------------------------------------------
+def test_check_figures_on_known_predictions():
+    from mvi_node.infer.recipe import Finding, KeySlice, Prediction
+
+    rng = np.random.default_rng(1)
+
+    def pred(p: float, maps: list[np.ndarray]) -> Prediction:
+        slices = tuple(KeySlice(f"1.2.{i}", i, p, None, m) for i, m in enumerate(maps))
+        return Prediction(p, 0.5, p >= 0.5, (Finding("Tumor 1", p, p >= 0.5, key_slices=slices),), "1.2", VARIANT)
+
+    maps = [[rng.random((8, 8)) for _ in range(3)] for _ in range(12)]
+    labels = [i % 2 for i in range(12)]
+    ref = [pred(0.2 + 0.5 * y + 0.01 * i, m) for i, (y, m) in enumerate(zip(labels, maps))]
+    same = accuracy.check_predictions([(y, a, a) for y, a in zip(labels, ref)])
+    assert same["passed"] and same["auc"] == same["auc_fp32"] == 1.0 and same["gradcam_correlation_min"] == 1.0
+    noisy = [pred(a.probability + 0.05, [m + rng.normal(0, 0.3, m.shape) for m in mm]) for a, mm in zip(ref, maps)]
+    bad = accuracy.check_predictions([(y, a, b) for y, a, b in zip(labels, ref, noisy)])
+    assert not bad["passed"] and bad["probability_delta_max"] == pytest.approx(0.05, abs=1e-3)
+    assert any("Grad-CAM" in f for f in bad["failures"]) and any("probability" in f for f in bad["failures"])
+    few = accuracy.check_predictions([(y, a, a) for y, a in zip(labels[:4], ref[:4])])
+    assert not few["passed"] and "need 10" in few["failures"][0]
+    assert accuracy.auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert accuracy.dice(np.ones(4, bool), np.array([1, 1, 0, 0], bool)) == pytest.approx(2 / 3)
+
+
+# --- real graphs over a real cohort --------------------------------------------------------
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """(cohort, engine, recipe, model, prepared exams): 10 synthetic CT exams through the serving path."""
+    from mvi_node.cohort import open_cohort
+    from mvi_node.commands.evaluate import served_engine
+    from mvi_node.commands.quantize import _prepared
+    from mvi_node.synth import generate_ct
+
+    folder = tmp_path_factory.mktemp("qcohort")
+    generate_ct(folder, 10, 300, matrix=128, hard_cases="none", annotations="seg", seg_on="arterial")
+    c = open_cohort(folder)
+    engine, recipe, model = served_engine("ct_ap_resnet18@0.2.0", [DEFAULT_ROOT], providers=["CPUExecutionProvider"])
+    engine.precision = "fp32"
+    prepared = list(_prepared(c, engine, recipe, False, lambda rows: rows))
+    assert len(prepared) == 10
+    labels = [row.labels.get("mvi") for row, _p in prepared]
+    assert 0 < sum(labels) < 10, labels  # the AUC needs both classes
+    return c, engine, recipe, model, prepared
+
+
+@pytest.fixture(scope="module")
+def folders(cohort, tmp_path_factory):
+    """Model folders: int8 (calibrated on the cohort), fp16, broken int8; checks pending."""
+    import onnx
+    from onnx import numpy_helper
+
+    from mvi_node.infer import quantize as q
+    from mvi_node.infer.engine import _Runner
+    from mvi_node.infer.manifest import sha256_file
+
+    _c, engine, recipe, model, prepared = cohort
+    recorder = q.FeedRecorder(_Runner(engine, model), limit=48)
+    for _row, p in prepared:
+        recipe.predict(p, recorder)
+    root = tmp_path_factory.mktemp("qmodels")
+    src = SHIPPED / "model_image_only.onnx"
+    made = {}
+    work = root / "work"
+    work.mkdir()
+    q.quantize_int8(src, work / "int8.onnx", q.batches(recorder.feeds[VARIANT], 16))
+    q.convert_fp16(src, work / "fp16.onnx")
+    broken = onnx.load(str(work / "int8.onnx"))
+    for init in broken.graph.initializer:  # every per-channel weight scale 40 % off
+        if init.name.endswith("_scale") and len(init.dims) == 1 and init.dims[0] > 1:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1.4), init.name))
+    onnx.save(broken, str(work / "broken.onnx"))
+    for name, file, precision in (("int8", "int8.onnx", "int8"), ("fp16", "fp16.onnx", "fp16"),
+                                  ("broken", "broken.onnx", "int8")):
+        folder = root / name / "ct_ap_resnet18" / "9.0.0"
+        folder.mkdir(parents=True)
+        manifest = tomllib.loads((SHIPPED / "manifest.toml").read_text(encoding="utf-8"))
+        manifest["version"] = "9.0.0"
+        for entry in manifest["variants"].values():
+            (folder / entry["file"]).symlink_to(SHIPPED / entry["file"])
+        shutil.copy(work / file, folder / f"model_image_only.{precision}.onnx")
+        manifest["variants"][VARIANT]["precisions"] = {precision: {
+            "file": f"model_image_only.{precision}.onnx", "sha256": sha256_file(folder / f"model_image_only.{precision}.onnx"),
+            "check": {"passed": False, "pending": "not run", "speedup_vs_fp32": 3.0}}}
+        (folder / "manifest.toml").write_text(tomli_w.dumps(manifest), encoding="utf-8")
+        made[name] = (folder, precision)
+    return made
+
+
+_REFERENCE: dict[int, list] = {}
+
+
+def _check(cohort, folder: Path, precision: str) -> dict:
+    """The accuracy check of ``precision`` in ``folder`` over the cohort (fp32 predicted once)."""
+    from mvi_node.commands.quantize import _outcome
+    from mvi_node.infer import load_model
+    from mvi_node.infer.engine import _Runner
+
+    _c, engine, recipe, _model, prepared = cohort
+    new = load_model(folder)
+    if id(cohort) not in _REFERENCE:
+        _REFERENCE[id(cohort)] = [_outcome(recipe, p, _Runner(engine, new, "fp32"), new, {}, VARIANT)
+                                  for _row, p in prepared]
+    pairs = [(row.labels.get("mvi"), a, _outcome(recipe, p, _Runner(engine, new, precision), new, {}, VARIANT))
+             for (row, p), a in zip(prepared, _REFERENCE[id(cohort)])]
+    return accuracy.check_predictions(pairs)
+
+
+def test_the_check_refuses_a_broken_quantised_graph_and_passes_fp16(cohort, folders):
+    broken = _check(cohort, *folders["broken"])
+    assert not broken["passed"], broken
+    assert broken["failures"] and broken["exams"] == 10
+    fp16 = _check(cohort, *folders["fp16"])
+    assert fp16["passed"], fp16
+    assert fp16["probability_delta_max"] < 0.005 and fp16["gradcam_correlation_min"] > 0.99
+    # the honest int8 copy is far closer to fp32 than the broken one
+    int8 = _check(cohort, *folders["int8"])
+    assert int8["probability_delta_max"] < broken["probability_delta_max"]
+    assert int8["gradcam_correlation_mean"] > broken["gradcam_correlation_mean"]
+
+
+def _mark(folder: Path, precision: str, passed: bool) -> None:
+    path = folder / "manifest.toml"
+    m = tomllib.loads(path.read_text(encoding="utf-8"))
+    m["variants"][VARIANT]["precisions"][precision]["check"].update(passed=passed, pending="")
+    path.write_text(tomli_w.dumps(m), encoding="utf-8")
+
+
+def test_node_serves_fp32_when_no_copy_passed_and_the_copy_that_did_with_its_sha256(cohort, folders, tmp_path):
+    from mvi_node.infer import Engine, ModelRegistry
+    from mvi_node.infer.manifest import sha256_file
+    from mvi_node.report.outputs import build_results
+    from mvi_node.select.engine import select_path
+
+    c, _engine, _recipe, _model, _prepared = cohort
+    folder, precision = folders["broken"]
+    _mark(folder, precision, False)
+    pins = {"liver_tumor_seg": "none", "ct_ap_resnet18": "9.0.0"}
+    [exam] = select_path(c.rows[1].path)
+    fp32_sha = sha256_file(SHIPPED / "model_image_only.onnx")
+    engine = Engine(ModelRegistry([folder.parents[1]], pins=pins))
+    [res] = engine.run_exam(exam)
+    assert res.outcome == "ok" and res.prediction.variant == VARIANT
+    assert res.model["precision"] == "fp32" and res.model["sha256"] == fp32_sha
+    sr = build_results(res, exam, 1)[0]
+    assert "precision=" not in str(sr) and fp32_sha in str(sr)
+
+    folder, precision = folders["int8"]
+    _mark(folder, precision, True)
+    engine = Engine(ModelRegistry([folder.parents[1]], pins=pins))
+    [res8] = engine.run_exam(exam)
+    int8_sha = sha256_file(folder / "model_image_only.int8.onnx")
+    assert res8.model["precision"] == "int8" and res8.model["sha256"] == int8_sha != fp32_sha
+    sr8, *captures = build_results(res8, exam, 1)
+    assert "precision=int8" in str(sr8) and int8_sha in str(sr8)
+    assert sr8.SOPInstanceUID != sr.SOPInstanceUID  # another graph is another algorithm: new UIDs
+    assert "image_only, int8" in str(sr8) and captures  # Contributing Equipment: software versions
+    assert res8.probability == pytest.approx(res.probability, abs=0.1)
+    # a site pinning fp32 gets fp32 even though int8 passed
+    pinned = Engine(ModelRegistry([folder.parents[1]], pins=pins), precision="fp32")
+    assert pinned.run_exam(exam)[0].model["sha256"] == fp32_sha
+
+
+def test_a_precision_copy_with_another_sha256_or_other_outputs_is_refused(folders, tmp_path):
+    from mvi_node.infer import ManifestError, load_model
+
+    folder, precision = folders["int8"]
+    copy = tmp_path / "m"
+    shutil.copytree(folder, copy, symlinks=True)
+    m = tomllib.loads((copy / "manifest.toml").read_text(encoding="utf-8"))
+    m["variants"][VARIANT]["precisions"][precision]["sha256"] = "0" * 64
+    (copy / "manifest.toml").write_text(tomli_w.dumps(m), encoding="utf-8")
+    with pytest.raises(ManifestError, match="precision int8: sha256"):
+        load_model(copy)
+    m["variants"][VARIANT]["precisions"][precision].update(
+        file="model.onnx", sha256=tomllib.loads((SHIPPED / "manifest.toml").read_text())["variants"]["clinical"]["sha256"])
+    (copy / "manifest.toml").write_text(tomli_w.dumps(m), encoding="utf-8")
+    with pytest.raises(ManifestError, match="differ from the fp32 graph"):
+        load_model(copy)
