@@ -256,6 +256,11 @@ def test_unusable_series_raise_with_the_role_and_no_patient_data(sim):
     with pytest.raises(MRPreprocessError, match="registration of mr_noise to mr_t1_pre failed its quality check") as err:
         prepare_mr({"mr_t1_pre": good, "mr_noise": unrelated}, "mr_t1_pre", n4=False)
     assert err.value.registration is not None and not err.value.registration.passed
+    # the same image in the reference's frame: geometry trusted as asked, the mismatch said
+    same_frame = datasets_of(noise, frame_uid="1.2.3", study_uid="1.2.4")
+    vols = prepare_mr({"mr_t1_pre": good, "mr_noise": same_frame}, "mr_t1_pre", n4=False)
+    result = vols.registration["mr_noise"]
+    assert not result.performed and result.passed and "below the registration threshold" in result.reason
 
 
 def _stage_count(stage: str) -> float:

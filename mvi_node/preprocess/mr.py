@@ -236,8 +236,13 @@ def prepare_mr(series: Mapping[str, Sequence[Dataset]], reference: str, *, n4: b
                 inside = body & coverage[role]
                 score = reg.nmi(arrays[reference], arrays[role], inside)
                 overlap = float(inside.sum() / max(1, body.sum()))
+                note = f"NMI {score:.3f}"
+                if not score >= reg.MIN_NMI:  # trusted all the same (the caller chose), but said
+                    note += f", below the registration threshold {reg.MIN_NMI:.2f}"
+                    log.warning("mr sequence %s barely matches %s with the scanner geometry (%s)", role, reference,
+                                note, extra={"role": role, "reference": reference})
                 results[role] = RegistrationResult(False, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), score, score, True,
-                                                   f"{why_not[role]} (NMI {score:.3f})", overlap)
+                                                   f"{why_not[role]} ({note})", overlap)
     inputs = {r: {"shape": list(g.shape), "spacing_mm": [round(abs(g.slice_gap), 4), *g.spacing_rc],
                   "orientation": [round(float(v), 6) for v in g.orientation]} for r, g in geos.items()}
     vols = MRVolumes(reference, geos[reference], arrays, percentiles, {r: results[r] for r in roles}, timings,
