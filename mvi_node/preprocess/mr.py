@@ -58,6 +58,8 @@ PREPROCESSING_CONSTANTS: dict = {
     "registration": {
         "transform": "euler3d", "initial": "identity (scanner geometry), centre of the reference",
         "metric": reg.METRIC, "metric_bins": reg.METRIC_BINS, "sampling": f"random {reg.SAMPLING:.0%} in body mask",
+        "sampling_seed": reg.SAMPLING_SEED,
+        "gradient": "image gradient filters" if reg.GRADIENT_FILTERS else "central differences at the samples",
         "optimiser": reg.OPTIMISER, "learning_rate": reg.LEARNING_RATE, "min_step": reg.MIN_STEP,
         "iterations": reg.ITERATIONS, "levels_mm": [2 * reg.FINEST_LEVEL_MM, reg.FINEST_LEVEL_MM],
         "smoothing_voxels": list(reg.SMOOTHING_VOXELS),
