@@ -116,7 +116,10 @@ class RecipeResult:
     @property
     def slice_info(self) -> list[dict[str, Any]]:
         return [{"sop_instance_uid": s.sop_instance_uid, "slice_index": s.slice_index, "probability": s.probability,
-                 "crop_box": dict(s.crop_box) if s.crop_box is not None else None} for s in self.key_slices]
+                 "crop_box": dict(s.crop_box) if s.crop_box is not None else None,
+                 # a frame of an Enhanced multi-frame instance: (SOP, frame) names the image
+                 **({"frame_number": s.frame_number} if getattr(s, "frame_number", None) is not None else {})}
+                for s in self.key_slices]
 
     @property
     def gradcam(self) -> np.ndarray | None:
