@@ -60,7 +60,7 @@ def _redate(folder: Path, date: str) -> None:
 #: the main date window (six exams) and one day of its own for each other test's exams
 MAIN = ("20250101", "20251231")
 OWN_DAYS = {"throttle": "20230301", "kill": "20230401", "cget": "20230501", "dicomweb": "20230601",
-            "folder": "20230701"}
+            "folder": "20230701", "research": "20230801"}
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ class Site:
             f'retrieve = "{how}"\ninstances_per_second = {rate}\nmax_concurrent = 2\n'
             for name, how, rate in (("ARCHIVE", "move", 0), ("ARCHIVE_GET", "get", 0), ("ARCHIVE_SLOW", "move", 20)))
         self.config.write_text(
-            f'[dispatch]\ndestinations = ["ARCHIVE@127.0.0.1:{port}"]\nbackoff_initial_s = 1.0\n'
+            f'[dispatch]\ndestinations = ["ARCHIVE@127.0.0.1:{port}"]\nbackoff_initial_s = 1.0\n[jobs]\nworkers = 2\n'
             f'[replay]\npoll_seconds = 0.2\n' + pacs)
         self.quiet = quiet
         self.node: NodeProcess | None = None
@@ -143,10 +143,29 @@ class Site:
         return subprocess.run([sys.executable, "-m", "mvi_node", "replay", *args, "--config", str(self.config)],
                               capture_output=True, text=True, timeout=timeout, env=env, cwd=self.root)
 
-    def replay(self, *args: str, pacs: str = "ARCHIVE", window: tuple[str, str] = MAIN) -> dict:
-        out = self.cli(*(("--pacs", pacs) if pacs else ()), "--from", window[0], "--to", window[1], "--json", *args)
+    def replay_cli(self, *args: str) -> dict:
+        out = self.cli("--pacs", "ARCHIVE", "--from", MAIN[0], "--to", MAIN[1], "--json", *args)
         assert out.returncode in (0, 1), out.stderr[-3000:]
         return json.loads(out.stdout)
+
+    def replay(self, pacs: str | None = "ARCHIVE", window: tuple[str, str] | None = MAIN, **body) -> dict:
+        """POST /replays (what the CLI does, without its start-up time), then wait for the end."""
+        if pacs:
+            body["pacs"] = pacs
+        if window:
+            body["date_from"], body["date_to"] = window
+        resp = httpx.post(f"{self.api}/replays", json=body, timeout=10)
+        assert resp.status_code == 201, resp.text
+        return self.wait(resp.json()["id"])
+
+    def wait(self, rid: int, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            r = httpx.get(f"{self.api}/replays/{rid}", timeout=10).json()
+            if r["state"] not in ("queued", "querying", "running"):
+                return r
+            assert time.monotonic() < deadline, r["progress"]
+            time.sleep(0.2)
 
     def staged(self, studies: set[str] | None = None) -> dict[str, dict[str, int]]:
         """study -> series -> instances the node holds (of ``studies``, or all)."""
@@ -223,7 +242,7 @@ def test_dry_run_moves_nothing_and_lists_the_plan(site):
 
 
 def test_replays_the_liver_exams_and_skips_the_others_with_reasons(site):
-    r = site.replay()
+    r = site.replay_cli()
     states = _by_state(r)
     assert r["state"] == "done", r
     assert len(states.get("done", [])) == LIVER, [(s["state"], s["reason"]) for s in r["studies"]]
@@ -270,7 +289,7 @@ def test_second_run_skips_all_as_done(site):
 def test_force_redoes_without_new_duplicates(site):
     results_before = site.result_instances()
     jobs_before = len(httpx.get(f"{site.api}/jobs?kind=study", timeout=10).json())
-    r = site.replay("--force")
+    r = site.replay(force=True)
     states = _by_state(r)
     assert len(states.get("done", [])) == LIVER, [(s["state"], s["reason"]) for s in r["studies"]]
     jobs_after = httpx.get(f"{site.api}/jobs?kind=study", timeout=10).json()
@@ -309,24 +328,57 @@ def test_c_get_archive(site):
 
 def test_dicomweb_archive(site):
     day = OWN_DAYS["dicomweb"]
-    out = site.cli("--dicomweb", f"{site.archive.url}/dicom-web", "--from", day, "--to", day, "--json")
-    assert out.returncode == 0, out.stderr[-3000:]
-    _done_exactly_needed(site, json.loads(out.stdout), 1)
+    r = site.replay(pacs=None, window=(day, day), dicomweb=f"{site.archive.url}/dicom-web")
+    _done_exactly_needed(site, r, 1)
 
 
 def test_folder_source(site, exams):
-    out = site.cli("--folder", str(exams / "folder0"), "--json")
-    assert out.returncode == 0, out.stderr[-3000:]
-    r = json.loads(out.stdout)
+    r = site.replay(pacs=None, window=None, folder=str(exams / "folder0"))
     _done_exactly_needed(site, r, 1)
     assert r["query"]["source"] == "folder"
 
 
+@pytest.fixture
+def research_peer():
+    """A research PACS: a pynetdicom storage SCP on loopback that records what it gets."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    got: list[tuple[str, str, str]] = []
+
+    def on_store(event):
+        ds = event.dataset
+        got.append((str(ds.StudyInstanceUID), str(ds.Modality), str(ds.SOPInstanceUID)))
+        return 0x0000
+
+    ae = AE(ae_title="RESEARCH")
+    ae.supported_contexts = AllStoragePresentationContexts
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    yield f"RESEARCH@127.0.0.1:{port}", got
+    server.shutdown()
+
+
+def test_results_go_to_a_research_destination(site, research_peer):
+    dest, got = research_peer
+    day = OWN_DAYS["research"]
+    r = site.replay(pacs="ARCHIVE", window=(day, day), destination=dest)
+    _done_exactly_needed(site, r, 1)
+    study = r["studies"][0]["study_uid"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(m == "SR" for _s, m, _u in got):
+        time.sleep(0.3)
+    assert {(s, m) for s, m, _u in got} >= {(study, "SR"), (study, "OT")}
+    # and not to the configured destination (the archive): no result series in that study
+    time.sleep(2)
+    (orthanc_id,) = httpx.post(f"{site.archive.url}/tools/lookup", content=study, timeout=10).json()
+    series = [site.archive.get(f"/series/{sid}") for sid in site.archive.get(f"/studies/{orthanc_id['ID']}")["Series"]]
+    assert not [x for x in series if x["MainDicomTags"].get("SeriesNumber") in ("9901", "9902")]
+
+
 def test_kill_9_mid_replay_resumes_and_completes(site):
     day = OWN_DAYS["kill"]
-    out = site.cli("--pacs", "ARCHIVE_SLOW", "--from", day, "--to", day, "--detach")
-    assert out.returncode == 0, out.stderr[-2000:]
-    rid = json.loads(out.stdout)["id"]
+    resp = httpx.post(f"{site.api}/replays", json={"pacs": "ARCHIVE_SLOW", "date_from": day, "date_to": day})
+    rid = resp.json()["id"]
     before = sum(sum(v.values()) for v in site.staged().values())
     deadline = time.monotonic() + 30
     while sum(sum(v.values()) for v in site.staged().values()) < before + 20:  # about half of one exam
@@ -336,14 +388,7 @@ def test_kill_9_mid_replay_resumes_and_completes(site):
     middle = sum(sum(v.values()) for v in site.staged().values()) - before
     assert 0 < middle < 2 * NEEDED_PER_EXAM
     site.start_node()
-    deadline = time.monotonic() + 180
-    while True:
-        r = httpx.get(f"{site.api}/replays/{rid}", timeout=10).json()
-        if r["state"] not in ("queued", "querying", "running"):
-            break
-        assert time.monotonic() < deadline, r["progress"]
-        time.sleep(0.5)
-    _done_exactly_needed(site, r, 2)
+    _done_exactly_needed(site, site.wait(rid), 2)
     assert "resumed" in site.node.log_text()
     status = site.cli("status", str(rid))
     assert status.returncode == 0 and "done" in status.stdout

@@ -20,7 +20,7 @@ from mvi_node.dispatch.cstore import CStoreSink
 from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
 from mvi_node.dispatch.sender import echo
 from mvi_node.app.engine import build_engine, model_readiness
-from mvi_node.app.replay import build_replay
+from mvi_node.app.replay import build_replay, research_route
 from mvi_node.app.retention import Retention
 from mvi_node.jobs import open_job_store
 from mvi_node.pipeline import StudyPipeline
@@ -182,6 +182,7 @@ class Node:
             from mvi_node.admin.replays import replay_router
 
             self.orthanc_routers.append(replay_router(self.replay[0], lambda: set(settings.replay.pacs)))
+            handler.route = research_route(self.replay[0], self.jobs, settings)
         self.admin = None
         self._stopped = False
         self._collector: NodeCollector | None = None

@@ -140,6 +140,21 @@ class NodeReplayHooks:
         return path
 
 
+def research_route(store: ReplayStore, jobs: JobStore, settings):
+    """The pipeline's ``route``: a study a replay retrieves for a research destination
+    sends its results there only (C-STORE, with the node's retries and dead letters)."""
+    from mvi_node.config.destination import Destination
+    from mvi_node.dispatch.cstore import CStoreSink
+
+    def route(job):
+        dest = store.destination_for(str(job.payload.get("study_uid", "")))
+        if dest is None:
+            return None
+        return [CStoreSink(jobs, [Destination.parse(dest, tls=settings.dispatch.tls)], settings.dispatch.max_attempts)]
+
+    return route
+
+
 def build_replay(node) -> tuple[ReplayStore, ReplayRunner] | None:
     settings = node.settings
     if not settings.replay.enabled:

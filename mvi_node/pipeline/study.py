@@ -81,6 +81,9 @@ class StudyPipeline:
     sinks: list[ResultSink] = field(default_factory=list)
     #: the version of each result last sent (None: every result is a first version)
     lineage: ResultLineage | None = None
+    #: job -> the sinks for its results instead of ``sinks`` (a replay's research
+    #: destination), or None for the configured ones
+    route: Callable[[Job], list[ResultSink] | None] | None = None
 
     @property
     def needs(self) -> list[RecipeNeeds]:
@@ -145,7 +148,8 @@ class StudyPipeline:
                 sr_uid = str(datasets[0].SOPInstanceUID)
         # dispatch keyed on the content: a changed result is a new delivery even under old UIDs
         result = ResultSet(tuple(files), f"{sr_uid}:{digest[:16]}", study, job.created_at)
-        queued = [j for sink in self.sinks for j in sink.queue(result)]
+        routed = self.route(job) if self.route is not None else None
+        queued = [j for sink in (self.sinks if routed is None else routed) for j in sink.queue(result)]
         if self.lineage is not None:
             self.lineage.record(lineage, SentResult(version, digest, sr_uid, tuple(files), tuple(superseded)))
         out = {"sr": sr_uid, "version": version, "files": [str(f) for f in files],

@@ -194,6 +194,19 @@ class ReplayStore(SqliteDatabase):
                                     (replay_id,)).fetchall()
         return {str(s): int(n) for s, n in rows}
 
+    def destination_for(self, study_uid: str) -> str | None:
+        """The research destination of a running replay that is retrieving or
+        processing ``study_uid`` (its results go there, not to the configured ones)."""
+        rows = self._conn().execute(
+            "SELECT r.request FROM studies s JOIN replays r ON r.id = s.replay_id WHERE s.study_uid = ?"
+            " AND s.state IN (?, ?, ?) AND r.state = ? ORDER BY r.id DESC",
+            (study_uid, RETRIEVING, RETRIEVED, PROCESSING, RUNNING)).fetchall()
+        for (request,) in rows:
+            dest = ReplayRequest.model_validate_json(request).destination
+            if dest:
+                return dest
+        return None
+
     # -- what was processed -----------------------------------------------------------
     def mark_done(self, study_uid: str, models: str, replay_id: int) -> None:
         with self._tx() as db:
