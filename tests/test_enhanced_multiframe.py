@@ -182,6 +182,8 @@ def test_an_enhanced_ct_exam_runs_through_infer_like_its_classic_twin(tmp_path):
     from mvi_node.report.validate import dciodvfy_errors
 
     twins = _twins(tmp_path, "ct", 29, mvi=True, matrix=96, annotations="seg")
+    for path in _files(twins["enhanced"][1]):
+        assert dciodvfy_errors(path) == [], path  # Enhanced CT instances, the SEG citing frames
     (cli,) = json.loads(run_cli_json(["infer", str(twins["enhanced"][1]), "--json"]))["studies"]
     assert cli["recipe"] == "ct_ap_resnet18" and cli["outcome"] == "ok"
     assert cli["roi"]["source"] == "seg" and not cli["roi"]["mapped_from_other_series"]
@@ -233,3 +235,61 @@ def test_an_enhanced_mr_exam_sent_over_dicom_is_staged_and_selected(node, tmp_pa
     roles = {s["series_instance_uid"]: s["role"] for s in study["series"]}
     assert roles == {uid: u.role for uid, u in _units(classic).items()}
     assert roles[next(u for u in roles if u.endswith("#2"))] == "mr_arterial"
+
+
+def _item(**kw) -> pydicom.Dataset:
+    ds = pydicom.Dataset()
+    for k, v in kw.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def test_legacy_converted_groups_flatten_and_frames_are_read_once(tmp_path):
+    """Legacy Converted Enhanced MR keeps classic attributes in the Unassigned Converted
+    Attributes groups; MR Modifier inversion times, cardiac trigger delay, frame times and
+    temporal positions come through under their classic names; a frame's pixels come from
+    its file, decoded once for all frames."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4.4", generate_uid()
+    ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.Modality = generate_uid(), generate_uid(), "MR"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 4, 5, 2
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.SharedFunctionalGroupsSequence = [_item(
+        PlaneOrientationSequence=[_item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])],
+        PixelMeasuresSequence=[_item(PixelSpacing=[0.8, 0.9], SliceThickness=3.0)],
+        MRModifierSequence=[_item(InversionTimes=[300.0])],
+        UnassignedSharedConvertedAttributesSequence=[_item(RepetitionTime=5.0, ScanningSequence="GR",
+                                                           SequenceName="*fl3d1")])]
+    ds.PerFrameFunctionalGroupsSequence = [_item(
+        PlanePositionSequence=[_item(ImagePositionPatient=[0, 0, 3.0 * k])],
+        FrameContentSequence=[_item(FrameAcquisitionDateTime=f"2025010609{30 + k}00.5", TemporalPositionIndex=k + 1,
+                                    StackID="1", InStackPositionNumber=k + 1)],
+        CardiacSynchronizationSequence=[_item(NominalCardiacTriggerDelayTime=120.0 * k)],
+        MREchoSequence=[_item(EffectiveEchoTime=2.3 * (k + 1))],
+        UnassignedPerFrameConvertedAttributesSequence=[_item(ContentTime=f"0930{k}0")]) for k in range(2)]
+    pixels = np.arange(2 * 4 * 5, dtype=np.uint16).reshape(2, 4, 5)
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    path = tmp_path / "legacy.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    first, second = frame_datasets(header)
+    assert [frame_number(first), frame_number(second)] == [1, 2] and frame_parent(second) is header
+    assert first.SOPInstanceUID == second.SOPInstanceUID == ds.SOPInstanceUID and "NumberOfFrames" not in second
+    assert "PerFrameFunctionalGroupsSequence" not in second and second.filename == str(path)
+    assert [float(v) for v in second.ImagePositionPatient] == [0, 0, 3.0] and float(second.SliceThickness) == 3.0
+    assert float(second.EchoTime) == pytest.approx(4.6) and float(first.EchoTime) == pytest.approx(2.3)
+    assert float(second.RepetitionTime) == 5.0 and second.ScanningSequence == "GR" and second.SequenceName == "*fl3d1"
+    assert float(second.InversionTime) == 300.0 and float(second.TriggerTime) == 120.0
+    assert int(second.TemporalPositionIdentifier) == 2 and second.ContentTime == "093010"
+    assert second.AcquisitionTime == "093100.5" and second.AcquisitionDate == "20250106"
+    assert np.array_equal(frame_pixels(second), pixels[1]) and np.array_equal(frame_pixels(first), pixels[0])
+    assert frame_pixels(first).base is frame_pixels(second).base  # one decode of the file serves both frames
+    assert np.array_equal(frame_pixels(pydicom.dcmread(path)), pixels)  # a dataset with pixels: its own array

@@ -51,6 +51,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.valuerep import DS
 
@@ -144,8 +145,10 @@ def frame_datasets(ds: Dataset) -> list[Dataset]:
         for kw, elem in {**shared, **own}.items():
             view.add(DataElement(elem.tag, elem.VR, elem.value))
         _frame_times(view, own.get("FrameAcquisitionDateTime") or shared.get("FrameAcquisitionDateTime"))
-        if view.get("InversionTimes"):
-            view.InversionTime = DS(float(view.InversionTimes[0]), auto_format=True)
+        times = view.get("InversionTimes")  # FD, one value or several
+        if times is not None and times != "":
+            first = times[0] if isinstance(times, (list, tuple, MultiValue)) else times
+            view.InversionTime = DS(float(first), auto_format=True)
         view.filename = getattr(ds, "filename", None)
         view.frame_number = k + 1
         view.frame_parent = ds

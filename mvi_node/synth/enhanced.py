@@ -60,7 +60,7 @@ def _dt(t: dt.datetime) -> str:
     return da(t) + tm(t)
 
 
-def frame_type(plan: SeriesPlan, ct: bool) -> list[str]:
+def frame_type(plan: SeriesPlan) -> list[str]:
     """Four-valued FrameType/ImageType (PS3.3 C.8.16.1) from the classic ImageType."""
     tokens = [str(t).upper() for t in plan.image_type]
     v1 = tokens[0] if tokens and tokens[0] in ("ORIGINAL", "DERIVED") else "ORIGINAL"
@@ -236,7 +236,7 @@ def enhanced_dataset(ctx: ExamContext, plan: SeriesPlan) -> Dataset:
     sop = derive_uid(plan.uid, "enhanced")
     ds.SOPInstanceUID = sop
     per, tags = _groups(plan)
-    ftype = frame_type(plan, ct)
+    ftype = frame_type(plan)
     n, rows, cols = plan.images.shape
     times = _frame_times(plan, per)
     first = min(times)
