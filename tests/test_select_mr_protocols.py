@@ -305,3 +305,11 @@ def test_select_json_gives_a_reason_for_every_choice_and_refusal(tmp_path, capsy
     assert "10-30 min" in by_desc["t1 20min"]["reason"] or "hepatobiliary" in by_desc["t1 20min"]["reason"]
     assert by_desc["t1 20min"]["role"] == "mr_hepatobiliary" and "1200 s" in by_desc["t1 20min"]["reason"]
     assert study["recipes"] == [] or "mr_t1_pre" in str(study)
+
+
+@pytest.mark.parametrize("name", ["普美显", "钆塞酸二钠", "EOB・プリモビスト", "プリモビスト", "Gadoxetic acid"])
+def test_gadoxetate_names_in_other_languages(name):
+    from mvi_node.select.series import agent_class
+
+    assert agent_class(name) == "hepatobiliary"
+    assert agent_class("钆喷酸葡胺") != "hepatobiliary"  # gadopentetate (Magnevist) is extracellular

@@ -40,7 +40,7 @@ _NON_IMAGE_HINTS = ("SR Storage", "Presentation State", "Segmentation", "RT Stru
 
 # Hepatocyte-specific agent names (gadoxetate); anything else gadolinium-based is
 # extracellular for this purpose (gadobenate's 3-5 % biliary uptake gives no 20 min HBP).
-HEPATOBILIARY_AGENT_RE = re.compile(r"eob|gadoxet|primovist|eovist|gd[- ]?eob", re.I)
+HEPATOBILIARY_AGENT_RE = re.compile(r"eob|gadoxet|primovist|eovist|gd[- ]?eob|普美显|钆塞酸|プリモビスト|ガドキセト", re.I)
 EXTRACELLULAR_AGENT_RE = re.compile(
     r"gado(?!xet|lin)|gd[- ]?(dtpa|dota|bt|hp)|dotarem|clariscan|gadovist|gadavist|magnevist|prohance|"
     r"multihance|omniscan|optimark|elucirem|vueway|artirem|dotagraf|cyclolux",
