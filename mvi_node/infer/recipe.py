@@ -71,8 +71,9 @@ MVI = Endpoint("mvi", MVI_PROBABILITY, INVASION_PRESENT, INVASION_ABSENT, label=
 class ExamInputs:
     """What a recipe may look at for one exam.
 
-    ``series``: the datasets of each required role's winning series (headers at least;
-    pixel data is read from ``ds.filename`` when absent). ``exam``: every dataset of the
+    ``series``: the datasets of each required role's winning series (headers at least:
+    classic images, or frame views of an Enhanced instance; read pixels with
+    ``mvi_node.common.frames.frame_pixels``). ``exam``: every dataset of the
     exam, all its studies (annotations, other phases). ``clinical``: the site's source.
     ``auto_roi``: the automatic ROI of a target series (a served segmentation model, see
     :mod:`mvi_node.infer.segmentation`), None when none is served; :meth:`find_roi` is
