@@ -69,8 +69,8 @@ ROLES = (
 FEATURES = {
     "sop_class": "SOP class name (from SOPClassUID), e.g. 'Segmentation Storage'",
     "is_image": "true for image SOP classes",
-    "instances": "number of instances in the unit",
-    "frames": "number of frames (NumberOfFrames summed)",
+    "instances": "number of images in the unit (instances; each frame of an Enhanced multi-frame instance)",
+    "frames": "number of frames (NumberOfFrames summed; an Enhanced instance counts as its frames)",
     "distinct_positions": "distinct ImagePositionPatient values",
     "orientation": "axial / coronal / sagittal / oblique / unknown (ImageOrientationPatient)",
     "slice_thickness": "SliceThickness, mm",
