@@ -392,3 +392,46 @@ def test_kill_9_mid_replay_resumes_and_completes(site):
     assert "resumed" in site.node.log_text()
     status = site.cli("status", str(rid))
     assert status.returncode == 0 and "done" in status.stdout
+
+
+def test_schedules_fire_and_persist(tmp_path):
+    nowhere = free_port()  # nothing listens: the scheduled replay fails, which shows it ran
+    config = tmp_path / "node.toml"
+    config.write_text(f'[replay.pacs.NIGHTLY]\nae_title = "PACS"\nhost = "127.0.0.1"\nport = {nowhere}\n'
+                      f'timeout_s = 2\n[[replay.schedules]]\nname = "nightly"\ncron = "*/2 * * * * *"\n'
+                      f'window = "last_3_days"\nmodality = ["CT"]\n')
+    node = NodeProcess(tmp_path / "var", free_port(), config=config).start()
+    try:
+        api = f"http://127.0.0.1:{node.admin_port}"
+        deadline = time.monotonic() + 60
+        fired = []
+        while time.monotonic() < deadline and not fired:
+            try:
+                fired = [r for r in httpx.get(f"{api}/replays", timeout=5).json()
+                         if r["query"]["requested_by"] == "schedule:nightly" and r["state"] == "failed"]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert fired, "the schedule did not fire"
+        q = fired[0]["query"]
+        assert q["pacs"] == "NIGHTLY" and q["modality"] == ["CT"]
+        import datetime as dt
+
+        today = dt.date.today()
+        assert q["date_from"] == (today - dt.timedelta(days=3)).strftime("%Y%m%d")
+        assert q["date_to"] == (today - dt.timedelta(days=1)).strftime("%Y%m%d")
+        assert "association rejected or no answer" in fired[0]["error"]
+        out = subprocess.run([sys.executable, "-m", "mvi_node", "replay", "schedules", "--json", "--config",
+                              str(config), "--data-dir", str(tmp_path / "var")],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        (row,) = json.loads(out.stdout)
+        assert row["name"] == "nightly" and row["from_store"] and row["next_run"]
+    finally:
+        node.stop()
+    # the persistent job store outlives the node
+    db = sqlite3.connect(tmp_path / "var" / "replay-schedules.sqlite3")
+    try:
+        assert [r[0] for r in db.execute("SELECT id FROM apscheduler_jobs")] == ["nightly"]
+    finally:
+        db.close()

@@ -181,8 +181,8 @@ class Node:
         if self.replay is not None:
             from mvi_node.admin.replays import replay_router
 
-            self.orthanc_routers.append(replay_router(self.replay[0], lambda: set(settings.replay.pacs)))
-            handler.route = research_route(self.replay[0], self.jobs, settings)
+            self.orthanc_routers.append(replay_router(self.replay.store, lambda: set(settings.replay.pacs)))
+            handler.route = research_route(self.replay.store, self.jobs, settings)
         self.admin = None
         self._stopped = False
         self._collector: NodeCollector | None = None
@@ -248,7 +248,7 @@ class Node:
         if self.catch_up is not None:
             self.catch_up.start()
         if self.replay is not None:
-            self.replay[1].start()
+            self.replay.start()
         log.info(
             "node up: %d listener process(es), quiet period %.1f s, %d temporary files cleared, %d re-indexed",
             count,
@@ -272,7 +272,7 @@ class Node:
         if self.catch_up is not None:
             self.catch_up.stop()
         if self.replay is not None:
-            self.replay[1].stop()
+            self.replay.stop()
         for proc in self.children:
             proc.terminate()
         if self.listener is not None:

@@ -155,9 +155,33 @@ def research_route(store: ReplayStore, jobs: JobStore, settings):
     return route
 
 
-def build_replay(node) -> tuple[ReplayStore, ReplayRunner] | None:
-    settings = node.settings
-    if not settings.replay.enabled:
+class ReplayService:
+    """The replay store, its worker and the schedules, started and stopped with the node."""
+
+    def __init__(self, node) -> None:
+        settings = node.settings
+        self.store = ReplayStore(settings.data_dir / "replays.sqlite3")
+        self.runner = ReplayRunner(self.store, NodeReplayHooks(node), settings.replay)
+        self.scheduler = None
+        if settings.replay.schedules:
+            from mvi_node.replay.schedule import ReplayScheduler
+
+            only = next(iter(settings.replay.pacs)) if len(settings.replay.pacs) == 1 else ""
+            self.scheduler = ReplayScheduler(settings.replay.schedules, settings.data_dir / "replay-schedules.sqlite3",
+                                             only, self.store.create)
+
+    def start(self) -> None:
+        self.runner.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        self.runner.stop()
+
+
+def build_replay(node) -> ReplayService | None:
+    if not node.settings.replay.enabled:
         return None
-    store = ReplayStore(settings.data_dir / "replays.sqlite3")
-    return store, ReplayRunner(store, NodeReplayHooks(node), settings.replay)
+    return ReplayService(node)

@@ -173,7 +173,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     from mvi_node.replay.schedule import next_runs
 
     settings = _settings_from(args)
-    rows = next_runs(settings.replay.schedules)
+    rows = next_runs(settings.replay.schedules, settings.data_dir / "replay-schedules.sqlite3")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -66,6 +66,13 @@ class ScheduleSettings(_Section):
     pacs: str = ""
     name: str = ""
 
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) not in (5, 6):
+            raise ValueError("cron has 5 fields (minute hour day month weekday), or 6 with seconds first")
+        return value
+
     @field_validator("window")
     @classmethod
     def _window(cls, value: str) -> str:
