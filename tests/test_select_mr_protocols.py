@@ -313,3 +313,19 @@ def test_gadoxetate_names_in_other_languages(name):
 
     assert agent_class(name) == "hepatobiliary"
     assert agent_class("钆喷酸葡胺") != "hepatobiliary"  # gadopentetate (Magnevist) is extracellular
+
+
+def test_two_unlabelled_images_at_one_echo_time_are_not_guessed():
+    """Philips-style plain ImageTypes, opaque names: the opposed echo and a water map share
+    TE 1.2 ms; only the in-phase echo (alone at 2.4 ms) is classified, the others are judged
+    by the sequence comparison (no fat suppression: not the dynamic's pre)."""
+    e = Exam(modality="MR")
+    _dixon_set(e, T0 - 150, PLAIN_TYPES, {k: "Series 3" for k in ("water", "fat", "opp", "in")},
+               MagneticFieldStrength=3.0)
+    _dynamic(e, MagneticFieldStrength=3.0)
+    exam = one(select_datasets(e.datasets))
+    dixon = exam.units[:4]
+    assert [u.features["image_kind"] for u in dixon] == ["", "", "", "in_phase"]
+    assert all(u.role == "other" for u in dixon)
+    assert all("fat suppression no vs yes" in u.reason for u in dixon[:3])
+    assert unit_of(exam, "t1 pre").role == "mr_t1_pre"

@@ -12,7 +12,9 @@
    times are a chemical-shift pair. Fat and water precess 3.4 ppm apart (217 Hz at
    1.5 T, 434 Hz at 3 T), so an echo at an odd number of half periods is opposed phase
    (2.3 ms at 1.5 T, 1.15 ms at 3 T) and one at whole periods in phase (4.6 / 2.3 ms).
-   A single echo says nothing: 3 T dynamics often use an opposed-phase TE.
+   A single echo says nothing: 3 T dynamics often use an opposed-phase TE. Nor do two
+   unlabelled images at one echo time (a computed water map carries its first echo's
+   time): those stay unclassified and are judged by the sequence comparison.
 3. SeriesDescription, last: words for water/fat/in/opposed phase/subtraction. A
    description naming a computed map (water, fat, fraction, subtraction) wins over an
    echo time, which only tells which echo the map was computed from.
@@ -159,10 +161,14 @@ def mark_echo_pairs(units: Iterable[Any]) -> None:
         if len(tes) < 2:
             continue
         mhz = larmor_mhz(g[0].ds)
-        for u in g:
-            te = u.features.get("echo_time")
-            if te is None or _decided(u):
-                continue
+        undecided = [u for u in g if u.features.get("echo_time") is not None and not _decided(u)]
+        per_te = {}
+        for u in undecided:
+            per_te.setdefault(u.features["echo_time"], []).append(u)
+        for u in undecided:
+            te = u.features["echo_time"]
+            if len(per_te[te]) > 1:
+                continue  # an unlabelled computed map and the echo itself: which is which is unknown
             if mhz:
                 kind = chemical_shift_phase(te, mhz)
                 how = f"{mhz:.2f} MHz"
