@@ -210,7 +210,8 @@ def kind_features(datasets: list[Dataset]) -> dict[str, Any]:
     kind, basis = kind_from_image_type(ds)
     if not kind:
         kind, basis = kind_from_description(ds)
-    tes = sorted({t for t in (_num(d.get("EchoTime")) for d in datasets) if t is not None})
+    # EffectiveEchoTime: Enhanced MR frames (PS3.3 C.8.13.5.7)
+    tes = sorted({t for t in (_num(d.get("EchoTime", d.get("EffectiveEchoTime"))) for d in datasets) if t is not None})
     return {"image_kind": kind, "image_kind_basis": basis, "echo_times": tes}
 
 

@@ -424,7 +424,10 @@ def mr_sequence(ds: Dataset, b_max: float | None) -> str:
 
 
 def _fat_sat(ds: Dataset) -> bool | None:
-    """Fat suppression from ScanOptions (FS, SFS, SPAIR, CHESS, FAT_SAT...) or ImageType."""
+    """Fat suppression from ScanOptions (FS, SFS, SPAIR, CHESS, FAT_SAT...) or ImageType;
+    Enhanced MR: SpectrallySelectedSuppression (0018,9025) FAT, FAT_AND_WATER, SILICON_AND_FAT."""
+    if "FAT" in str(param(ds, "SpectrallySelectedSuppression") or "").upper():
+        return True
     opts = " ".join(_strs(ds.get("ScanOptions")) + _strs(ds.get("ImageType"))).upper()
     if not opts.strip():
         return None
