@@ -329,3 +329,17 @@ def test_two_unlabelled_images_at_one_echo_time_are_not_guessed():
     assert all(u.role == "other" for u in dixon)
     assert all("fat suppression no vs yes" in u.reason for u in dixon[:3])
     assert unit_of(exam, "t1 pre").role == "mr_t1_pre"
+
+
+@pytest.mark.parametrize("vendor", ["siemens", "canon"])
+def test_enhanced_multiframe_exam_with_dixon_and_subtraction(tmp_path, vendor):
+    """Enhanced MR frames: fat suppression from SpectrallySelectedSuppression, echo times
+    from EffectiveEchoTime; roles and recipe inputs must match the generator's manifest."""
+    from mvi_node.synth.manifest import write_manifest
+    from mvi_node.synth import make_exam
+    from test_select_synth import _check
+
+    entry = make_exam(tmp_path, "mr", 8, 0, vendor=vendor, agent="gd-eob", matrix=32, hard_cases="all",
+                      enhanced_multiframe=True)
+    write_manifest(tmp_path, {"generator": "test"}, [entry])
+    assert _check(tmp_path) > 0
