@@ -90,6 +90,12 @@ def test_frame_views_have_the_classic_geometry_parameters_and_pixels(mr_multipha
         # Enhanced frames carry their own acquisition time: the phase times agree
         fa, fb = a.features.get("acquisition_seconds"), b.features.get("acquisition_seconds")
         assert (fa is None) == (fb is None) and (fa is None or abs(fa - fb) < 0.01), uid
+        # the injection time (Enhanced Contrast/Bolus profile) and so the delay after contrast
+        assert a.features.get("bolus_start_seconds") == b.features.get("bolus_start_seconds"), uid
+        da, db = a.features.get("delay_s"), b.features.get("delay_s")
+        assert (da is None) == (db is None) and (da is None or abs(da - db) < 0.01), uid
+        assert a.features.get("timing_basis") == b.features.get("timing_basis"), uid
+        assert a.features.get("agent_class") == b.features.get("agent_class"), uid
     # a classic image, and any other object, passes through unchanged
     one = classic[images[0]].datasets[0]
     assert frame_datasets(one) == [one] and frame_number(one) is None

@@ -24,11 +24,13 @@ frame, a pydicom Dataset that reads like a classic header:
 - ImageType from the frame's FrameType (MR/CT Image Frame Type);
 - ScanningSequence (GR/SE, plus EP for echo-planar) from EchoPulseSequence and
   EchoPlanarPulseSequence, SequenceName from PulseSequenceName, ScanOptions "FS" from
-  SpectrallySelectedSuppression FAT (MR Pulse Sequence, C.8.13.4): the classic names
-  selection reads.
+  SpectrallySelectedSuppression FAT (MR Pulse Sequence, C.8.13.4), ContrastBolusStartTime
+  and ContrastBolusVolume from the Enhanced Contrast/Bolus module's administration profile
+  (C.7.6.4b): the classic names selection reads.
 
 A view keeps the parent's SOPInstanceUID, SOPClassUID, ``filename`` and ``file_meta``,
-has no NumberOfFrames and no functional groups, and carries two plain Python
+has no NumberOfFrames and no functional groups (the parent's other elements are shared,
+not copied: treat views as read-only), and carries two plain Python
 attributes: ``frame_number`` (1-based, the ReferencedFrameNumber of PS3.3 C.7.6.1.1.3
 that results must cite) and ``frame_parent`` (the instance's header). Read them with
 :func:`frame_number` / :func:`frame_parent`; key images by :func:`image_key`, never by
@@ -195,6 +197,25 @@ def _pulse_names(ds: Dataset) -> dict[str, Any]:
     suppression = str(ds.get("SpectrallySelectedSuppression", "") or "").upper()
     if "ScanOptions" not in ds and suppression:
         out["ScanOptions"] = "FS" if "FAT" in suppression else ""
+    out.update(_contrast_names(ds))
+    return out
+
+
+def _contrast_names(ds: Dataset) -> dict[str, Any]:
+    """Classic ContrastBolusStartTime / ContrastBolusVolume from the first agent's
+    administration profile in the Enhanced Contrast/Bolus module (C.7.6.4b); the agent
+    itself stays named by ContrastBolusAgentSequence's code meaning, as classic readers
+    read it too."""
+    agents = ds.get("ContrastBolusAgentSequence") or []
+    if not agents:
+        return {}
+    agent, out = agents[0], {}
+    profiles = agent.get("ContrastAdministrationProfileSequence") or []
+    profile = profiles[0] if profiles else Dataset()
+    for kw in ("ContrastBolusStartTime", "ContrastBolusVolume"):
+        value = profile.get(kw, agent.get(kw))
+        if kw not in ds and value not in (None, ""):
+            out[kw] = value
     return out
 
 
