@@ -89,6 +89,8 @@ def format_text(report: dict[str, Any]) -> str:
             f"exam patient={study['patient_id'] or '?'} accession={study['accession_number'] or '?'} "
             f"agent={study['agent']} studies={', '.join(study['study_instance_uids'])}"
         )
+        if study.get("dynamic_sequence"):
+            lines.append(f"  dynamic T1 sequence: {study['dynamic_sequence']}")
         for s in study["series"]:
             lines.append(f"  [{s['role']:<17}] {s['modality']:<3} #{s['series_number']} {s['series_description']!r} {s['series_instance_uid']}")
             lines.append(f"      {s['reason']}")
