@@ -299,3 +299,18 @@ def test_legacy_converted_groups_flatten_and_frames_are_read_once(tmp_path):
     assert np.array_equal(frame_pixels(second), pixels[1]) and np.array_equal(frame_pixels(first), pixels[0])
     assert frame_pixels(first).base is frame_pixels(second).base  # one decode of the file serves both frames
     assert np.array_equal(frame_pixels(pydicom.dcmread(path)), pixels)  # a dataset with pixels: its own array
+
+
+def test_frames_of_a_compressed_enhanced_instance_read_the_same(mr_multiphase, tmp_path):
+    """PACS may route an Enhanced instance RLE- (or JPEG-) compressed; frames decode the same."""
+    from pydicom.uid import RLELossless
+
+    path = max(_files(mr_multiphase["enhanced"][1]), key=lambda p: p.stat().st_size)  # the dynamic series
+    ds = pydicom.dcmread(path)
+    ds.compress(RLELossless)
+    ds.save_as(tmp_path / "rle.dcm", enforce_file_format=True)
+    plain = frame_datasets(pydicom.dcmread(path, stop_before_pixels=True))
+    packed = frame_datasets(pydicom.dcmread(tmp_path / "rle.dcm", stop_before_pixels=True))
+    assert len(packed) == len(plain) == int(ds.NumberOfFrames) > 100
+    for k in (0, len(plain) // 2, len(plain) - 1):
+        assert np.array_equal(frame_pixels(packed[k]), frame_pixels(plain[k]))
