@@ -343,3 +343,18 @@ def test_enhanced_multiframe_exam_with_dixon_and_subtraction(tmp_path, vendor):
                       enhanced_multiframe=True)
     write_manifest(tmp_path, {"generator": "test"}, [entry])
     assert _check(tmp_path) > 0
+
+
+@pytest.mark.parametrize("frame_type, kind", [
+    (["ORIGINAL", "PRIMARY", "DIXON", "WATER"], "water"),  # Philips Enhanced mDIXON (dcm2niix #1022)
+    (["ORIGINAL", "PRIMARY", "DIXON", "FAT_FRACTION"], "fat_fraction"),
+    (["DERIVED", "PRIMARY", "VOLUME", "SUBTRACTION"], "subtraction"),  # Enhanced value 4: derived pixel contrast
+    (["ORIGINAL", "PRIMARY", "VOLUME", "NONE"], ""),
+])
+def test_enhanced_frame_type_names_the_map(frame_type, kind):
+    from mvi_node.select.mr_headers import kind_from_image_type
+
+    ds = Dataset()
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "T1", "MIXED"]
+    ds.FrameType = frame_type
+    assert kind_from_image_type(ds)[0] == kind

@@ -4,7 +4,8 @@
 ``in_opposed`` (both echoes in one series) / ``fat_fraction`` / ``subtraction`` / ``""``
 (an ordinary magnitude image). Evidence, strongest first:
 
-1. ImageType (0008,0008) values 3 and on, as vendors write them: Siemens Dixon
+1. ImageType (0008,0008) values 3 and on (then an Enhanced frame's FrameType), as
+   vendors write them: Siemens Dixon
    ``DIXON`` with ``W`` / ``F`` / ``IN_PHASE`` / ``OPP_PHASE``; GE IDEAL / FLEX /
    LAVA-Flex ``WATER`` / ``FAT`` / ``IN PHASE`` / ``OUT PHASE``; ``SUBTRACTION`` /
    ``SUB``; ``FF`` fat fraction.
@@ -73,11 +74,14 @@ def _norm(text: Any) -> str:
 
 
 def kind_from_image_type(ds: Dataset) -> tuple[str, str]:
-    """(kind, basis) from ImageType values 3 and on; ("", "") when they say nothing."""
-    values = [str(v).strip().upper() for v in (ds.get("ImageType") or [])]
-    for v in values[2:]:
-        if v in _TYPE_KINDS:
-            return _TYPE_KINDS[v], f"ImageType {v}"
+    """(kind, basis) from ImageType values 3 and on, then FrameType (0008,9007) of an
+    Enhanced MR frame (Philips Enhanced mDIXON: ImageType ``T1\\MIXED``, FrameType
+    ``DIXON\\WATER`` / ``FAT`` / ``FAT_FRACTION``); ("", "") when they say nothing."""
+    for keyword in ("ImageType", "FrameType"):
+        values = [str(v).strip().upper() for v in (ds.get(keyword) or [])]
+        for v in values[2:]:
+            if v in _TYPE_KINDS:
+                return _TYPE_KINDS[v], f"{keyword} {v}"
     return "", ""
 
 
@@ -182,7 +186,7 @@ def mark_echo_pairs(units: Iterable[Any]) -> None:
 
 def _decided(u) -> bool:
     basis = u.features.get("image_kind_basis", "")
-    if basis.startswith("ImageType") or basis.startswith("EchoTime"):
+    if basis.startswith(("ImageType", "FrameType", "EchoTime")):
         return True
     # a description naming a computed map beats the echo time it was computed from
     return u.features.get("image_kind") in ("water", "fat", "fat_fraction", "subtraction")
