@@ -289,12 +289,18 @@ def test_select_json_gives_a_reason_for_every_choice_and_refusal(tmp_path, capsy
                                             "in": "dixon in"}, MagneticFieldStrength=3.0)
     _dynamic(e, MagneticFieldStrength=3.0, ContrastBolusStartTime=hms(T0 - 30))
     e.series("t1 art SUB", time=T0, **t1_gre(ImageType=["DERIVED", "PRIMARY", "SUBTRACTION"]), **AGENT)
-    for ds in e.datasets:
+    ecf = _late_exam("Dotarem", 1200, trans_delay=120)  # a second exam: extracellular agent, 20 min series
+    for ds in ecf.datasets:
+        ds.PatientID, ds.AccessionNumber = "P2", "A2"
+    for ds in e.datasets + ecf.datasets:
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.save_as(tmp_path / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=False)
     assert main(["select", str(tmp_path), "--json"]) == 0
-    (study,) = json.loads(capsys.readouterr().out)["studies"]
+    study, other = sorted(json.loads(capsys.readouterr().out)["studies"], key=lambda st: st["patient_id"])
+    assert other["agent"] == "extracellular" and all(s["reason"] for s in other["series"])
+    late = max(other["series"], key=lambda s: s["delay_s"] or 0)
+    assert late["role"] != "mr_hepatobiliary" and "not hepatobiliary" in late["reason"]
     assert study["dynamic_sequence"].startswith("TR 4 ms, TE 1.9 ms, flip 12°, fat-suppressed")
     by_desc = {s["series_description"]: s for s in study["series"]}
     assert all(s["reason"] for s in study["series"])
