@@ -60,7 +60,7 @@ def _redate(folder: Path, date: str) -> None:
 #: the main date window (six exams) and one day of its own for each other test's exams
 MAIN = ("20250101", "20251231")
 OWN_DAYS = {"throttle": "20230301", "kill": "20230401", "cget": "20230501", "dicomweb": "20230601",
-            "folder": "20230701", "research": "20230801"}
+            "folder": "20230701", "research": "20230801", "broken": "20230901", "cancel": "20231001"}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,7 @@ class Site:
                                       extra={"Plugins": [DICOMWEB_PLUGIN],
                                              "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
         self.archive.config["DicomAlwaysAllowGet"] = True
+        self.archive.config["MaximumStorageCacheSize"] = 0  # read from disk: a removed file is missed
         self.config = root / "node.toml"
         port = self.archive.dicom_port
         pacs = "".join(
@@ -209,7 +210,7 @@ class Site:
 def site(tmp_path_factory, exams):
     s = Site(tmp_path_factory.mktemp("replay-site")).start()
     for folder in sorted(exams.iterdir()):
-        if not folder.name.startswith("folder"):  # that one is replayed from its folder
+        if not folder.name.startswith("folder") and folder.is_dir():  # that one is replayed from its folder
             _storescu(s.archive.dicom_port, "ARCHIVE", folder)
     yield s
     s.stop()
@@ -375,6 +376,50 @@ def test_results_go_to_a_research_destination(site, research_peer):
     assert not [x for x in series if x["MainDicomTags"].get("SeriesNumber") in ("9901", "9902")]
 
 
+def test_failed_sub_operations_are_retried_then_reported_per_study(site):
+    """An instance the archive lists but cannot read (its file is gone): the series stays
+    incomplete after every retry and the study fails with the counts."""
+    day = OWN_DAYS["broken"]
+    (study,) = httpx.post(f"{site.archive.url}/tools/find", timeout=10,
+                          json={"Level": "Study", "Query": {"StudyDate": day}}).json()
+    victim = None
+    for sid in site.archive.get(f"/studies/{study}")["Series"]:
+        s = site.archive.get(f"/series/{sid}")
+        if "Arterial" in s["MainDicomTags"].get("SeriesDescription", ""):
+            victim = s["Instances"][0]
+    uuid = site.archive.get(f"/instances/{victim}/attachments/dicom/info")["Uuid"]
+    (site.root / "archive" / "storage" / uuid[:2] / uuid[2:4] / uuid).unlink()
+    r = site.replay(pacs="ARCHIVE", window=(day, day))
+    (st,) = r["studies"]
+    assert r["state"] == "done" and st["state"] == "failed", st
+    assert "39 of 40 instances arrived after 3 attempt(s)" in st["reason"], st["reason"]
+    # Orthanc answers the move of an unreadable instance with 0xC000 (others count a failed sub-operation)
+    assert "0xC000 unable to process" in st["reason"] or "failed sub-operation" in st["reason"], st["reason"]
+    # nothing was handed to the pipeline for the incomplete study
+    assert not [j for j in httpx.get(f"{site.api}/jobs?kind=study", timeout=10).json()
+                if j["study_uid"] == st["study_uid"]]
+
+
+def test_cancel_stops_the_replay(site):
+    day = OWN_DAYS["cancel"]
+    resp = httpx.post(f"{site.api}/replays", json={"pacs": "ARCHIVE_SLOW", "date_from": day, "date_to": day})
+    rid = resp.json()["id"]
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{site.api}/replays/{rid}", timeout=10).json()["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.0)
+    # POST /replays/{id}/cancel is what `mvi-node replay cancel ID` sends (its start-up takes seconds here)
+    assert httpx.post(f"{site.api}/replays/{rid}/cancel", timeout=10).json()["cancel_requested"]
+    r = site.wait(rid)
+    assert r["state"] == "cancelled"
+    assert {s["state"] for s in r["studies"]} <= {"cancelled", "retrieved", "processing", "done"}
+    assert "cancelled" in {s["state"] for s in r["studies"]}
+    studies = {s["study_uid"] for s in r["studies"]}
+    assert sum(sum(v.values()) for v in site.staged(studies).values()) < 2 * NEEDED_PER_EXAM
+    assert httpx.post(f"{site.api}/replays/{rid}/cancel", timeout=10).status_code == 409
+
+
 def test_kill_9_mid_replay_resumes_and_completes(site):
     day = OWN_DAYS["kill"]
     resp = httpx.post(f"{site.api}/replays", json={"pacs": "ARCHIVE_SLOW", "date_from": day, "date_to": day})
@@ -435,3 +480,37 @@ def test_schedules_fire_and_persist(tmp_path):
         assert [r[0] for r in db.execute("SELECT id FROM apscheduler_jobs")] == ["nightly"]
     finally:
         db.close()
+
+
+def test_date_windows_split_at_the_archive_cap(tmp_path):
+    """An archive that answers at most 2 studies per C-FIND (Orthanc LimitFindResults):
+    one query over the range sees 2 of 5, the replay's windows see all 5."""
+    from mvi_node.replay.query import find_studies
+    from mvi_node.replay.request import ReplayRequest
+    from mvi_node.replay.sources import DimseArchive
+    from mvi_node.synth.plain_series import plain_ct_series
+
+    archive = OrthancProcess(tmp_path / "capped", "CAPPED", extra={"LimitFindResults": 2})
+    archive.config["DicomAlwaysAllowFind"] = True
+    archive.start()
+    try:
+        days = ["20240105", "20240106", "20240106", "20240320", "20241130"]
+        for i, day in enumerate(days):
+            folder = tmp_path / f"s{i}"
+            for f in plain_ct_series(folder, slices=2, matrix=16, seed=i, patient_id=f"CAP{i}"):
+                ds = pydicom.dcmread(f)
+                ds.StudyDate = day
+                ds.save_as(f)
+            _storescu(archive.dicom_port, "CAPPED", folder)
+        pacs = DimseArchive("CAPPED", "CAPPED", "127.0.0.1", archive.dicom_port, "MVI_NODE")
+        assert len(pacs.find_studies("20240101-20241231")) == 2  # the cap is real
+        notes: list[str] = []
+        request = ReplayRequest(pacs="CAPPED", date_from="20240101", date_to="20241231")
+        found = find_studies(pacs.find_studies, request, 2, notes)
+        assert sorted(str(d.StudyDate) for d in found) == sorted(days)
+        # a single day holding as many studies as the cap cannot be split: it is reported
+        assert len(notes) == 1 and notes[0].startswith("20240106:") and "cap" in notes[0]
+        assert len(find_studies(pacs.find_studies, ReplayRequest(pacs="CAPPED", date_from="20240101",
+                                                                 date_to="20241231", limit=3), 2, [])) == 3
+    finally:
+        archive.stop()

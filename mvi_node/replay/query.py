@@ -1,8 +1,9 @@
 """Study queries that never hit a PACS's result cap, and the request's other filters.
 
 Many PACS answer a C-FIND with at most N matches (500 is common) and say nothing of the
-rest. A date range is therefore queried in windows; a window whose answer count reaches
-the cap is split in two and asked again, down to single days (a single day that still
+rest (Orthanc ends such an answer with 0xFE00). A date range is therefore queried in
+windows; a window whose answer count reaches the cap, or that the archive ended early,
+is split in two and asked again, down to single days (a single day that still
 reaches the cap is reported in the replay's notes: its studies may be incomplete).
 """
 
@@ -28,7 +29,8 @@ def windowed(find: FindStudies, start: dt.date, end: dt.date, cap: int, notes: l
              modality: str = "", accession: str = "", patient_id: str = "") -> list[Dataset]:
     """Every study from ``start`` to ``end`` (inclusive), splitting windows at the cap."""
     answers = find(f"{_da(start)}-{_da(end)}", modality, accession, patient_id)
-    if len(answers) < cap:
+    # the configured cap, or the archive saying it stopped early (a lower cap than configured)
+    if len(answers) < cap and not getattr(answers, "truncated", False):
         return answers
     if start == end:
         notes.append(f"{_da(start)}: the archive answered {len(answers)} studies, its cap; some may be missing")

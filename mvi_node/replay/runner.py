@@ -247,6 +247,7 @@ class ReplayRunner(Poller):
         try:
             for series in [s for s in row.plan["series"] if s["retrieve"]]:
                 suid, expected = series["series_uid"], series["instances"]
+                err = ""
                 for attempt in range(self.settings.retries + 1):
                     have = self.hooks.staged(uid).get(suid, set())
                     if expected and len(have) >= expected:
@@ -267,14 +268,14 @@ class ReplayRunner(Poller):
                     got = len(self.hooks.staged(uid).get(suid, set()))
                     if expected and got >= expected:
                         break
-                    err = final_error(result)
+                    err = final_error(result) or err
                     log.warning("replay %d: series %s has %d of %s instances after attempt %d%s", replay.id, suid,
                                 got, expected, attempt + 1, f" ({err})" if err else "")
                 got = len(self.hooks.staged(uid).get(suid, set()))
                 retrieved += got
                 if not expected or got < expected:
                     problems.append(f"series {suid}: {got} of {expected or '?'} instances arrived after "
-                                    f"{self.settings.retries + 1} attempt(s)")
+                                    f"{self.settings.retries + 1} attempt(s)" + (f" (last: {err})" if err else ""))
         except ArchiveError as exc:
             problems.append(str(exc))
         except OSError as exc:

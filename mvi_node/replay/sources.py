@@ -54,6 +54,12 @@ class Retrieved:
         self.failed_sops += other.failed_sops
 
 
+class Answers(list):
+    """C-FIND answers; ``truncated`` when the archive ended the matching early (a cap)."""
+
+    truncated = False
+
+
 def parse_ae(spec: str) -> tuple[str, str, int]:
     """``AE@HOST:PORT`` -> (ae, host, port)."""
     try:
@@ -121,11 +127,11 @@ class DimseArchive:
         return assoc
 
     # -- C-FIND ----------------------------------------------------------------------
-    def _find(self, query: Dataset) -> list[Dataset]:
+    def _find(self, query: Dataset) -> "Answers":
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
         assoc = self._associate(FIND)
-        out = []
+        out = Answers()
         try:
             for status, identifier in assoc.send_c_find(query, FIND):
                 if not status:
@@ -133,6 +139,9 @@ class DimseArchive:
                 code = int(status.Status)
                 if code in (0xFF00, 0xFF01) and identifier is not None:
                     out.append(identifier)
+                elif code == 0xFE00:
+                    # matching ended by the SCP (PS3.4 C.4.1.1.4): Orthanc's answer at its cap
+                    out.truncated = True
                 elif code != 0x0000:
                     raise ArchiveError(f"archive {self.name}: C-FIND status 0x{code:04X}")
         finally:
@@ -223,12 +232,29 @@ class DimseArchive:
         return self.accept(event)
 
 
+def status_text(code: int) -> str:
+    """A C-MOVE/C-GET status as PS3.4 C.4.2.1.5 / C.4.3.1.4 names it."""
+    if code in (0xA701, 0xA702):
+        return f"0x{code:04X} out of resources"
+    if code == 0xA801:
+        return "0xA801 move destination unknown (is the node's AE title known to the PACS?)"
+    if code == 0xA900:
+        return "0xA900 identifier does not match SOP class"
+    if code == 0xB000:
+        return "0xB000 sub-operations complete, one or more failures"
+    if 0xC000 <= code <= 0xCFFF:
+        return f"0x{code:04X} unable to process"
+    if code == 0xFE00:
+        return "0xFE00 cancelled"
+    return f"0x{code:04X}"
+
+
 def final_error(result: Retrieved) -> str:
     """'' for a clean retrieve, else what went wrong (statuses and counts only)."""
     if result.cancelled:
         return "cancelled"
     if result.status in (0x0000,) and not result.failed:
         return ""
-    if result.status == 0xB000 or result.failed:
-        return f"{result.failed} failed sub-operation(s) (status 0x{result.status:04X})"
-    return f"status 0x{result.status:04X}"
+    if result.failed:
+        return f"{result.failed} failed sub-operation(s), status {status_text(result.status)}"
+    return f"status {status_text(result.status)}"
