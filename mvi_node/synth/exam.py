@@ -4,8 +4,10 @@ Truth layout (``DIR/truth/<accession>/``): ``lesions.npy`` uint8 (slices, rows, 
 0 = background, k = lesion k of the manifest's ``lesions`` list (1-based); ``liver.npy``
 uint8 0/1; ``geometry.json`` with the ImagePositionPatient of each slice, orientation,
 pixel spacing, slice thickness and ``series``: the UIDs whose instances lie exactly on
-this grid (slice i = InstanceNumber i+1; for a multiphase series, within each temporal
-position). CT: the 5 mm axial phases; MR: the dynamic 3D T1 series.
+this grid (slice i = InstanceNumber i+1, or frame i+1 of an Enhanced instance; for a
+multiphase series, within each temporal position). CT: the 5 mm axial phases; MR: the
+dynamic 3D T1 series. The hard case ``enhanced_multiframe`` writes each image series as
+one Enhanced multi-frame instance (:mod:`mvi_node.synth.enhanced`).
 """
 
 from __future__ import annotations
