@@ -364,3 +364,31 @@ def test_enhanced_frame_type_names_the_map(frame_type, kind):
     ds.ImageType = ["ORIGINAL", "PRIMARY", "T1", "MIXED"]
     ds.FrameType = frame_type
     assert kind_from_image_type(ds)[0] == kind
+
+
+@pytest.mark.parametrize("description, kind", [
+    ("t1_vibe_dixon_tra_bh_W", "water"), ("t1_vibe_dixon_tra_bh_F", "fat"), ("t1_vibe_dixon_tra_in", "in_phase"),
+    ("t1_vibe_dixon_tra_opp", "opposed_phase"), ("WATER: Ax LAVA-Flex", "water"), ("FAT: Ax LAVA-Flex", "fat"),
+    ("InPhase: Ax LAVA-Flex", "in_phase"), ("OutPhase: Ax LAVA-Flex", "opposed_phase"),
+    ("T1W_mDIXON_IP", "in_phase"), ("T1W_mDIXON_OP", "opposed_phase"), ("Ax Dual Echo", "in_opposed"),
+    ("t1_fl2d_opp-in_tra", "in_opposed"), ("t1_vibe_fs_tra_art_SUB", "subtraction"), ("减影 动脉期", "subtraction"),
+    ("mDIXON FF", "fat_fraction"), ("T1 water excitation", ""), ("t1_vibe_fs_tra fat sat", ""), ("in 3D", ""),
+])
+def test_kind_from_the_description_last_resort(description, kind):
+    from mvi_node.select.mr_headers import kind_from_description
+
+    ds = Dataset()
+    ds.SeriesDescription = description
+    assert kind_from_description(ds)[0] == kind
+
+
+def test_ordinary_dynamic_descriptions_of_every_vendor_and_language_name_no_map():
+    from mvi_node.select.mr_headers import kind_from_description
+    from mvi_node.synth.vendors import PHASE_WORDS, VENDOR_PROFILES
+
+    for vendor in VENDOR_PROFILES.values():
+        for lang in PHASE_WORDS:
+            for key in ("pre", "early_arterial", "arterial", "portal", "transitional", "hepatobiliary", "dynamic"):
+                ds = Dataset()
+                ds.SeriesDescription = vendor.mr_name(key, lang)
+                assert kind_from_description(ds) == ("", ""), ds.SeriesDescription

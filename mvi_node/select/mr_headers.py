@@ -55,15 +55,16 @@ _TYPE_KINDS = {
 
 _SUB_RE = re.compile(r"(?<![a-z])sub(?![a-z])|subtra[ck]|(?<![a-z])sub[- _]?[0-9]|减影|減影|サブトラ")
 _FF_RE = re.compile(r"fat[- _]?frac|(?<![a-z])(pdff|ff)(?![a-z])")
-_IN_RE = re.compile(r"(?<![a-z])in[- _]?phase|(?<![a-z])(ip|inphase)(?![a-z])|(?<![a-z])in[-/_ ]+(opp|out)|同相位|同位相")
+_IN_RE = re.compile(r"(?<![a-z])in[- _]?phase|(?<![a-z])(ip|inphase)(?![a-z])|(?<![a-z])in[-/_ ]+(opp|out)|(opp|out)[-/_ ]+in(?![a-z])|同相位|同位相")
 _OPP_RE = re.compile(r"(out|opp)[- _]?phase|opposed|(?<![a-z])(op|opp|outphase)(?![a-z])|gegenphase|反相位|逆位相")
 _DUAL_RE = re.compile(r"dual[- _]?echo")
 _FAT_RE = re.compile(r"(?<![a-z])fat(?![- _]?(sat|supp|sup|s(?![a-z])))(?![a-z])|fat[- _]?only|脂肪像|水脂分离脂")
 _WATER_RE = re.compile(r"(?<![a-z])water(?![- _]?(fat|excit))|(?<![a-z])wasser(?![a-z])|水像")
-# single-letter W/F tokens only where the description names a Dixon technique
+# single-letter W/F and "in" tokens only where the description names a Dixon technique
 _DIXON_RE = re.compile(r"dixon|flex|ideal|(?<![a-z])wfs(?![a-z])|fat[- _]?water|water[- _]?fat")
 _W_TOKEN = re.compile(r"(?<![a-z0-9])w(?![a-z0-9/])")
 _F_TOKEN = re.compile(r"(?<![a-z0-9])f(?![a-z0-9/])")
+_IN_TOKEN = re.compile(r"(?<![a-z0-9])in(?![a-z0-9])")
 
 FAT_WATER_PPM = 3.4
 GYROMAGNETIC_MHZ_PER_T = 42.577
@@ -96,12 +97,13 @@ def kind_from_description(ds: Dataset) -> tuple[str, str]:
         return "subtraction", basis
     if _FF_RE.search(text):
         return "fat_fraction", basis
-    inn, opp = bool(_IN_RE.search(text)), bool(_OPP_RE.search(text))
+    dixon = bool(_DIXON_RE.search(text))
+    inn = bool(_IN_RE.search(text)) or (dixon and bool(_IN_TOKEN.search(text)))  # "t1_vibe_dixon_tra_in"
+    opp = bool(_OPP_RE.search(text))
     if (inn and opp) or _DUAL_RE.search(text):
         return "in_opposed", basis
     if inn or opp:
         return ("in_phase" if inn else "opposed_phase"), basis
-    dixon = bool(_DIXON_RE.search(text))
     if _FAT_RE.search(text) or (dixon and _F_TOKEN.search(text)):
         return "fat", basis
     if _WATER_RE.search(text) or (dixon and _W_TOKEN.search(text)):
