@@ -132,21 +132,21 @@ def frame_datasets(ds: Dataset) -> list[Dataset]:
     shared_groups = ds.get("SharedFunctionalGroupsSequence") or [Dataset()]
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     n = int(ds.get("NumberOfFrames") or len(per_frame) or 1)
-    base = [elem for elem in ds if elem.keyword not in _INSTANCE_ONLY]
-    shared = _flatten(shared_groups[0])
-    pulse = _pulse_names(ds)
+    base = {elem.tag: elem for elem in ds if elem.keyword not in _INSTANCE_ONLY}
+    for kw, value in _pulse_names(ds).items():
+        elem = DataElement(tag_for_keyword(kw), dictionary_VR(tag_for_keyword(kw)), value)
+        base[elem.tag] = elem
+    base.update({elem.tag: elem for elem in _flatten(shared_groups[0]).values()})
     views = []
     for k in range(n):
-        view = Dataset()
-        for elem in base:  # the parent's elements, shared (never changed in place)
-            view.add(elem)
+        # the parent's and the groups' elements are shared, not copied (views are read-only):
+        # thousands of frames stay cheap
+        view = Dataset(dict(base))
         view.file_meta = getattr(ds, "file_meta", Dataset())
-        for kw, value in pulse.items():
-            setattr(view, kw, value)
-        own = _flatten(per_frame[k]) if k < len(per_frame) else {}
-        for kw, elem in {**shared, **own}.items():
-            view.add(DataElement(elem.tag, elem.VR, elem.value))
-        _frame_times(view, own.get("FrameAcquisitionDateTime") or shared.get("FrameAcquisitionDateTime"))
+        if k < len(per_frame):
+            for elem in _flatten(per_frame[k]).values():
+                view.add(elem)
+        _frame_times(view)
         times = view.get("InversionTimes")  # FD, one value or several
         if times is not None and times != "":
             first = times[0] if isinstance(times, (list, tuple, MultiValue)) else times
@@ -219,9 +219,10 @@ def _contrast_names(ds: Dataset) -> dict[str, Any]:
     return out
 
 
-def _frame_times(view: Dataset, frame_dt: DataElement | None) -> None:
-    """AcquisitionDateTime/Date/Time of the frame (classic selection reads AcquisitionTime)."""
-    value = frame_dt.value if frame_dt is not None else view.get("AcquisitionDateTime")
+def _frame_times(view: Dataset) -> None:
+    """AcquisitionDateTime/Date/Time of the frame from its FrameAcquisitionDateTime, else
+    the instance's AcquisitionDateTime (classic selection reads AcquisitionTime)."""
+    value = view.get("FrameAcquisitionDateTime") or view.get("AcquisitionDateTime")
     text = str(value or "").strip()
     if len(text) < 8:
         return
