@@ -243,7 +243,8 @@ _lock = threading.Lock()
 def frame_pixels(ds: Dataset) -> np.ndarray:
     """Stored pixel values (rows, cols) of one image: a frame view's frame of its file,
     or a classic image's pixel_array (from ``ds`` when it holds PixelData, else read from
-    ``ds.filename``). Any transfer syntax pydicom decodes."""
+    ``ds.filename``). Any transfer syntax pydicom decodes. A frame is a read-only view into
+    the decoded file, kept for the next frames: copy it (``astype``) before changing it."""
     frame = frame_number(ds)
     if frame is None:
         if "PixelData" in ds:
