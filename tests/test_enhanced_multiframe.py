@@ -241,6 +241,13 @@ def test_an_enhanced_mr_exam_sent_over_dicom_is_staged_and_selected(node, tmp_pa
     roles = {s["series_instance_uid"]: s["role"] for s in study["series"]}
     assert roles == {uid: u.role for uid, u in _units(classic).items()}
     assert roles[next(u for u in roles if u.endswith("#2"))] == "mr_arterial"
+    # and the exam gets its results (without a served MR model: an SR saying why no recipe ran), valid
+    from mvi_node.report.validate import dciodvfy_errors
+
+    results = [r for group in detail["result"]["inference"] for r in group]
+    sr_files = [Path(f) for r in results for f in r["outputs"]["files"]]
+    assert sr_files and all(dciodvfy_errors(f) == [] for f in sr_files)
+    assert {str(pydicom.dcmread(f).StudyInstanceUID) for f in sr_files} == set(classic_entry["study_instance_uids"])
 
 
 def _item(**kw) -> pydicom.Dataset:
