@@ -26,6 +26,8 @@ class Code(NamedTuple):
 # -- results and their context (TID 1500 / TID 1501 / TID 4019) ------------------------
 MVI_PROBABILITY = Code("MVI-P", SCHEME, "Microvascular invasion probability")
 NOT_EVALUATED = Code("MVI-NE", SCHEME, "Microvascular invasion not evaluated")
+#: seed 001's nomogram (AFP + the deep-learning MVI decision), a second probability
+NOMOGRAM_PROBABILITY = Code("MVI-NOMO", SCHEME, "MVI nomogram probability")
 MTD = Code("M-MTD", SCHEME, "Maximum tumor diameter")
 CLINICAL_FACTOR = Code("M-CF", SCHEME, "Clinical factor used")
 INTENDED_USE = Code("M-IU", SCHEME, "Intended use")

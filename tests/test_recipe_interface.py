@@ -28,8 +28,10 @@ def test_package_recipes_come_from_the_entry_point_group():
     ct = catalog.get("ct_ap_resnet18")
     assert isinstance(ct, Recipe) and ct.modalities == {"CT"} and ct.requires == ("ct_arterial",)
     assert "afp_ng_ml" in ct.factors.names and ct.endpoint.name == "mvi"
-    # a recipe with no code is never offered (the old registry listed mr_3seq_grade)
-    assert "mr_3seq_grade" not in catalog.names()
+    # seed 001's recipe has code now, under its entry point, for MR only
+    mr = catalog.get("mr_3seq_grade")
+    assert mr.modalities == {"MR"} and mr.endpoint.classes == ("M0", "M1", "M2")
+    assert mr.requires == ("mr_t1_pre", "mr_portal_venous", "mr_transitional")
     with pytest.raises(RecipeError, match="unknown recipe 'nope'"):
         catalog.get("nope")
 

@@ -20,6 +20,7 @@ import logging
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -143,7 +144,9 @@ class RecipeResult:
             "class_probabilities": dict(p.class_probabilities) if p else {},
             "findings": [{"tracking_id": f.tracking_id, "probability": f.probability, "decision": f.decision,
                           "max_diameter_mm": f.max_diameter_mm, "class_probabilities": dict(f.class_probabilities),
-                          "slices": len(f.key_slices)} for f in (p.findings if p else ())],
+                          "slices": len(f.key_slices),
+                          "scores": [{"concept": s.concept.meaning, "value": s.value, "basis": s.basis}
+                                     for s in f.scores]} for f in (p.findings if p else ())],
             "slices": len(self.key_slices), "roi_source": self.roi.get("source"), "roi": self.roi,
             "clinical_factors_used": self.clinical_factors_used, "clinical_factors_missing": self.clinical_missing,
             "reasons": self.reasons, "not_run": [{"recipe": r, "why": w} for r, w in self.not_run],
@@ -167,6 +170,10 @@ class _Runner:
 
     def threshold(self, variant: str) -> float:
         return self.model.variants[variant].threshold
+
+    def calibrate(self, variant: str, p: float) -> float:
+        calibration = self.model.variants[variant].calibration
+        return float(calibration.apply(p)) if calibration is not None else float(p)
 
     def run(self, variant: str, feeds: Mapping[str, np.ndarray], outputs: Sequence[str],
             batched: Sequence[str] = ()) -> list[np.ndarray]:
@@ -324,14 +331,29 @@ class Engine:
 
 def calibrated(pred: Prediction, calibration: Calibration) -> Prediction:
     """Every probability of ``pred`` through the model's calibration (monotone, so the
-    ranking is kept); decisions against the manifest's threshold, which is on that scale."""
+    ranking is kept); decisions against the manifest's threshold, which is on that scale.
+    Class probabilities of a multi-class endpoint follow: the first class (the negative
+    one) becomes 1 - p, the others are scaled to sum to p and keep their ratios."""
     thr = pred.threshold
     findings = tuple(replace(
         f, probability=calibration.apply(f.probability), decision=calibration.apply(f.probability) >= thr,
         key_slices=tuple(replace(k, probability=round(calibration.apply(k.probability), 6)) for k in f.key_slices),
+        class_probabilities=_scaled_classes(f.class_probabilities, float(calibration.apply(f.probability))),
     ) for f in pred.findings)
     p = calibration.apply(pred.probability)
-    return replace(pred, probability=p, decision=p >= thr, findings=findings, raw_probability=pred.probability)
+    return replace(pred, probability=p, decision=p >= thr, findings=findings, raw_probability=pred.probability,
+                   class_probabilities=_scaled_classes(pred.class_probabilities, float(p)))
+
+
+def _scaled_classes(classes: Mapping[str, float], p: float) -> Mapping[str, float]:
+    if not classes:
+        return classes
+    names = list(classes)
+    positive = sum(float(classes[n]) for n in names[1:])
+    scale = p / positive if positive > 0 else 0.0
+    out = {names[0]: round(1.0 - p, 6)}
+    out.update({n: round(float(classes[n]) * scale if positive > 0 else p / (len(names) - 1), 6) for n in names[1:]})
+    return MappingProxyType(out)
 
 
 def _unreported(result: RecipeResult) -> RecipeResult:

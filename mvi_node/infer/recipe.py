@@ -65,6 +65,10 @@ class Endpoint:
 
 #: seed 000's endpoint: MVI present / absent
 MVI = Endpoint("mvi", MVI_PROBABILITY, INVASION_PRESENT, INVASION_ABSENT, label="mvi")
+#: seed 001's endpoint: MVI grade M0 (absent) / M1 / M2; P(MVI) = P(M1) + P(M2). The
+#: first class is the negative one (calibration rescales the others, see infer.engine).
+MVI_GRADE = Endpoint("mvi_grade", MVI_PROBABILITY, INVASION_PRESENT, INVASION_ABSENT, classes=("M0", "M1", "M2"),
+                     label="mvi_grade")
 
 
 @dataclass(frozen=True)
@@ -121,11 +125,25 @@ class KeySlice:
     explanation: np.ndarray | None = None
     roi_mask: np.ndarray | None = None
     frame_number: int | None = None
+    #: what the image shows, for a recipe of several series (e.g. "T1 pre-contrast")
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Score:
+    """A further probability of a finding besides the recipe's own, e.g. a published
+    nomogram that combines the model's decision with a clinical factor. ``basis`` says in
+    words what it was computed from (the SR shows it); never a patient attribute."""
+
+    concept: Code
+    value: float
+    basis: str = ""
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One lesion's result. ``class_probabilities`` for multi-class endpoints."""
+    """One lesion's result. ``class_probabilities`` for multi-class endpoints; ``scores``
+    for further probabilities (nomograms), reported as NUMs of their own concept."""
 
     tracking_id: str
     probability: float
@@ -133,6 +151,7 @@ class Finding:
     max_diameter_mm: float | None = None
     class_probabilities: Mapping[str, float] = field(default_factory=dict)
     key_slices: tuple[KeySlice, ...] = ()
+    scores: tuple[Score, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,10 @@ class ModelRunner(Protocol):
         """Variant name -> :class:`mvi_node.infer.manifest.Variant`."""
 
     def threshold(self, variant: str) -> float: ...
+
+    def calibrate(self, variant: str, p: float) -> float:
+        """``p`` through the variant's calibration (identity when it has none): the scale
+        the threshold is on, for a recipe that needs the served decision itself."""
 
     def run(self, variant: str, feeds: Mapping[str, np.ndarray], outputs: Sequence[str],
             batched: Sequence[str] = ()) -> list[np.ndarray]:

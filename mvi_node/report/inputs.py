@@ -110,6 +110,8 @@ class SliceResult:
     cam: np.ndarray | None = None
     crop_box: tuple[float, float, float, float] | None = None
     roi_mask: np.ndarray | None = None
+    #: what the image shows when a recipe reads several series (the sequence), else ""
+    label: str = ""
 
 
 @dataclass
@@ -126,6 +128,8 @@ class LesionResult:
     slices: list[SliceResult] = field(default_factory=list)
     #: volume of a lesion found by the automatic segmentation (None: an annotated ROI)
     volume_ml: float | None = None
+    #: further probabilities of the lesion (a nomogram): (concept, value, basis in words)
+    scores: list[tuple[Code, float, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

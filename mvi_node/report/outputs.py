@@ -81,7 +81,8 @@ def _lesion(finding: Any, threshold: float, by_sop: dict[str, Dataset]) -> Lesio
 
     slices = [SliceResult(source=_with_pixels(image(s)), probability=float(s.probability),
                           cam=s.explanation, crop_box=_box(s.crop_box),
-                          roi_mask=np.asarray(s.roi_mask, bool) if s.roi_mask is not None else None)
+                          roi_mask=np.asarray(s.roi_mask, bool) if s.roi_mask is not None else None,
+                          label=str(getattr(s, "label", "") or ""))
               for s in finding.key_slices if image(s) is not None]
     key = max(slices, key=lambda sl: sl.probability) if slices else None
     region = enclosing_circle(key.roi_mask) if key is not None and key.roi_mask is not None else None
@@ -92,6 +93,7 @@ def _lesion(finding: Any, threshold: float, by_sop: dict[str, Dataset]) -> Lesio
         predicted_mvi=bool(finding.decision), key_slice=key.source if key else None,
         max_diameter_mm=finding.max_diameter_mm, roi_region=region, slices=slices,
         grade_probabilities=dict(finding.class_probabilities) or None,
+        scores=[(s.concept, float(s.value), str(s.basis)) for s in getattr(finding, "scores", ())],
     )
 
 
@@ -118,7 +120,8 @@ def report_input_from_engine(res: Any, exam) -> ReportInput | None:
     base = dict(model=model, clinical_factors_used=used, image_only=not res.clinical_factors_used,
                 outcome=res.outcome, outcome_detail=detail, endpoint=endpoint_text(res.endpoint),
                 procedure=res.procedure, window=res.capture_window, not_run=tuple(res.not_run))
-    by_sop = {view_key(ds): ds for ds in target}
+    # key slices may come from every input series of a multi-sequence recipe (MR)
+    by_sop = {view_key(ds): ds for ds in datasets if "Rows" in ds}
     lesions = [_lesion(f, pred.threshold, by_sop) for f in pred.findings] if pred is not None else []
     lesions = [l for l in lesions if l.slices]
     if not lesions:

@@ -137,7 +137,7 @@ def caption(inp: ReportInput, lesion: LesionResult, sl: SliceResult, rank: int, 
     decision = inp.endpoint.present if lesion.predicted_mvi else inp.endpoint.absent
     lines = [
         f"{lesion.tracking_id}: {inp.endpoint.title} probability {lesion.probability:.3f} (threshold {lesion.threshold:.3f})",
-        f"{decision} - slice p {sl.probability:.3f} - Grad-CAM {rank}/{total}",
+        f"{decision} - slice p {sl.probability:.3f} - Grad-CAM {rank}/{total}" + (f" - {sl.label}" if sl.label else ""),
         f"{model.label} sha256 {model.sha256[:12]}" + (" image-only" if inp.image_only else "")
         + (" calibrated" if model.calibration else "") + (f" {model.reduced_precision}" if model.reduced_precision else ""),
     ]

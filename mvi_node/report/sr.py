@@ -98,6 +98,10 @@ def _texts(inp: ReportInput) -> list[TextContentItem]:
             items.append(_text(CLINICAL_FACTOR, f"{key}={value}"))
     if inp.roi_note:
         items.append(_text(COMMENT, inp.roi_note))
+    for lesion in inp.lesions:
+        for concept, value, basis in lesion.scores:
+            items.append(_text(COMMENT, f"{lesion.tracking_id}: {concept.meaning} {value:.3f}"
+                                        + (f" ({basis})" if basis else "")))
     if inp.image_only:
         items.append(_text(COMMENT, "Image-only model: clinical factors not used"))
     if inp.model.calibration and inp.evaluated:
@@ -133,6 +137,8 @@ def lesion_group(lesion: LesionResult, inp: ReportInput, tracking_uid: str):
         measurements.append(num(VOLUME, lesion.volume_ml, ML, 2))
     for grade, p in (lesion.grade_probabilities or {}).items():
         measurements.append(num(grade_concept(grade), p, UNITLESS))
+    for concept, value, _basis in lesion.scores:
+        measurements.append(num(_cc(concept), value, UNITLESS))
     common = dict(
         tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier=lesion.tracking_id[:64] or "Tumor"),
         finding_type=_cc(endpoint.finding_type),
