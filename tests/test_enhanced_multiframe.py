@@ -321,3 +321,32 @@ def test_frames_of_a_compressed_enhanced_instance_read_the_same(mr_multiphase, t
     assert len(packed) == len(plain) == int(ds.NumberOfFrames) > 100
     for k in (0, len(plain) // 2, len(plain) - 1):
         assert np.array_equal(frame_pixels(packed[k]), frame_pixels(plain[k]))
+
+
+def test_an_instance_with_two_stacks_becomes_two_units():
+    """An Enhanced instance holding an axial stack and a coronal one (Stack IDs 1 and 2)
+    gives the axial stack as the series' unit and the coronal one as a unit of its own, as
+    a classic series with a stray coronal stack does."""
+    from pydicom.uid import generate_uid
+
+    from mvi_node.select.series import build_units
+
+    ds = pydicom.Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4.1", generate_uid()
+    ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.Modality = generate_uid(), generate_uid(), "MR"
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.InstanceNumber = 8, 8, 7, 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.SharedFunctionalGroupsSequence = [_item(PixelMeasuresSequence=[_item(PixelSpacing=[1, 1], SliceThickness=2.0)],
+                                               MRImageFrameTypeSequence=[_item(FrameType=ds.ImageType)])]
+    axial, coronal = [1, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, -1]
+    ds.PerFrameFunctionalGroupsSequence = [_item(
+        PlaneOrientationSequence=[_item(ImageOrientationPatient=axial if k < 5 else coronal)],
+        PlanePositionSequence=[_item(ImagePositionPatient=[0, 0, 2.0 * k] if k < 5 else [0, 3.0 * k, 0])],
+        FrameContentSequence=[_item(StackID="1" if k < 5 else "2", InStackPositionNumber=k + 1 if k < 5 else k - 4)])
+        for k in range(7)]
+    units = {u.uid: u for u in build_units([ds])}
+    main, stray = units[str(ds.SeriesInstanceUID)], units[f"{ds.SeriesInstanceUID}~1"]
+    assert (len(main.datasets), main.features["orientation"]) == (5, "axial")
+    assert (len(stray.datasets), stray.features["orientation"]) == (2, "coronal")
+    assert [frame_number(d) for d in stray.datasets] == [6, 7]
+    assert main.features["distinct_positions"] == 5 and main.features["coverage_mm"] == pytest.approx(10.0)
