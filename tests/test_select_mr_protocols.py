@@ -392,3 +392,25 @@ def test_ordinary_dynamic_descriptions_of_every_vendor_and_language_name_no_map(
                 ds = Dataset()
                 ds.SeriesDescription = vendor.mr_name(key, lang)
                 assert kind_from_description(ds) == ("", ""), ds.SeriesDescription
+
+
+@pytest.mark.parametrize("change, same", [
+    (dict(EchoTime=2.15), True), (dict(RepetitionTime=4.5), True), (dict(FlipAngle=14), True),
+    (dict(EchoTime=2.4), False), (dict(RepetitionTime=6.8), False), (dict(FlipAngle=8), False),
+])
+def test_pre_contrast_sequence_tolerances(change, same):
+    e = Exam(modality="MR")
+    e.series("t1 pre", time=T0 - 60, **t1_gre(**change))
+    for name, t in (("t1 art", T0), ("t1 pv", T0 + 40), ("t1 3min", T0 + 150)):
+        e.series(name, time=t, **t1_gre(), **AGENT)
+    exam = one(select_datasets(e.datasets))
+    pre = unit_of(exam, "t1 pre")
+    assert (pre.role == "mr_t1_pre") == same, pre.reason
+    assert pre.features["sequence_match"] == ("same" if same else pre.features["sequence_match"])
+
+
+def test_two_series_a_fraction_of_a_millisecond_apart_are_no_echo_pair():
+    e = Exam(modality="MR")
+    for te in (1.9, 2.15):  # two pre-contrast series at one time (a repeat), not a chemical-shift pair
+        e.series("t1 pre", time=T0 - 60, **t1_gre(EchoTime=te), MagneticFieldStrength=1.5)
+    assert {u.features["image_kind"] for u in one(select_datasets(e.datasets)).units} == {""}

@@ -167,6 +167,11 @@ def mark_echo_pairs(units: Iterable[Any]) -> None:
         if len(tes) < 2:
             continue
         mhz = larmor_mhz(g[0].ds)
+        # echoes of a chemical-shift pair lie about half a fat-water period apart (2.3 ms at
+        # 1.5 T, 1.15 ms at 3 T); two series a fraction of a millisecond apart are not one
+        half_period = 1e3 / (2 * FAT_WATER_PPM * mhz) if mhz else 1.15
+        if tes[-1] - tes[0] < 0.6 * half_period:
+            continue
         undecided = [u for u in g if u.features.get("echo_time") is not None and not _decided(u)]
         per_te = {}
         for u in undecided:

@@ -9,8 +9,9 @@ set, a non-fat-suppressed T1 or an in/opposed-phase pair is acquired once.
 Each MR unit gets ``features['sequence_match']``:
 
 - ``same``: TR, TE, flip angle, fat suppression and image kind match the dynamic
-  (TR within 10 % or 0.3 ms, TE within 10 % or 0.2 ms, flip angle within 2 degrees;
-  a missing value matches anything);
+  (TR within 15 % or 0.5 ms, TE within 15 % or 0.3 ms - far below the 1.15 ms between
+  opposed and in phase at 3 T -, flip angle within 3 degrees; a missing value matches
+  anything);
 - ``flip_angle``: only the flip angle differs (hepatobiliary phases are often acquired
   with a higher flip angle);
 - ``different``: TR, TE, fat suppression or image kind differ;
@@ -65,11 +66,11 @@ def _close(a: float | None, b: float | None, rel: float, absolute: float) -> boo
 def differences(f: dict[str, Any], ref: Reference) -> list[tuple[str, str]]:
     """[(what, text)] where the unit's parameters leave the reference's tolerances."""
     out = []
-    if not _close(f.get("repetition_time"), ref.tr, 0.10, 0.3):
+    if not _close(f.get("repetition_time"), ref.tr, 0.15, 0.5):
         out.append(("tr", f"TR {f['repetition_time']:g} vs {ref.tr:g} ms"))
-    if not _close(f.get("echo_time"), ref.te, 0.10, 0.2):
+    if not _close(f.get("echo_time"), ref.te, 0.15, 0.3):
         out.append(("te", f"TE {f['echo_time']:g} vs {ref.te:g} ms"))
-    if not _close(f.get("flip_angle"), ref.flip, 0.0, 2.0):
+    if not _close(f.get("flip_angle"), ref.flip, 0.0, 3.0):
         out.append(("flip", f"flip angle {f['flip_angle']:g} vs {ref.flip:g}°"))
     fs = f.get("fat_sat")
     if fs is not None and ref.fat_sat is not None and fs != ref.fat_sat:
