@@ -350,3 +350,68 @@ def test_an_instance_with_two_stacks_becomes_two_units():
     assert (len(stray.datasets), stray.features["orientation"]) == (2, "coronal")
     assert [frame_number(d) for d in stray.datasets] == [6, 7]
     assert main.features["distinct_positions"] == 5 and main.features["coverage_mm"] == pytest.approx(10.0)
+
+
+class _FixedRunner:
+    """A stand-in for a served mr_3seq_grade model (none ships yet): fixed grade
+    probabilities and a Grad-CAM map per branch, so the twins' reports can be compared."""
+
+    variants = {"grade": None}
+
+    def run(self, variant, feeds, outputs, batched=()):
+        maps = np.stack([np.clip(feeds[n][0, 1] / 255.0, 0, 1) for n in ("t1_pre", "portal_venous", "transitional")])
+        return [np.asarray([[0.2, 0.5, 0.3]], np.float32), np.asarray([0.8], np.float32), maps[None]]
+
+    def threshold(self, variant):
+        return 0.5
+
+    def calibrate(self, variant, p):
+        return p
+
+
+def test_an_enhanced_mr_exam_is_processed_by_mr_3seq_grade_like_its_classic_twin(tmp_path):
+    """Selection, ROI, the shared MR preprocessing and the recipe's crops give the Enhanced
+    exam exactly the classic twin's inputs; its SR and one capture per sequence validate and
+    cite (SOP, frame) where the classic ones cite instances."""
+    recipe_module = pytest.importorskip("mvi_node.recipes.mr_3seq_grade.recipe")
+    from mvi_node.clinical import NullClinicalSource
+    from mvi_node.concepts import MR_PROCEDURE
+    from mvi_node.infer.engine import RecipeResult
+    from mvi_node.infer.recipe import ExamInputs
+    from mvi_node.report.outputs import build_results
+    from mvi_node.report.validate import dciodvfy_errors
+
+    twins = _twins(tmp_path, "mr", 4242, matrix=64, agent="gd-eob", mvi=True, annotations="seg", seg_on="portal")
+    recipe = recipe_module.Mr3SeqGrade()
+    prepared, cited = {}, {}
+    for kind, (entry, folder) in twins.items():
+        (exam,) = select_path(folder)
+        winners = exam.winners()
+        inputs = ExamInputs(series={role: tuple(winners[role].datasets) for role in recipe.requires},
+                            exam=tuple(d for u in exam.units for d in u.datasets), clinical=NullClinicalSource())
+        prepared[kind] = p = recipe.prepare(inputs)
+        assert isinstance(p, recipe_module.Prepared), getattr(p, "reasons", p)
+        prediction = recipe.predict(p, _FixedRunner())
+        res = RecipeResult(recipe=recipe.name, patient_id=entry["patient_id"],
+                           study_instance_uids=tuple(entry["study_instance_uids"]),
+                           model={"recipe": recipe.name, "model_version": "0.0.0-test", "sha256": "0" * 64,
+                                  "training_data": "synthetic", "intended_use": "tests only"},
+                           procedure=MR_PROCEDURE, endpoint=recipe.endpoint, prediction=prediction)
+        sr, *captures = build_results(res, exam, 3)
+        assert len(captures) == 3  # one per sequence
+        for i, ds in enumerate([sr, *captures]):
+            ds.save_as(tmp_path / f"{kind}-{i}.dcm", enforce_file_format=True)
+            assert dciodvfy_errors(tmp_path / f"{kind}-{i}.dcm") == [], (kind, i)
+        number = {str(d.SOPInstanceUID): int(d.InstanceNumber) for u in exam.units for d in u.datasets
+                  if "InstanceNumber" in d}
+        refs = [c.SourceImageSequence[0] for c in captures]
+        if kind == "classic":
+            cited[kind] = sorted(number[str(r.ReferencedSOPInstanceUID)] for r in refs)
+        else:
+            cited[kind] = sorted(int(r.ReferencedFrameNumber) for r in refs)
+            assert all(f is not None for f in p.key_frames.values())
+    a, b = prepared["classic"], prepared["enhanced"]
+    assert a.slices == b.slices and a.box.as_dict() == b.box.as_dict()
+    for name in a.images:
+        assert np.array_equal(a.images[name], b.images[name]), name
+    assert cited["enhanced"] == cited["classic"]  # frame k where the classic captures cite instance k

@@ -14,12 +14,13 @@ on the portal-venous series (an annotation first, else the automatic segmentatio
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mvi_node.clinical import ClinicalSource, Factor, FactorSchema, FactorValues
+from mvi_node.common.frames import frame_number
 from mvi_node.concepts import NOMOGRAM_PROBABILITY
 from mvi_node.infer.recipe import (FAILED, MVI_GRADE, ExamInputs, Finding, KeySlice, ModelRunner, NotEvaluated,
                                    Prediction, Recipe, Score, frozen)
@@ -82,6 +83,8 @@ class Prepared:
     #: (None when the sequence is not on the reference grid: no capture drawn on it)
     key_sops: dict[str, str | None]
     preprocessing: dict[str, Any]
+    #: input name -> its frame when that image is a frame of an Enhanced instance
+    key_frames: dict[str, int | None] = field(default_factory=dict)
 
     def feeds(self) -> dict[str, np.ndarray]:
         return {name: (img[None] / 255.0).astype(np.float32) for name, img in self.images.items()}
@@ -97,14 +100,14 @@ def _same_plane(a, b, tol_mm: float = 0.5) -> bool:
             and np.linalg.norm(vec(a, "ImagePositionPatient") - vec(b, "ImagePositionPatient")) <= tol_mm)
 
 
-def _key_sop(series, ref_slice, registration) -> str | None:
+def _key_image(series, ref_slice, registration):
     """The image of ``series`` that the reference slice shows, when the sequence was not
     moved (registration) and one of its images lies on that plane."""
     if registration is not None and getattr(registration, "performed", False):
         return None
     for ds in series:
         if "ImagePositionPatient" in ds and _same_plane(ds, ref_slice):
-            return str(ds.SOPInstanceUID)
+            return ds
     return None
 
 
@@ -139,16 +142,19 @@ def prepare(exam: ExamInputs, labs: ClinicalSource | None = None) -> Prepared | 
                                              f"({covered.min():.0%} of the body on the least covered one)",), ref_uid)
         images = {name: cr.sequence_crops(vols.arrays[role], slices, box) for name, role in INPUTS.items()}
     ref_slice = geo.datasets[slices[1]]
-    key_sops = {name: (str(ref_slice.SOPInstanceUID) if role == REFERENCE else
-                       _key_sop(exam.series[role], ref_slice, vols.registration.get(role)))
-                for name, role in INPUTS.items()}
+    key_images = {name: (ref_slice if role == REFERENCE else
+                         _key_image(exam.series[role], ref_slice, vols.registration.get(role)))
+                  for name, role in INPUTS.items()}
+    # (SOP, frame): frames of an Enhanced instance share its SOP Instance UID
+    key_sops = {name: (str(d.SOPInstanceUID) if d is not None else None) for name, d in key_images.items()}
+    key_frames = {name: (frame_number(d) if d is not None else None) for name, d in key_images.items()}
     factors = FACTORS.values()
     factors.update({"mtd_mm": float(cr.slice_diameters_mm(mask, geo.spacing_rc).max())}, "roi")
     source = labs if labs is not None else exam.clinical
     found = source.lookup(str(ref_slice.get("AccessionNumber", "") or ""), str(ref_slice.get("PatientID", "") or ""))
     # only AFP from the site's source: the diameter is the ROI's, measured on the reference grid
     factors.update({k: v for k, v in (found or {}).items() if k == "afp_ng_ml"}, source.name)
-    return Prepared(images, slices, box, roi, factors, ref_uid, key_sops, vols.record())
+    return Prepared(images, slices, box, roi, factors, ref_uid, key_sops, vols.record(), key_frames)
 
 
 def choose_variant(variants) -> str:
@@ -191,7 +197,8 @@ class Mr3SeqGrade(Recipe):
         # reference first: the report's key slice (ROI outline, SR region) is the first best
         order = sorted(INPUTS, key=lambda n: INPUTS[n] != REFERENCE)
         slices = tuple(KeySlice(prepared.key_sops[name], int(z), round(p, 6), box, maps[0, list(INPUTS).index(name)],
-                                mask[z], label=LABELS[name]) for name in order if prepared.key_sops[name])
+                                mask[z], frame_number=prepared.key_frames.get(name), label=LABELS[name])
+                       for name in order if prepared.key_sops[name])
         mtd = prepared.factors["mtd_mm"]
         finding = Finding("Tumor 1", p, p >= threshold, float(mtd) if mtd else None, class_probabilities=frozen(grades),
                           key_slices=slices, scores=scores)
