@@ -414,3 +414,22 @@ def test_two_series_a_fraction_of_a_millisecond_apart_are_no_echo_pair():
     for te in (1.9, 2.15):  # two pre-contrast series at one time (a repeat), not a chemical-shift pair
         e.series("t1 pre", time=T0 - 60, **t1_gre(EchoTime=te), MagneticFieldStrength=1.5)
     assert {u.features["image_kind"] for u in one(select_datasets(e.datasets)).units} == {""}
+
+
+def test_lava_flex_dynamic_with_four_reconstructions_per_phase():
+    """GE LAVA-Flex: each phase exported as water, fat, in and out of phase; the water
+    maps are the dynamic (pre included), the other three never a phase."""
+    e = Exam(modality="MR")
+    inj = T0 - 30
+    for name, delay in (("pre", -60), ("art", 30), ("pv", 70), ("3min", 180), ("20min", 1200)):
+        for kind, itype in GE_TYPES.items():
+            te = 2.3 if kind == "in" else 1.15
+            e.series(f"{kind} {name}", time=inj + delay, MagneticFieldStrength=3.0,
+                     **t1_gre(ScanOptions="", EchoTime=te, ImageType=itype, FlipAngle=25 if name == "20min" else 12),
+                     **({} if name == "pre" else AGENT))
+    exam = one(select_datasets(e.datasets))
+    roles = {str(u.ds.SeriesDescription): u.role for u in exam.units}
+    assert [roles[f"water {n}"] for n in ("pre", "art", "pv", "3min", "20min")] == [
+        "mr_t1_pre", "mr_arterial", "mr_portal_venous", "mr_transitional", "mr_hepatobiliary"]
+    assert {r for d, r in roles.items() if not d.startswith("water")} == {"other"}
+    assert "water maps" in exam.dynamic_sequence
