@@ -105,6 +105,8 @@ class Site:
             f'[replay.pacs.{name}]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n'
             f'retrieve = "{how}"\ninstances_per_second = {rate}\nmax_concurrent = 2\n'
             for name, how, rate in (("ARCHIVE", "move", 0), ("ARCHIVE_GET", "get", 0), ("ARCHIVE_SLOW", "move", 20)))
+        pacs += f'[replay.pacs.ARCHIVE_BUSY]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n' \
+                f'busy_hours = ["00:00-24:00"]\n'  # always busy: a replay waits
         self.config.write_text(
             f'[dispatch]\ndestinations = ["ARCHIVE@127.0.0.1:{port}"]\nbackoff_initial_s = 1.0\n[jobs]\nworkers = 2\n'
             f'[replay]\npoll_seconds = 0.2\n' + pacs)
@@ -144,10 +146,11 @@ class Site:
         return subprocess.run([sys.executable, "-m", "mvi_node", "replay", *args, "--config", str(self.config)],
                               capture_output=True, text=True, timeout=timeout, env=env, cwd=self.root)
 
-    def replay_cli(self, *args: str) -> dict:
+    def replay_cli(self, *args: str) -> tuple[dict, str]:
+        """(the replay as --json prints it, the progress lines on stderr)."""
         out = self.cli("--pacs", "ARCHIVE", "--from", MAIN[0], "--to", MAIN[1], "--json", *args)
         assert out.returncode in (0, 1), out.stderr[-3000:]
-        return json.loads(out.stdout)
+        return json.loads(out.stdout), out.stderr
 
     def replay(self, pacs: str | None = "ARCHIVE", window: tuple[str, str] | None = MAIN, **body) -> dict:
         """POST /replays (what the CLI does, without its start-up time), then wait for the end."""
@@ -243,7 +246,12 @@ def test_dry_run_moves_nothing_and_lists_the_plan(site):
 
 
 def test_replays_the_liver_exams_and_skips_the_others_with_reasons(site):
-    r = site.replay_cli()
+    r, progress = site.replay_cli()
+    # the progress bar: studies, series, instances, rate, ETA; the last line says it is done
+    last = progress.strip().splitlines()[-1]
+    assert "] done: studies 6/6 (done 4, skipped 2, failed 0)" in last, progress[-2000:]
+    assert f"instances {LIVER * NEEDED_PER_EXAM}/{LIVER * NEEDED_PER_EXAM}" in last and "ETA" in last
+    assert any("running" in line for line in progress.splitlines())
     states = _by_state(r)
     assert r["state"] == "done", r
     assert len(states.get("done", [])) == LIVER, [(s["state"], s["reason"]) for s in r["studies"]]
@@ -366,7 +374,7 @@ def test_results_go_to_a_research_destination(site, research_peer):
     _done_exactly_needed(site, r, 1)
     study = r["studies"][0]["study_uid"]
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(m == "SR" for _s, m, _u in got):
+    while time.monotonic() < deadline and not {(study, "SR"), (study, "OT")} <= {(s, m) for s, m, _u in got}:
         time.sleep(0.3)
     assert {(s, m) for s, m, _u in got} >= {(study, "SR"), (study, "OT")}
     # and not to the configured destination (the archive): no result series in that study
@@ -418,6 +426,22 @@ def test_cancel_stops_the_replay(site):
     studies = {s["study_uid"] for s in r["studies"]}
     assert sum(sum(v.values()) for v in site.staged(studies).values()) < 2 * NEEDED_PER_EXAM
     assert httpx.post(f"{site.api}/replays/{rid}/cancel", timeout=10).status_code == 409
+
+
+def test_busy_hours_pause_retrieval(site):
+    day = OWN_DAYS["cancel"]  # studies the cancel test left (mostly) unretrieved
+    before = site.staged()
+    rid = httpx.post(f"{site.api}/replays", json={"pacs": "ARCHIVE_BUSY", "date_from": day, "date_to": day,
+                                                  "force": True}, timeout=10).json()["id"]
+    deadline = time.monotonic() + 30
+    while not (r := httpx.get(f"{site.api}/replays/{rid}", timeout=10).json())["paused"]:
+        assert time.monotonic() < deadline, r
+        time.sleep(0.2)
+    assert r["state"] == "running" and "busy hours" in r["paused"]
+    time.sleep(1.5)
+    assert site.staged() == before  # nothing moved while paused
+    assert httpx.post(f"{site.api}/replays/{rid}/cancel", timeout=10).status_code == 200
+    assert site.wait(rid)["state"] == "cancelled"
 
 
 def test_kill_9_mid_replay_resumes_and_completes(site):

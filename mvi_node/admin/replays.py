@@ -37,6 +37,8 @@ class ReplaySummary(BaseModel):
     error: str | None = None
     notes: list[str] = Field(default_factory=list)
     cancel_requested: bool = False
+    #: why retrieval waits right now (the archive's busy hours, the node's disk floor)
+    paused: str = ""
 
 
 class ReplayDetail(ReplaySummary):
@@ -48,7 +50,7 @@ class ReplayDetail(ReplaySummary):
 def summary(store: ReplayStore, r: Replay) -> ReplaySummary:
     return ReplaySummary(id=r.id, state=r.state, created_at=_iso(r.created_at) or "", started_at=_iso(r.started_at),
                          finished_at=_iso(r.finished_at), query=r.request.public(), progress=progress(store, r),
-                         error=r.error, notes=r.notes, cancel_requested=r.cancel)
+                         error=r.error, notes=r.notes, cancel_requested=r.cancel, paused=r.paused)
 
 
 def detail(store: ReplayStore, r: Replay) -> ReplayDetail:

@@ -71,7 +71,7 @@ def _bar(r: dict[str, Any], width: int = 24) -> str:
             f" (done {st.get('done', 0)}, skipped {st.get('skipped', 0)}, failed {st.get('failed', 0)})"
             f" | series {p['series_retrieved']}/{p['series_total']}"
             f" | instances {p['instances_retrieved']}/{p['instances_expected']}"
-            f" | {p['instances_per_second']:.1f}/s | {eta}")
+            f" | {p['instances_per_second']:.1f}/s | {eta}" + (f" | paused: {r['paused']}" if r.get("paused") else ""))
 
 
 def _mb(n: int) -> str:

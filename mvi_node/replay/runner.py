@@ -239,8 +239,12 @@ class ReplayRunner(Poller):
                   pacer: Pacer) -> None:
         """Retrieve every needed series of one study until the node holds all of it."""
         uid = row.study_uid
-        wait_while(lambda: self._pause_reason(cfg), self._cancel,
-                   lambda why: log.info("replay %d paused: %s", replay.id, why))
+        def paused(why: str) -> None:
+            log.info("replay %d paused: %s", replay.id, why)
+            self.store.set_paused(replay.id, why)
+
+        wait_while(lambda: self._pause_reason(cfg), self._cancel, paused, poll=1.0)
+        self.store.set_paused(replay.id, "")
         if self._cancel.is_set():
             return
         problems, failed_subops, retrieved = [], row.failed_subops, 0

@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS replays (
     finished_at REAL,
     cancel INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    notes TEXT NOT NULL DEFAULT '[]'
+    notes TEXT NOT NULL DEFAULT '[]',
+    -- why retrieval waits right now (busy hours, the disk floor); '' when it does not
+    paused TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS studies (
     replay_id INTEGER NOT NULL,
@@ -78,6 +80,7 @@ class Replay:
     cancel: bool
     error: str | None
     notes: list[str] = field(default_factory=list)
+    paused: str = ""
 
 
 @dataclass
@@ -111,14 +114,14 @@ class ReplayStore(SqliteDatabase):
 
     def get(self, replay_id: int) -> Replay | None:
         row = self._conn().execute(
-            "SELECT id, state, request, created_at, updated_at, started_at, finished_at, cancel, error, notes"
-            " FROM replays WHERE id = ?", (replay_id,)).fetchone()
+            "SELECT id, state, request, created_at, updated_at, started_at, finished_at, cancel, error, notes,"
+            " paused FROM replays WHERE id = ?", (replay_id,)).fetchone()
         return _replay(row) if row else None
 
     def list(self, limit: int = 50) -> list[Replay]:
         rows = self._conn().execute(
-            "SELECT id, state, request, created_at, updated_at, started_at, finished_at, cancel, error, notes"
-            " FROM replays ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            "SELECT id, state, request, created_at, updated_at, started_at, finished_at, cancel, error, notes,"
+            " paused FROM replays ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [_replay(r) for r in rows]
 
     def next_active(self) -> Replay | None:
@@ -143,6 +146,10 @@ class ReplayStore(SqliteDatabase):
             if note not in notes:
                 notes.append(note)
             db.execute("UPDATE replays SET notes = ? WHERE id = ?", (json.dumps(notes), replay_id))
+
+    def set_paused(self, replay_id: int, reason: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE replays SET paused = ? WHERE id = ?", (reason, replay_id))
 
     def request_cancel(self, replay_id: int) -> bool:
         with self._tx() as db:
@@ -221,4 +228,4 @@ class ReplayStore(SqliteDatabase):
 
 def _replay(row) -> Replay:
     return Replay(int(row[0]), str(row[1]), ReplayRequest.model_validate_json(row[2]), float(row[3]), float(row[4]),
-                  row[5], row[6], bool(row[7]), row[8], json.loads(row[9] or "[]"))
+                  row[5], row[6], bool(row[7]), row[8], json.loads(row[9] or "[]"), str(row[10] or ""))
