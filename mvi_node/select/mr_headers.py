@@ -55,7 +55,8 @@ _TYPE_KINDS = {
 
 _SUB_RE = re.compile(r"(?<![a-z])sub(?![a-z])|subtra[ck]|(?<![a-z])sub[- _]?[0-9]|减影|減影|サブトラ")
 _FF_RE = re.compile(r"fat[- _]?frac|(?<![a-z])(pdff|ff)(?![a-z])")
-_IN_RE = re.compile(r"(?<![a-z])in[- _]?phase|(?<![a-z])(ip|inphase)(?![a-z])|(?<![a-z])in[-/_ ]+(opp|out)|(opp|out)[-/_ ]+in(?![a-z])|同相位|同位相")
+_IN_RE = re.compile(r"(?<![a-z])in[- _]?phase|(?<![a-z])(ip|inphase)(?![a-z])|(?<![a-z])in[-/_ ]+(opp|out)"
+                    r"|(opp|out)[-/_ ]+in(?![a-z])|同相位|同位相")
 _OPP_RE = re.compile(r"(out|opp)[- _]?phase|opposed|(?<![a-z])(op|opp|outphase)(?![a-z])|gegenphase|反相位|逆位相")
 _DUAL_RE = re.compile(r"dual[- _]?echo")
 _FAT_RE = re.compile(r"(?<![a-z])fat(?![- _]?(sat|supp|sup|s(?![a-z])))(?![a-z])|fat[- _]?only|脂肪像|水脂分离脂")
