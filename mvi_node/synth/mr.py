@@ -355,7 +355,7 @@ def mr_plans(sim: MRSim) -> tuple[list[SeriesPlan], list[dt.datetime]]:
         if "early_arterial" in dyn_plans:
             dyn_plans["early_arterial"].note["early_arterial"] = True
     if hard.subtraction:
-        subtractions(sim, add, dyn, dyn_plans, times, g)
+        subtractions(sim, add, dyn, dyn_plans, times, g, study_of)
     if eob:
         t2_dwi(300)
         th = at(sim.timing["hepatobiliary"])
@@ -408,7 +408,7 @@ def dixon_set(sim: MRSim, add, dyn: dict, t0: dt.datetime, opaque: bool, name) -
              "EchoTrainLength": 2}, itype=DIXON_IMAGE_TYPES[v.key][kind])
 
 
-def subtractions(sim: MRSim, add, dyn: dict, dyn_plans: dict, times: dict, grid: Grid) -> None:
+def subtractions(sim: MRSim, add, dyn: dict, dyn_plans: dict, times: dict, grid: Grid, study_of) -> None:
     """Arterial minus pre and portal minus pre, as consoles compute them inline: derived
     images at their source's acquisition time, named and typed by the vendor's habit."""
     v = VENDOR_PROFILES[sim.spec.vendor]
@@ -420,6 +420,7 @@ def subtractions(sim: MRSim, add, dyn: dict, dyn_plans: dict, times: dict, grid:
         desc = f"{src.description if src else v.mr_name(phase, 'en')}_SUB" if v.key != "ge" else \
             f"SUB {src.description if src else v.mr_name(phase, 'en')}"
         p = add(f"sub_{phase}", "other", desc, vol, grid, times[phase] + dt.timedelta(seconds=20),
-                dyn, itype=SUBTRACTION_IMAGE_TYPES[v.key], acq=[times[phase]] * vol.shape[0])
+                dyn, itype=SUBTRACTION_IMAGE_TYPES[v.key], acq=[times[phase]] * vol.shape[0],
+                study=study_of(times[phase]))  # the source's study when the exam is split
         if src is not None:
             p.note["subtraction_of"] = src.uid
