@@ -27,7 +27,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 from pydicom.dataset import Dataset
 
-from mvi_node.common.frames import frame_pixels
+from mvi_node.common.frames import frame_pixels, view_key
 from mvi_node.infer.recipe import NO_ROI, ExamInputs, ModelRunner, NotEvaluated, Prediction, Recipe
 from mvi_node.infer.sliding import sliding_window
 from mvi_node.roi import NoRoi, Roi, SeriesGeometry, series_geometry
@@ -223,7 +223,8 @@ class ExamSegmentations:
     def __call__(self, target: SeriesGeometry | Sequence[Dataset]) -> Roi | NoRoi:
         geo = target if isinstance(target, SeriesGeometry) else series_geometry(list(target))
         # one phase of a multi-phase series is its own volume: keyed by its first image too
-        key = (str(geo.datasets[0].SeriesInstanceUID), str(geo.datasets[0].SOPInstanceUID), len(geo.datasets))
+        # (SOP and frame: the phases of an Enhanced instance share its SOP Instance UID)
+        key = (str(geo.datasets[0].SeriesInstanceUID), view_key(geo.datasets[0]), len(geo.datasets))
         if key not in self.results:
             self.results[key] = self.service.segment(geo)
         found = self.results[key]
