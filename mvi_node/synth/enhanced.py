@@ -31,8 +31,9 @@ from pydicom.uid import (CTImageStorage, EnhancedCTImageStorage, EnhancedMRImage
 from mvi_node.synth.dicomio import IMPLEMENTATION_VERSION, ExamContext, SeriesPlan, base_dataset, da, derive_uid, tm
 
 ENHANCED_CLASS = {MRImageStorage: EnhancedMRImageStorage, CTImageStorage: EnhancedCTImageStorage}
-# classic attributes that have no place in the Enhanced IODs (their content moves into
-# functional groups or has no Enhanced counterpart)
+# classic attributes never at the top level of an Enhanced instance (their content lives in
+# functional groups or Enhanced modules); removed should the shared base dataset carry one
+# (it sets AcquisitionDate)
 _MR_CLASSIC = {"ScanningSequence", "SequenceVariant", "ScanOptions", "SequenceName", "RepetitionTime", "EchoTime",
                "FlipAngle", "EchoTrainLength", "ImagedNucleus", "NumberOfAverages", "SpacingBetweenSlices",
                "WindowCenter", "WindowWidth", "NumberOfTemporalPositions", "DiffusionBValue",
