@@ -106,6 +106,39 @@ def test_check_figures_on_known_predictions():
     assert accuracy.dice(np.ones(4, bool), np.array([1, 1, 0, 0], bool)) == pytest.approx(2 / 3)
 
 
+def test_segmentation_check_is_dice_against_the_fp32_masks():
+    from types import SimpleNamespace
+
+    liver = np.zeros((4, 16, 16), bool)
+    liver[:, 2:14, 2:14] = True
+    lesion = np.zeros((4, 16, 16), np.uint16)
+    lesion[1:3, 5:9, 5:9] = 1
+
+    def seg(lv, ls):
+        return SimpleNamespace(liver=lv, lesion_map=ls, lesions=[1] if ls.any() else [])
+
+    same = accuracy.check_segmentations([(seg(liver, lesion), seg(liver, lesion))] * 10)
+    assert same["passed"] and same["liver_dice_min"] == 1.0 and same["tumour_dice_mean"] == 1.0
+    shifted = np.roll(lesion, 2, axis=2)  # half the lesion moved: Dice 0.5
+    bad = accuracy.check_segmentations([(seg(liver, lesion), seg(liver, shifted))] * 10)
+    assert not bad["passed"] and bad["tumour_dice_mean"] == pytest.approx(0.5) and "tumour Dice" in bad["failures"][0]
+
+
+def test_head_nodes_are_the_ones_after_the_last_conv_and_batches_are_equal():
+    import onnx
+
+    from mvi_node.infer.quantize import batches, head_nodes
+
+    graph = onnx.load(str(SHIPPED / "model_image_only.onnx")).graph
+    head = set(head_nodes(graph))
+    convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    assert not head & set(convs) and "/fc/Gemm" in head and "/Einsum" in head and "/Resize" in head
+    assert "/layer4/layer4.1/Add" in head and "/layer4/layer4.0/Add" not in head  # a conv follows that one
+    feeds = [{"image": np.zeros((n, 3), np.float32)} for n in (5, 7, 3)]
+    assert [b["image"].shape[0] for b in batches(feeds, 4)] == [4, 4, 4]
+    assert [b["image"].shape[0] for b in batches(feeds[:1], 8)] == [5]
+
+
 # --- real graphs over a real cohort --------------------------------------------------------
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
@@ -260,3 +293,16 @@ def test_a_precision_copy_with_another_sha256_or_other_outputs_is_refused(folder
     (copy / "manifest.toml").write_text(tomli_w.dumps(m), encoding="utf-8")
     with pytest.raises(ManifestError, match="differ from the fp32 graph"):
         load_model(copy)
+
+
+def test_gpu_bench_exits_cleanly_without_a_gpu():
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+
+    if any(p in ort.get_available_providers() for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")):
+        pytest.skip("a GPU provider is installed: bench/gpu.py would measure")
+    bench = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
+    proc = subprocess.run([sys.executable, str(bench), "--batches", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "no GPU execution provider" in proc.stderr and not proc.stdout.strip()

