@@ -193,6 +193,7 @@ def test_an_enhanced_ct_exam_runs_through_infer_like_its_classic_twin(tmp_path):
     (cli,) = json.loads(run_cli_json(["infer", str(twins["enhanced"][1]), "--json"]))["studies"]
     assert cli["recipe"] == "ct_ap_resnet18" and cli["outcome"] == "ok"
     assert cli["roi"]["source"] == "seg" and not cli["roi"]["mapped_from_other_series"]
+    assert cli["slices"] and all(s.get("frame_number") for s in cli["gradcam"]["slices"])  # (SOP, frame)
     # the classic twin in process (one model load), then the report of both: SR and
     # captures valid, citing (SOP, frame) where the classic twin cites instances
     engine = Engine(ModelRegistry([DEFAULT_ROOT], pins={"liver_tumor_seg": "none"}), NullClinicalSource())
@@ -415,3 +416,26 @@ def test_an_enhanced_mr_exam_is_processed_by_mr_3seq_grade_like_its_classic_twin
     for name in a.images:
         assert np.array_equal(a.images[name], b.images[name]), name
     assert cited["enhanced"] == cited["classic"]  # frame k where the classic captures cite instance k
+
+
+def _served(recipe: str) -> bool:
+    from mvi_node.infer.registry import DEFAULT_ROOT
+
+    return any((Path(DEFAULT_ROOT) / recipe).glob("*/manifest.toml"))
+
+
+@pytest.mark.skipif(not _served("mr_3seq_grade"), reason="no mr_3seq_grade model installed")
+def test_an_enhanced_mr_exam_runs_through_infer_with_its_classic_twins_probability(tmp_path):
+    from mvi_node.clinical import NullClinicalSource
+    from mvi_node.infer import Engine, ModelRegistry
+    from mvi_node.infer.registry import DEFAULT_ROOT
+
+    twins = _twins(tmp_path, "mr", 4242, matrix=128, agent="gd-eob", mvi=True, annotations="seg", seg_on="portal")
+    (cli,) = [r for r in json.loads(run_cli_json(["infer", str(twins["enhanced"][1]), "--json"]))["studies"]
+              if r["recipe"] == "mr_3seq_grade"]
+    assert cli["outcome"] == "ok" and cli["slices"] == 3  # a key slice per sequence
+    assert all(s.get("frame_number") for s in cli["gradcam"]["slices"])  # each cited as (SOP, frame)
+    engine = Engine(ModelRegistry([DEFAULT_ROOT], pins={"liver_tumor_seg": "none"}), NullClinicalSource())
+    (exam,) = select_path(twins["classic"][1])
+    (res,) = [r for r in engine.run_exam(exam) if r.recipe == "mr_3seq_grade"]
+    assert abs(res.probability - cli["probability"]) < 1e-4
