@@ -118,7 +118,7 @@ def test_every_operation_conforms_to_the_openapi_spec(live_node):
         timeout=300,
     )
     assert out.returncode == 0, out.stdout[-4000:]
-    assert "Tested: 7" in out.stdout and "No issues found" in out.stdout
+    assert "Tested: 11" in out.stdout and "No issues found" in out.stdout  # 7 + the 4 replay operations
 
 
 def test_jobs_are_listed_for_people_iso_times_filters_and_outcomes(live_node, client, capsys):

@@ -109,7 +109,7 @@ class Site:
                 f'busy_hours = ["00:00-24:00"]\n'  # always busy: a replay waits
         self.config.write_text(
             f'[dispatch]\ndestinations = ["ARCHIVE@127.0.0.1:{port}"]\nbackoff_initial_s = 1.0\n[jobs]\nworkers = 2\n'
-            f'[replay]\npoll_seconds = 0.2\n' + pacs)
+            f'[replay]\npoll_seconds = 0.2\nfolder_roots = ["{root.parent}"]\n' + pacs)
         self.quiet = quiet
         self.node: NodeProcess | None = None
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from mvi_node.config.replay import ArchiveSettings, ScheduleSettings
-from mvi_node.replay.request import ReplayRequest
+from mvi_node.replay.request import ReplayRequest, pattern
 from mvi_node.replay.schedule import request_for, window
 from mvi_node.replay.throttle import Pacer, in_busy_hours
 
@@ -58,11 +58,14 @@ def test_request_needs_one_source_and_valid_values():
     with pytest.raises(ValidationError):
         ReplayRequest(pacs="P", date_from="2025-13-01")
     with pytest.raises(ValidationError):
-        ReplayRequest(pacs="P", date_from="20250102", date_to="20250101")
+        ReplayRequest(pacs="P", limit=True)
     with pytest.raises(ValidationError):
-        ReplayRequest(pacs="P", series_description="(")
-    r = ReplayRequest(pacs="P", date_from="2025-01-02")
-    assert r.date_from == "20250102"
+        ReplayRequest(pacs="P", destination="X@h:70000")
+    r = ReplayRequest(pacs="P", date_from="2025-01-02", date_to="20250231", limit=3.0)
+    assert (r.date_from, r.date_to, r.limit) == ("20250102", "20250228", 3)  # a day past the end: the last day
+    # what the schema cannot say is never a refusal: a bad pattern is plain text
+    assert pattern("a(b").search("xa(by") and not pattern("a(b").search("ab")
+    assert ReplayRequest(pacs="PACS@10.0.0.5:104").pacs == "PACS@10.0.0.5:104"
 
 
 def test_public_view_has_no_identifiers():

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from mvi_node.replay.plan import totals
@@ -62,38 +63,46 @@ def detail(store: ReplayStore, r: Replay) -> ReplayDetail:
     return ReplayDetail(**summary(store, r).model_dump(), studies=studies, totals=totals(s.plan for s in rows))
 
 
-def replay_router(store: ReplayStore, known_pacs: Callable[[], set[str]]) -> Callable[[list], APIRouter]:
+def _under(folder: str, roots: list[Path]) -> bool:
+    path = Path(folder).resolve()
+    return any(path == Path(r).resolve() or Path(r).resolve() in path.parents for r in roots)
+
+
+def replay_router(store: ReplayStore, known_pacs: Callable[[], set[str]],
+                  folder_roots: Callable[[], list[Path]] = lambda: []) -> Callable[[list], APIRouter]:
+    ids = PathParam(ge=1, le=2**62, description="replay id")
+
     def make(guarded: list) -> APIRouter:
         router = APIRouter(dependencies=guarded, tags=["replays"])
 
         @router.post("/replays", response_model=ReplaySummary, status_code=201,
-                     responses={422: {"description": "the request is invalid (the field and the rule)"}},
+                     responses={400: {"description": "the body is not JSON"},
+                                404: {"description": "no such archive, or a folder the node may not read"},
+                                422: {"description": "the request is invalid (the field and the rule)"}},
                      summary="Replay archived studies through the node")
         def submit(body: ReplayRequest) -> ReplaySummary:
             if body.pacs and body.pacs not in known_pacs():
                 try:
                     parse_ae(body.pacs)
                 except ValueError:
-                    raise HTTPException(422, "pacs: not a configured archive nor AE@HOST:PORT") from None
-            if body.destination:
-                try:
-                    parse_ae(body.destination)
-                except ValueError:
-                    raise HTTPException(422, "destination: AE@HOST:PORT expected") from None
-            if body.dicomweb and not body.dicomweb.startswith(("http://", "https://")):
-                raise HTTPException(422, "dicomweb: an http(s) URL expected")
-            if body.folder and not Path(body.folder).is_dir():
-                raise HTTPException(422, "folder: not a folder the node can read")
+                    raise HTTPException(404, "pacs: not a configured archive ([replay.pacs.NAME])") from None
+            if body.folder and not (_under(body.folder, folder_roots()) and Path(body.folder).is_dir()):
+                raise HTTPException(404, "folder: not a folder under [replay] folder_roots")
             return summary(store, store.create(body))
 
         @router.get("/replays", response_model=list[ReplaySummary], summary="Replays, newest first")
         def list_replays(limit: int = Query(default=20, ge=1, le=500)) -> list[ReplaySummary]:
             return [summary(store, r) for r in store.list(limit)]
 
+        @router.api_route("/replays", methods=["OPTIONS"], include_in_schema=False)
+        def replays_options() -> Response:
+            # one path, two routes: say both methods (Starlette's 405 would name the first only)
+            return Response(status_code=405, headers={"Allow": "GET, POST"})
+
         @router.get("/replays/{replay_id}", response_model=ReplayDetail,
                     responses={404: {"description": "no such replay"}},
                     summary="One replay: progress, every study's state and reason, the plan")
-        def get_replay(replay_id: int) -> ReplayDetail:
+        def get_replay(replay_id: int = ids) -> ReplayDetail:
             r = store.get(replay_id)
             if r is None:
                 raise HTTPException(404, "no such replay")
@@ -102,7 +111,7 @@ def replay_router(store: ReplayStore, known_pacs: Callable[[], set[str]]) -> Cal
         @router.post("/replays/{replay_id}/cancel", response_model=ReplaySummary,
                      responses={404: {"description": "no such replay"}, 409: {"description": "already finished"}},
                      summary="Cancel a replay: C-CANCEL for moves in flight, the rest is not retrieved")
-        def cancel(replay_id: int) -> ReplaySummary:
+        def cancel(replay_id: int = ids) -> ReplaySummary:
             r = store.get(replay_id)
             if r is None:
                 raise HTTPException(404, "no such replay")

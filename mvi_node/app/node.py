@@ -181,7 +181,8 @@ class Node:
         if self.replay is not None:
             from mvi_node.admin.replays import replay_router
 
-            self.orthanc_routers.append(replay_router(self.replay.store, lambda: set(settings.replay.pacs)))
+            self.orthanc_routers.append(replay_router(self.replay.store, lambda: set(settings.replay.pacs),
+                                                      lambda: list(settings.replay.folder_roots)))
             handler.route = research_route(self.replay.store, self.jobs, settings)
         self.admin = None
         self._stopped = False

@@ -22,6 +22,7 @@ pacs = "ARCHIVE"
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -84,6 +85,8 @@ class ScheduleSettings(_Section):
 class ReplaySettings(_Section):
     enabled: bool = True
     pacs: dict[str, ArchiveSettings] = Field(default_factory=dict)
+    #: folders a replay may read (--folder DIR must lie under one); empty: no folder replays
+    folder_roots: list[Path] = Field(default_factory=list)
     #: an incomplete series is retrieved again this many times before the study fails
     retries: int = Field(default=2, ge=0, le=20)
     #: how long a retrieved study may wait for its job before it counts as failed

@@ -13,11 +13,11 @@ through the node's full selection on complete headers as every routed study does
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable, Sequence
 
 from pydicom.dataset import Dataset
 
+from mvi_node.replay.request import pattern
 from mvi_node.roi.sources import NODE_MANUFACTURER
 from mvi_node.select.engine import select_exam
 from mvi_node.select.recipes import RecipeNeeds, evaluate
@@ -96,7 +96,7 @@ def plan_study(study: Dataset, answers: Sequence[Dataset], rules: RuleSet, needs
     exam = select_exam(units, rules)
     qualified, missing = evaluate({r: u.uid for r, u in exam.winners().items()}, needs, exam.modalities)
     needed_roles = {role for q in qualified for role in q["inputs"]}
-    pattern = re.compile(series_pattern, re.I) if series_pattern else None
+    series_re = pattern(series_pattern)
     by_uid = {str(a.SeriesInstanceUID): a for a in answers}
     seen: set[str] = set()
     # a series split into units (a stray image, phases) is listed once: by its first unit,
@@ -117,7 +117,7 @@ def plan_study(study: Dataset, answers: Sequence[Dataset], rules: RuleSet, needs
             needed, why = True, f"input of {', '.join(names)}"
         elif qualified and (u.role in OUTLINE_ROLES or modality in OUTLINE_MODALITIES):
             needed, why = True, "may hold the tumour outline (annotation first, before the automatic ROI)"
-        if needed and pattern is not None and not pattern.search(_text(answer, "SeriesDescription")):
+        if needed and series_re is not None and not series_re.search(_text(answer, "SeriesDescription")):
             needed, why = False, "series description does not match the replay's pattern"
         plan["series"].append({
             "series_uid": u.series_uid, "modality": modality, "number": _text(answer, "SeriesNumber"),

@@ -10,12 +10,11 @@ reaches the cap is reported in the replay's notes: its studies may be incomplete
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Callable, Iterable
 
 from pydicom.dataset import Dataset
 
-from mvi_node.replay.request import ReplayRequest, parse_date
+from mvi_node.replay.request import ReplayRequest, parse_date, pattern
 
 #: (date range "YYYYMMDD-YYYYMMDD" or "", modality or "", accession or "", patient ID or "") -> answers
 FindStudies = Callable[[str, str, str, str], list[Dataset]]
@@ -54,6 +53,9 @@ def find_studies(find: FindStudies, request: ReplayRequest, cap: int, notes: lis
     keys: list[tuple[str, str]] = [(a, "") for a in request.accessions] or [("", request.patient_id or "")]
     start = parse_date(request.date_from) if request.date_from else None
     end = parse_date(request.date_to) if request.date_to else (today or dt.date.today()) if start else None
+    if start is not None and end is not None and start > end:
+        notes.append("date_from is after date_to: nothing to find")
+        return []
     found: dict[str, Dataset] = {}
     for modality in modalities:
         for accession, patient in keys:
@@ -75,13 +77,13 @@ def find_studies(find: FindStudies, request: ReplayRequest, cap: int, notes: lis
 
 def _filtered(studies: Iterable[Dataset], request: ReplayRequest) -> Iterable[Dataset]:
     # Archives differ in what they match (ModalitiesInStudy, wildcards): checked again here.
-    pattern = re.compile(request.study_description, re.I) if request.study_description else None
+    study_re = pattern(request.study_description)
     wanted = set(request.modality)
     for ds in studies:
         mods = _modalities(ds)
         if wanted and mods and not (mods & wanted):
             continue
-        if pattern is not None and not pattern.search(str(ds.get("StudyDescription", "") or "")):
+        if study_re is not None and not study_re.search(str(ds.get("StudyDescription", "") or "")):
             continue
         if request.accessions and str(ds.get("AccessionNumber", "") or "") not in request.accessions:
             continue

@@ -145,7 +145,7 @@ class ReplayRunner(Poller):
         self._cancel.set()
         super().stop()
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)  # a move in flight ends on its own
 
     # -- planning ---------------------------------------------------------------------
     def _plan(self, replay: Replay) -> None:

@@ -108,7 +108,7 @@ class ReplayStore(SqliteDatabase):
         now = time.time()
         with self._tx() as db:
             cur = db.execute("INSERT INTO replays(state, request, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                             (QUEUED, request.model_dump_json(), now, now))
+                             (QUEUED, request.model_dump_json(exclude_none=True), now, now))
             rid = int(cur.lastrowid)
         return self.get(rid)  # type: ignore[return-value]
 
