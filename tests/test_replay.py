@@ -538,3 +538,39 @@ def test_date_windows_split_at_the_archive_cap(tmp_path):
                                                                  date_to="20241231", limit=3), 2, [])) == 3
     finally:
         archive.stop()
+
+
+def test_retrieval_pauses_near_the_disk_floor(tmp_path):
+    """A floor 10 MB under the free space: a study estimated at about 21 MB would cross it,
+    so its retrieval waits (a folder replay, no archive needed)."""
+    import shutil
+
+    folder = tmp_path / "import" / "exam"
+    make_exam(folder, "ct", seed=190, index=0, hard_cases="none", matrix=64, annotations="seg")
+    (tmp_path / "var").mkdir()
+    floor_mb = shutil.disk_usage(tmp_path / "var").free // (1 << 20) - 10
+    config = tmp_path / "node.toml"
+    config.write_text(f'[listener]\nmin_free_disk_mb = {floor_mb}\n'
+                      f'[replay]\npoll_seconds = 0.2\nfolder_roots = ["{tmp_path / "import"}"]\n')
+    node = NodeProcess(tmp_path / "var", free_port(), config=config).start()
+    try:
+        api = f"http://127.0.0.1:{node.admin_port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                resp = httpx.post(f"{api}/replays", json={"folder": str(folder)}, timeout=5)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+        assert resp.status_code == 201, resp.text
+        rid = resp.json()["id"]
+        while not (r := httpx.get(f"{api}/replays/{rid}", timeout=5).json())["paused"]:
+            assert time.monotonic() < deadline, r
+            time.sleep(0.2)
+        assert "disk" in r["paused"] and r["state"] == "running"
+        assert r["progress"]["instances_retrieved"] == 0
+        # a folder outside folder_roots is not read
+        assert httpx.post(f"{api}/replays", json={"folder": str(tmp_path)}, timeout=5).status_code == 404
+    finally:
+        node.stop()

@@ -91,10 +91,15 @@ class NodeReplayHooks:
             return None
         return job.state.value, job.result, job.last_error
 
-    def pause_reason(self) -> str:
+    def pause_reason(self, needed_bytes: int = 0) -> str:
         listener = self.node.listener
-        if listener is not None and listener.handlers.disk.low():
-            return "the node's free disk is near its floor"
+        if listener is None:
+            return ""
+        disk = listener.handlers.disk
+        if disk.low():
+            return "the node's free disk is below its floor"
+        if disk.min_free_bytes > 0 and disk.free_bytes() - needed_bytes < disk.min_free_bytes:
+            return "the node's free disk is near its floor (the study would cross it)"
         return ""
 
     def accept(self, event):

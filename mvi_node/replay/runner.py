@@ -63,8 +63,9 @@ class NodeHooks(Protocol):
     def job_outcome(self, key: str) -> tuple[str, dict[str, Any], str | None] | None:
         """(state, result, last error) of a job, None before it exists."""
 
-    def pause_reason(self) -> str:
-        """Why retrieval should wait now ('' when it need not): the node's disk floor."""
+    def pause_reason(self, needed_bytes: int = 0) -> str:
+        """Why retrieval should wait now ('' when it need not): the node's free disk
+        would fall below its floor with ``needed_bytes`` more."""
 
     def stage_file(self, path: Path, offset: int, transfer_syntax: str, sop_class: str, sop_uid: str,
                    source: str) -> int:
@@ -243,7 +244,8 @@ class ReplayRunner(Poller):
             log.info("replay %d paused: %s", replay.id, why)
             self.store.set_paused(replay.id, why)
 
-        wait_while(lambda: self._pause_reason(cfg), self._cancel, paused, poll=1.0)
+        needed = sum(s["bytes"] for s in row.plan["series"] if s["retrieve"])
+        wait_while(lambda: self._pause_reason(cfg, needed), self._cancel, paused, poll=1.0)
         self.store.set_paused(replay.id, "")
         if self._cancel.is_set():
             return
@@ -304,10 +306,10 @@ class ReplayRunner(Poller):
         if elapsed > 0:
             metrics.RATE.labels(pacs=pacs).set(total / elapsed)
 
-    def _pause_reason(self, cfg: ArchiveSettings) -> str:
+    def _pause_reason(self, cfg: ArchiveSettings, needed_bytes: int = 0) -> str:
         if cfg.busy_hours and in_busy_hours(cfg.busy_hours):
             return "inside the archive's busy hours"
-        return self.hooks.pause_reason()
+        return self.hooks.pause_reason(needed_bytes)
 
     def _hand_over(self, replay: Replay, row: StudyRow) -> bool:
         key = self.hooks.process(row.study_uid, row.since or 0.0, f"{replay.id}", replay.request.destination)
