@@ -439,3 +439,56 @@ def test_an_enhanced_mr_exam_runs_through_infer_with_its_classic_twins_probabili
     (exam,) = select_path(twins["classic"][1])
     (res,) = [r for r in engine.run_exam(exam) if r.recipe == "mr_3seq_grade"]
     assert abs(res.probability - cli["probability"]) < 1e-4
+
+
+def test_a_seg_over_frames_of_two_instances_cites_each_frame(mr_multiphase, tmp_path):
+    """A series written as two Enhanced instances (half the slab each): a SEG over its
+    frames validates, cites (SOP, frame) per SEG frame and both instances, and maps back
+    onto exactly those frames."""
+    import copy
+
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    from mvi_node.common.frames import cite_source_frames, seg_source_arguments
+    from mvi_node.report.validate import dciodvfy_errors
+    from mvi_node.select.series import build_units
+
+    (exam,) = select_path(mr_multiphase["enhanced"][1])
+    hbp = exam.winners()["mr_hepatobiliary"]
+    whole = pydicom.dcmread(hbp.datasets[0].filename)
+    n = int(whole.NumberOfFrames)
+    headers = []
+    for k, (a, b) in enumerate(((0, n // 2), (n // 2, n))):
+        part = copy.deepcopy(whole)
+        part.SOPInstanceUID = part.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        part.PerFrameFunctionalGroupsSequence = whole.PerFrameFunctionalGroupsSequence[a:b]
+        part.NumberOfFrames, part.InstanceNumber = b - a, k + 1
+        part.PixelData = whole.pixel_array[a:b].tobytes()
+        part.save_as(tmp_path / f"part{k}.dcm", enforce_file_format=True)
+        headers.append(pydicom.dcmread(tmp_path / f"part{k}.dcm", stop_before_pixels=True))
+    (unit,) = build_units(headers)
+    geo = series_geometry(unit.datasets)
+    mask = np.zeros(geo.shape, np.uint8)
+    mask[n // 2 - 3:n // 2 + 3, 20:30, 25:40] = 1  # across the two instances
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Tumor", segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    seg = hd.seg.Segmentation(
+        **seg_source_arguments(geo.datasets, mask), segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment], series_instance_uid=generate_uid(), series_number=300,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="test", manufacturer_model_name="test",
+        software_versions="1", device_serial_number="1")
+    cite_source_frames(seg, geo.datasets)
+    seg.save_as(tmp_path / "seg.dcm", enforce_file_format=True)
+    assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+    cited = {(str(s.ReferencedSOPInstanceUID), int(s.ReferencedFrameNumber))
+             for fg in seg.PerFrameFunctionalGroupsSequence for d in fg.DerivationImageSequence
+             for s in d.SourceImageSequence}
+    drawn = {(str(geo.datasets[z].SOPInstanceUID), frame_number(geo.datasets[z])) for z in np.flatnonzero(mask.any((1, 2)))}
+    assert cited == drawn and len({sop for sop, _f in cited}) == 2
+    listed = {str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert listed == {str(h.SOPInstanceUID) for h in headers}
+    roi = find_roi([*unit.datasets, pydicom.dcmread(tmp_path / "seg.dcm", stop_before_pixels=True)], geo)
+    assert isinstance(roi, Roi) and not roi.mapped and np.array_equal(roi.mask, mask.astype(bool))

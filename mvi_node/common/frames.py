@@ -279,17 +279,16 @@ def _decoded(path: str) -> np.ndarray:
 
 def seg_source_arguments(images: list[Dataset], pixel_array: np.ndarray) -> dict[str, Any]:
     """Keyword arguments of ``highdicom.seg.Segmentation`` for a mask over ``images``
-    (classic images, or frame views of ONE Enhanced instance, mask plane k on image k).
+    (classic images, or frame views of Enhanced instances; mask plane k on image k).
 
-    highdicom takes a multi-frame source only whole, and refuses one whose frames repeat
-    a position (phases, b-values): frame views are given as the one instance plus the
-    planes' own positions; :func:`restrict_source_frames` then keeps, per SEG frame, the
-    reference to the frame it was drawn on."""
-    parents = {id(frame_parent(d)): frame_parent(d) for d in images if frame_number(d) is not None}
-    if not parents:
+    highdicom takes a multi-frame source only whole and only one, and refuses one whose
+    frames repeat a position (phases, b-values): frame views are given as their (first)
+    instance plus the planes' own positions, and :func:`cite_source_frames` then names
+    per SEG frame the (SOP, frame) it was drawn on."""
+    if all(frame_number(d) is None for d in images):
         return {"source_images": list(images), "pixel_array": pixel_array}
-    if len(parents) > 1 or len(parents) != len({id(frame_parent(d)) for d in images}):
-        raise ValueError("a SEG over frames of several instances is not supported")
+    if any(frame_number(d) is None for d in images):
+        raise ValueError("a SEG over classic images and frames of an Enhanced instance at once is not supported")
     import highdicom as hd
 
     first = images[0]
@@ -306,16 +305,43 @@ def seg_source_arguments(images: list[Dataset], pixel_array: np.ndarray) -> dict
     }
 
 
-def restrict_source_frames(seg: Dataset, images: list[Dataset]) -> None:
-    """Each SEG frame's Derivation Image source (PS3.3 C.7.6.16.2.6) cut down to the frame
-    view at its position: highdicom cites every frame of the source at that position."""
+def _code_item(value: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+    return item
+
+
+def cite_source_frames(seg: Dataset, images: list[Dataset]) -> None:
+    """A SEG over frame views (built with :func:`seg_source_arguments`) cites its sources:
+    each SEG frame's Derivation Image Sequence (PS3.3 C.7.6.16.2.6) names the frame view at
+    its position as (SOP, ReferencedFrameNumber), and the Referenced Series Sequence
+    (C.8.20.2) lists every instance those frames belong to. Classic sources: unchanged."""
     if not any(frame_number(d) is not None for d in images):
         return
-    at = {tuple(round(float(v), 3) for v in d.ImagePositionPatient): frame_number(d) for d in images}
+    at = {tuple(round(float(v), 3) for v in d.ImagePositionPatient): d for d in images}
     for fg in seg.get("PerFrameFunctionalGroupsSequence", []):
-        pos = tuple(round(float(v), 3) for v in fg.PlanePositionSequence[0].ImagePositionPatient)
-        frame = at.get(pos)
-        for der in fg.get("DerivationImageSequence", []):
-            keep = [s for s in der.get("SourceImageSequence", []) if int(s.get("ReferencedFrameNumber", 0)) == frame]
-            if keep:
-                der.SourceImageSequence = keep
+        view = at.get(tuple(round(float(v), 3) for v in fg.PlanePositionSequence[0].ImagePositionPatient))
+        if view is None:
+            continue
+        src = Dataset()
+        src.ReferencedSOPClassUID, src.ReferencedSOPInstanceUID = view.SOPClassUID, view.SOPInstanceUID
+        src.ReferencedFrameNumber = frame_number(view)
+        src.PurposeOfReferenceCodeSequence = [_code_item("121322", "Source image for image processing operation")]
+        src.SpatialLocationsPreserved = "YES"
+        der = Dataset()
+        der.DerivationCodeSequence = [_code_item("113076", "Segmentation")]
+        der.SourceImageSequence = [src]
+        fg.DerivationImageSequence = [der]
+    instances: dict[str, dict[str, str]] = {}
+    for d in images:
+        instances.setdefault(str(d.SeriesInstanceUID), {})[str(d.SOPInstanceUID)] = str(d.SOPClassUID)
+    for series in seg.get("ReferencedSeriesSequence", []):
+        cited = instances.get(str(series.SeriesInstanceUID))
+        if not cited:
+            continue
+        items = []
+        for sop, cls in cited.items():
+            ref = Dataset()
+            ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = cls, sop
+            items.append(ref)
+        series.ReferencedInstanceSequence = items

@@ -23,7 +23,7 @@ from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from mvi_node.common.frames import restrict_source_frames, seg_source_arguments
+from mvi_node.common.frames import cite_source_frames, seg_source_arguments
 from mvi_node.report.inputs import MANUFACTURER
 from mvi_node.report.uids import derived_uid
 
@@ -120,7 +120,7 @@ def build_seg(segmentation: Any, version: int = 1) -> Dataset:
                              + (" - NOT FOR CLINICAL USE" if caution else ""))[:64],
         content_creator_name="mvi-node^automatic",
     )
-    restrict_source_frames(seg, sources)
+    cite_source_frames(seg, sources)
     return seg
 
 

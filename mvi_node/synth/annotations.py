@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from mvi_node.common.frames import frame_datasets, restrict_source_frames, seg_source_arguments
+from mvi_node.common.frames import cite_source_frames, frame_datasets, seg_source_arguments
 from mvi_node.synth.dicomio import ExamContext, SeriesPlan, derive_uid, pin_dataset
 from mvi_node.synth.vendors import VENDOR_PROFILES
 
@@ -82,7 +82,7 @@ def write_seg(ctx: ExamContext, ref: SeriesPlan, paths: list[Path], indices: lis
         content_creator_name="SYNTH^RADIOLOGIST",
         series_description="Tumor SEG",
     )
-    restrict_source_frames(seg, images)
+    cite_source_frames(seg, images)
     pin_dataset(seg, uid, when)
     out = ctx.series_dir(number) / "I0001.dcm"
     out.parent.mkdir(parents=True, exist_ok=True)
