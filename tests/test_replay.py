@@ -457,8 +457,14 @@ def test_kill_9_mid_replay_resumes_and_completes(site):
     middle = sum(sum(v.values()) for v in site.staged().values()) - before
     assert 0 < middle < 2 * NEEDED_PER_EXAM
     site.start_node()
-    _done_exactly_needed(site, site.wait(rid), 2)
+    r = site.wait(rid)
+    _done_exactly_needed(site, r, 2)
     assert "resumed" in site.node.log_text()
+    # the half-retrieved study's round stayed open across the kill: no job ran on a part of it
+    for st in r["studies"]:
+        jobs = httpx.get(f"{site.api}/jobs", params={"study": st["study_uid"], "kind": "study"}, timeout=10).json()
+        assert jobs and all(httpx.get(f"{site.api}/jobs/{j['id']}", timeout=10).json()["result"]["instances"]
+                            == NEEDED_PER_EXAM for j in jobs), jobs
     status = site.cli("status", str(rid))
     assert status.returncode == 0 and "done" in status.stdout
 

@@ -184,6 +184,7 @@ class Node:
             self.orthanc_routers.append(replay_router(self.replay.store, lambda: set(settings.replay.pacs),
                                                       lambda: list(settings.replay.folder_roots)))
             handler.route = research_route(self.replay.store, self.jobs, settings)
+            self.watcher.hold = self.replay.store.is_retrieving  # no job before the retrieve is complete
         self.admin = None
         self._stopped = False
         self._collector: NodeCollector | None = None

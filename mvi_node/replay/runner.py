@@ -199,9 +199,11 @@ class ReplayRunner(Poller):
     # -- running ----------------------------------------------------------------------
     def _advance(self, replay: Replay) -> bool:
         if replay.id not in self._resumed:
-            again = self.store.reset_interrupted(replay.id)
+            # retrievals a killed process left half done start again (the node stores each
+            # instance once, so what already arrived is not stored twice)
+            again = self.store.studies(replay.id, RETRIEVING)
             if again:
-                log.info("replay %d resumed: %d studies are retrieved again", replay.id, again)
+                log.info("replay %d resumed: %d studies are retrieved again", replay.id, len(again))
             self._resumed.add(replay.id)
         busy = False
         for row in self.store.studies(replay.id, RETRIEVED):
@@ -215,7 +217,8 @@ class ReplayRunner(Poller):
             self._pool_replay = replay.id
         pacer = self._pacers.setdefault(archive.name, Pacer(cfg.instances_per_second))
         pacer.per_second = cfg.instances_per_second
-        planned = [r for r in self.store.studies(replay.id, PLANNED) if r.study_uid not in self._inflight]
+        planned = [r for r in self.store.studies(replay.id) if r.state in (PLANNED, RETRIEVING)
+                   and r.study_uid not in self._inflight]
         for row in planned[: max(0, cfg.max_concurrent - len(self._inflight))]:
             self.store.update_study(replay.id, row.study_uid, state=RETRIEVING, since=row.since or time.time())
             self._inflight[row.study_uid] = self._pool.submit(self._retrieve, replay, row, archive, cfg, pacer)
@@ -238,6 +241,15 @@ class ReplayRunner(Poller):
 
     def _retrieve(self, replay: Replay, row: StudyRow, archive: DimseArchive, cfg: ArchiveSettings,
                   pacer: Pacer) -> None:
+        try:
+            self._retrieve_study(replay, row, archive, cfg, pacer)
+        except Exception as exc:  # noqa: BLE001 - the study fails with the error's name, the replay goes on
+            log.exception("replay %d: retrieve of study %s failed", replay.id, row.study_uid)
+            self.store.update_study(replay.id, row.study_uid, state=STUDY_FAILED,
+                                    reason=f"retrieve failed: {type(exc).__name__}")
+
+    def _retrieve_study(self, replay: Replay, row: StudyRow, archive: DimseArchive, cfg: ArchiveSettings,
+                        pacer: Pacer) -> None:
         """Retrieve every needed series of one study until the node holds all of it."""
         uid = row.study_uid
         def paused(why: str) -> None:

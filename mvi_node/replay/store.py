@@ -189,12 +189,13 @@ class ReplayStore(SqliteDatabase):
             db.execute(f"UPDATE studies SET {cols}, updated_at = ? WHERE replay_id = ? AND study_uid = ?",
                        (*values.values(), time.time(), replay_id, study_uid))
 
-    def reset_interrupted(self, replay_id: int) -> int:
-        """Retrievals a killed process left half done start again (the node stores each
-        instance once, so what already arrived is not stored twice)."""
-        with self._tx() as db:
-            return db.execute("UPDATE studies SET state = ?, updated_at = ? WHERE replay_id = ? AND state = ?",
-                              (PLANNED, time.time(), replay_id, RETRIEVING)).rowcount
+    def is_retrieving(self, study_uid: str) -> bool:
+        """Whether a replay is still fetching the study (its round must not close yet:
+        a job on part of the study would be wasted, and its result superseded)."""
+        row = self._conn().execute(
+            "SELECT 1 FROM studies s JOIN replays r ON r.id = s.replay_id WHERE s.study_uid = ? AND s.state = ?"
+            " AND r.state = ? AND r.cancel = 0 LIMIT 1", (study_uid, RETRIEVING, RUNNING)).fetchone()
+        return row is not None
 
     def counts(self, replay_id: int) -> dict[str, int]:
         rows = self._conn().execute("SELECT state, COUNT(*) FROM studies WHERE replay_id = ? GROUP BY state",

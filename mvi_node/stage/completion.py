@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from mvi_node.common.poller import Poller
 from mvi_node.jobs.store import JobStore
@@ -41,11 +42,16 @@ class CompletionWatcher(Poller):
         #: a completed study's job is held this long, so the other parts of an exam sent
         #: as other studies (a phase, the tumour outline) are staged when it runs
         self.exam_wait_seconds = exam_wait_seconds
+        #: study UID -> True while someone is still fetching it (a replay's retrieve,
+        #: across a restart too): its round stays open however quiet it is
+        self.hold: Callable[[str], bool] | None = None
 
     def run_once(self) -> int:
         """Close every quiet round and enqueue its job; return the number closed."""
         closed = 0
         for due in self.index.due_studies(self.quiet_seconds):
+            if self.hold is not None and self.hold(due.study_uid):
+                continue
             if self.index.mark_complete(due):
                 closed += 1
                 record_stage("receive_to_complete", time.time() - due.first_received, study_uid=due.study_uid)
