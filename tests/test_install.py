@@ -66,7 +66,7 @@ def test_a_wheel_install_serves_the_shipped_model(installed, tmp_path):
                 time.sleep(0.5)
         assert ready is not None
         model = ready["checks"]["model"]
-        assert model["ok"] and "ct_ap_resnet18 0.2.0" in model["detail"], ready
+        assert model["ok"] and "ct_ap_resnet18 0.2.1" in model["detail"], ready
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
