@@ -60,7 +60,8 @@ def _redate(folder: Path, date: str) -> None:
 #: the main date window (six exams) and one day of its own for each other test's exams
 MAIN = ("20250101", "20251231")
 OWN_DAYS = {"throttle": "20230301", "kill": "20230401", "cget": "20230501", "dicomweb": "20230601",
-            "folder": "20230701", "research": "20230801", "broken": "20230901", "cancel": "20231001"}
+            "folder": "20230701", "research": "20230801", "broken": "20230901", "cancel": "20231001",
+            "routed": "20231101"}
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +316,24 @@ def _done_exactly_needed(site: Site, r: dict, n: int) -> None:
     staged = site.staged(studies)
     for st in r["studies"]:
         assert staged[st["study_uid"]] == {x["series_uid"]: x["instances"] for x in st["series"] if x["retrieve"]}
+
+
+def test_a_study_the_node_processed_when_routed_is_skipped(site, exams):
+    """Processed without a replay (PACS routed it to the node): the job store says so."""
+    out = subprocess.run(["/usr/bin/storescu", "-aet", "PACS", "-aec", "MVI_NODE", "-R", "+sd", "+r", "-nh",
+                          "127.0.0.1", str(site.node_port), str(exams / "routed0")],
+                         env=DCMTK_ENV, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    study = str(pydicom.dcmread(next((exams / "routed0").rglob("*.dcm")), stop_before_pixels=True).StudyInstanceUID)
+    deadline = time.monotonic() + 90
+    while not [j for j in httpx.get(f"{site.api}/jobs", params={"study": study, "kind": "study"}, timeout=10).json()
+               if j["state"] == "done"]:
+        assert time.monotonic() < deadline, "the routed study was not processed"
+        time.sleep(0.5)
+    day = OWN_DAYS["routed"]
+    r = site.replay(pacs="ARCHIVE", window=(day, day))
+    (st,) = r["studies"]
+    assert st["state"] == "skipped" and "already processed with ct_ap_resnet18@" in st["reason"], st
 
 
 def test_throttle_of_n_instances_per_second_is_respected(site):

@@ -45,14 +45,26 @@ class NodeReplayHooks:
             self._rules = load_rules(self.node.settings.select.rules)
         return self._rules
 
-    def models(self) -> dict[str, str]:
+    def _served(self) -> dict[str, tuple[str, set[str]]]:
+        """recipe -> (the model's sha256 as replays name it: its first variant's fp32
+        graph, every sha256 its graphs may run under: variants and precision copies)."""
         engine = self.node.engine
-        if engine is None:
-            return {}
-        return {r: str(engine.identity(r).get("sha256", "")) for r in engine.registry.models}
+        out: dict[str, tuple[str, set[str]]] = {}
+        for recipe in engine.registry.models if engine is not None else []:
+            model = engine.registry.get(recipe)
+            if model is None or not model.variants:
+                continue
+            variants = model.variants.values()
+            shas = {v.sha256 for v in variants} | {p.sha256 for v in variants for p in v.precisions.values()}
+            out[recipe] = (model.variants[sorted(model.variants)[0]].sha256, shas)
+        return out
+
+    def models(self) -> dict[str, str]:
+        return {recipe: canonical for recipe, (canonical, _all) in self._served().items()}
 
     def processed(self, study_uids: list[str]) -> dict[str, set[str]]:
         wanted = set(study_uids)
+        served = self._served()
         out: dict[str, set[str]] = {}
         before = None
         # one pass over the finished jobs per replay plan, not one per study
@@ -63,8 +75,9 @@ class NodeReplayHooks:
                     continue
                 for exam in job.result.get("inference", []) or []:
                     for rec in exam:
-                        if rec.get("recipe") and rec.get("model_sha256"):
-                            out.setdefault(study, set()).add(f"{rec['recipe']}@{rec['model_sha256']}")
+                        recipe, sha = rec.get("recipe"), rec.get("model_sha256")
+                        if recipe in served and sha in served[recipe][1]:  # any graph of the served model
+                            out.setdefault(study, set()).add(f"{recipe}@{served[recipe][0]}")
             before = page[-1].id
         return out
 
