@@ -101,14 +101,18 @@ def test_frame_views_have_the_classic_geometry_parameters_and_pixels(mr_multipha
     assert frame_datasets(one) == [one] and frame_number(one) is None
 
 
-def test_selection_gives_the_enhanced_exam_the_roles_of_its_classic_twin(tmp_path):
-    # Philips, extracellular agent (T2 and DWI before contrast), an early arterial phase: a
-    # protocol unlike the module's GE gadoxetate one
-    twins = _twins(tmp_path, "mr", 47, vendor="philips", agent="extracellular", matrix=64, early_arterial=True)
+@pytest.mark.parametrize("choices", [
+    # Philips, extracellular agent (T2 and DWI before contrast), an early arterial phase
+    dict(vendor="philips", agent="extracellular", early_arterial=True),
+    # Siemens Dixon maps (ImageType ...\\DIXON\\W) and inline subtractions: FrameType must say so too
+    dict(vendor="siemens", agent="gd-eob", dixon=True, subtraction=True),
+], ids=["philips-ecf", "siemens-dixon-sub"])
+def test_selection_gives_the_enhanced_exam_the_roles_of_its_classic_twin(tmp_path, choices):
+    twins = _twins(tmp_path, "mr", 47, matrix=64, **choices)
     classic, enhanced = _units(twins["classic"][1]), _units(twins["enhanced"][1])
-    roles = {uid: u.role for uid, u in classic.items()}
-    assert {"mr_t1_pre", "mr_arterial", "mr_portal_venous"} <= set(roles.values())
-    assert {uid: u.role for uid, u in enhanced.items()} == roles
+    roles = {uid: (u.role, u.rule) for uid, u in classic.items()}
+    assert {"mr_t1_pre", "mr_arterial", "mr_portal_venous"} <= {role for role, _rule in roles.values()}
+    assert {uid: (u.role, u.rule) for uid, u in enhanced.items()} == roles  # same role, by the same rule
 
 
 def test_selection_of_the_multiphase_instance_matches_too(mr_multiphase):

@@ -67,11 +67,20 @@ def frame_type(plan: SeriesPlan) -> list[str]:
     v1 = tokens[0] if tokens and tokens[0] in ("ORIGINAL", "DERIVED") else "ORIGINAL"
     v2 = "PRIMARY"  # the Enhanced IODs know no other value 2
     rest = tokens[2:]
-    v3 = next((t for t in rest if t in ("LOCALIZER", "DIFFUSION", "ADC")), "VOLUME")
+    v3 = next((t for t in rest if t in ("LOCALIZER", "DIFFUSION", "ADC", "DIXON")), "VOLUME")
     if v3 == "ADC":
         v3 = "DIFFUSION"
-    v4 = next((t for t in rest if t in ("ADC", "MIP", "MPR")), "NONE")
+    v4 = next((t for t in rest if t in ("ADC", "MIP", "MPR")), None)
+    # a Dixon map or a subtraction says so in value 4, as Enhanced consoles write it
+    # (Philips mDIXON: DIXON\WATER), so a reader of FrameType tells it from a phase
+    v4 = v4 or next((_PIXEL_CONTRAST[t] for t in rest if t in _PIXEL_CONTRAST), "NONE")
     return [v1, v2, v3, v4]
+
+
+#: classic ImageType tokens of Dixon maps and subtractions -> FrameType value 4
+_PIXEL_CONTRAST = {"W": "WATER", "WATER": "WATER", "F": "FAT", "FAT": "FAT", "FF": "FAT_FRACTION",
+                   "IN_PHASE": "IN_PHASE", "IN PHASE": "IN_PHASE", "OPP_PHASE": "OUT_PHASE", "OUT PHASE": "OUT_PHASE",
+                   "SUB": "SUBTRACTION", "SUBTRACT": "SUBTRACTION", "SUBTRACTION": "SUBTRACTION"}
 
 
 def _groups(plan: SeriesPlan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
