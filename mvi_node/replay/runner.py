@@ -110,7 +110,7 @@ class ReplayRunner(Poller):
         """The request's source and its settings, made once per replay (a folder: one
         study at a time, no budget)."""
         if replay.id not in self._sources:
-            self._sources = {replay.id: self._make_source(replay)}
+            self._sources[replay.id] = self._make_source(replay)
         return self._sources[replay.id]
 
     def _make_source(self, replay: Replay):
@@ -154,8 +154,7 @@ class ReplayRunner(Poller):
         try:
             archive, cfg = self.archive(replay)
         except ValueError as exc:
-            self.store.set_state(replay.id, FAILED, str(exc))
-            self._audit(replay.id)
+            self._finish(replay.id, FAILED, str(exc))
             return
         notes: list[str] = []
         try:
@@ -168,8 +167,11 @@ class ReplayRunner(Poller):
                                 replay.request.series_description,
                                 headers=full(str(s.StudyInstanceUID)) if full else None) for s in studies]
         except ArchiveError as exc:
-            self.store.set_state(replay.id, FAILED, str(exc))
-            self._audit(replay.id)
+            self._finish(replay.id, FAILED, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a replay that cannot be planned fails, the worker goes on
+            log.exception("replay %d could not be planned", replay.id)
+            self._finish(replay.id, FAILED, f"planning failed: {type(exc).__name__}")
             return
         processed = self.hooks.processed([p["study_uid"] for p in plans]) if not replay.request.force else {}
         for plan in plans:
@@ -191,8 +193,7 @@ class ReplayRunner(Poller):
         log.info("replay %d planned: %d studies, %d to retrieve (%d series, %d instances), %d skipped",
                  replay.id, t["studies"], t["retrieve_studies"], t["series"], t["instances"], t["skipped"])
         if replay.request.dry_run:
-            self.store.set_state(replay.id, DONE)
-            self._audit(replay.id)
+            self._finish(replay.id, DONE)
         else:
             self.store.set_state(replay.id, RUNNING)
 
@@ -225,9 +226,8 @@ class ReplayRunner(Poller):
             busy = True
         counts = self.store.counts(replay.id)
         if not self._inflight and not any(counts.get(s) for s in (PLANNED, RETRIEVING, RETRIEVED, PROCESSING)):
-            self.store.set_state(replay.id, DONE)
             metrics.RATE.labels(pacs=archive.name).set(0)
-            self._audit(replay.id)
+            self._finish(replay.id, DONE)
             return True
         return busy
 
@@ -364,9 +364,13 @@ class ReplayRunner(Poller):
         for row in self.store.studies(replay.id):
             if row.state in (PLANNED, RETRIEVING):
                 self.store.update_study(replay.id, row.study_uid, state=CANCELLED, reason="replay cancelled")
-        self.store.set_state(replay.id, CANCELLED)
-        self._audit(replay.id)
+        self._finish(replay.id, CANCELLED)
         return True
+
+    def _finish(self, replay_id: int, state: str, error: str | None = None) -> None:
+        self.store.set_state(replay_id, state, error)
+        self._sources.pop(replay_id, None)
+        self._audit(replay_id)
 
     def _audit(self, replay_id: int) -> None:
         """One line per finished replay: who asked, the query, the counts; UIDs and

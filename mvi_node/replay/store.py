@@ -125,9 +125,12 @@ class ReplayStore(SqliteDatabase):
         return [_replay(r) for r in rows]
 
     def next_active(self) -> Replay | None:
-        """The oldest replay still to work on (one replay runs at a time, in order)."""
+        """The replay to work on: a queued dry run first (it only asks questions, and
+        its caller waits for the answer), else the oldest active one (one at a time)."""
         row = self._conn().execute(
-            "SELECT id FROM replays WHERE state IN (?, ?, ?) ORDER BY id LIMIT 1", ACTIVE).fetchone()
+            "SELECT id FROM replays WHERE state IN (?, ?, ?) ORDER BY"
+            " CASE WHEN state = 'queued' AND json_extract(request, '$.dry_run') THEN 0 ELSE 1 END, id LIMIT 1",
+            ACTIVE).fetchone()
         return self.get(int(row[0])) if row else None
 
     def set_state(self, replay_id: int, state: str, error: str | None = None) -> None:
