@@ -374,10 +374,11 @@ class _FixedRunner:
         return p
 
 
-def test_an_enhanced_mr_exam_is_processed_by_mr_3seq_grade_like_its_classic_twin(tmp_path):
+def test_an_enhanced_mr_exam_is_processed_by_mr_3seq_grade_like_its_classic_twin(tmp_path, mr_multiphase):
     """Selection, ROI, the shared MR preprocessing and the recipe's crops give the Enhanced
-    exam exactly the classic twin's inputs; its SR and one capture per sequence validate and
-    cite (SOP, frame) where the classic ones cite instances."""
+    exam (its three inputs: phases of one instance) exactly the classic twin's inputs; its
+    SR and one capture per sequence validate and cite (SOP, frame) where the classic ones
+    cite instances."""
     recipe_module = pytest.importorskip("mvi_node.recipes.mr_3seq_grade.recipe")
     from mvi_node.clinical import NullClinicalSource
     from mvi_node.concepts import MR_PROCEDURE
@@ -386,7 +387,7 @@ def test_an_enhanced_mr_exam_is_processed_by_mr_3seq_grade_like_its_classic_twin
     from mvi_node.report.outputs import build_results
     from mvi_node.report.validate import dciodvfy_errors
 
-    twins = _twins(tmp_path, "mr", 4242, matrix=64, agent="gd-eob", mvi=True, annotations="seg", seg_on="portal")
+    twins = mr_multiphase
     recipe = recipe_module.Mr3SeqGrade()
     prepared, cited = {}, {}
     for kind, (entry, folder) in twins.items():
