@@ -61,7 +61,7 @@ def _redate(folder: Path, date: str) -> None:
 MAIN = ("20250101", "20251231")
 OWN_DAYS = {"throttle": "20230301", "kill": "20230401", "cget": "20230501", "dicomweb": "20230601",
             "folder": "20230701", "research": "20230801", "broken": "20230901", "cancel": "20231001",
-            "routed": "20231101"}
+            "routed": "20231101", "dicomdir": "20231201"}
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ class Site:
 def site(tmp_path_factory, exams):
     s = Site(tmp_path_factory.mktemp("replay-site")).start()
     for folder in sorted(exams.iterdir()):
-        if not folder.name.startswith("folder") and folder.is_dir():  # that one is replayed from its folder
+        if not folder.name.startswith(("folder", "dicomdir")) and folder.is_dir():  # that one is replayed from its folder
             _storescu(s.archive.dicom_port, "ARCHIVE", folder)
     yield s
     s.stop()
@@ -383,6 +383,20 @@ def research_peer():
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     yield f"RESEARCH@127.0.0.1:{port}", got
     server.shutdown()
+
+
+def test_dicomdir_export_as_source(site, exams):
+    """A DICOMDIR export (pydicom's FileSet: PT*/ST*/SE*/IM* files without suffix)."""
+    from pydicom.fileset import FileSet
+
+    fs = FileSet()
+    for f in sorted((exams / "dicomdir0").rglob("*.dcm")):
+        fs.add(pydicom.dcmread(f))
+    export = site.root.parent / "dicomdir-export"
+    fs.write(export)
+    assert (export / "DICOMDIR").is_file()
+    r = site.replay(pacs=None, window=None, folder=str(export))
+    _done_exactly_needed(site, r, 1)
 
 
 def test_results_go_to_a_research_destination(site, research_peer):
