@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def _redate(folder: Path, date: str) -> None:
 MAIN = ("20250101", "20251231")
 OWN_DAYS = {"throttle": "20230301", "kill": "20230401", "cget": "20230501", "dicomweb": "20230601",
             "folder": "20230701", "research": "20230801", "broken": "20230901", "cancel": "20231001",
-            "routed": "20231101", "dicomdir": "20231201"}
+            "routed": "20231101", "dicomdir": "20231201", "slow": "20221201"}
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,8 @@ class Site:
             for name, how, rate in (("ARCHIVE", "move", 0), ("ARCHIVE_GET", "get", 0), ("ARCHIVE_SLOW", "move", 20)))
         pacs += f'[replay.pacs.ARCHIVE_BUSY]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n' \
                 f'busy_hours = ["00:00-24:00"]\n'  # always busy: a replay waits
+        self.slow_port = free_port()  # a slow Q/R SCP of the cancel test
+        pacs += f'[replay.pacs.SLOW]\nae_title = "SLOW"\nhost = "127.0.0.1"\nport = {self.slow_port}\n'
         self.config.write_text(
             f'[dispatch]\ndestinations = ["ARCHIVE@127.0.0.1:{port}"]\nbackoff_initial_s = 1.0\n[jobs]\nworkers = 2\n'
             f'[replay]\npoll_seconds = 0.2\nfolder_roots = ["{root.parent}"]\n' + pacs)
@@ -213,7 +216,7 @@ class Site:
 def site(tmp_path_factory, exams):
     s = Site(tmp_path_factory.mktemp("replay-site")).start()
     for folder in sorted(exams.iterdir()):
-        if not folder.name.startswith(("folder", "dicomdir")) and folder.is_dir():  # that one is replayed from its folder
+        if not folder.name.startswith(("folder", "dicomdir", "slow")) and folder.is_dir():  # that one is replayed from its folder
             _storescu(s.archive.dicom_port, "ARCHIVE", folder)
     yield s
     s.stop()
@@ -477,6 +480,85 @@ def test_busy_hours_pause_retrieval(site):
     assert site.staged() == before  # nothing moved while paused
     assert httpx.post(f"{site.api}/replays/{rid}/cancel", timeout=10).status_code == 200
     assert site.wait(rid)["state"] == "cancelled"
+
+
+class SlowArchive:
+    """A Q/R SCP (pynetdicom) that answers C-FIND from an exam folder and moves one
+    instance every 0.1 s, noting a C-CANCEL: a PACS slow enough to cancel a move in."""
+
+    def __init__(self, folder: Path, port: int, node_port: int) -> None:
+        from pynetdicom import AE, evt
+        from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
+                                          StudyRootQueryRetrieveInformationModelMove)
+
+        from mvi_node.replay.folder import FolderArchive
+
+        self.index = FolderArchive(folder, stage_file=None)  # type: ignore[arg-type]  # its C-FIND answers
+        self.node_port = node_port
+        self.cancelled = threading.Event()
+        self.sent = 0
+        ae = AE(ae_title="SLOW")
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
+        from pynetdicom import StoragePresentationContexts
+        for cx in StoragePresentationContexts[:120]:
+            ae.add_requested_context(cx.abstract_syntax)
+        self.server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[
+            (evt.EVT_C_FIND, self.on_find), (evt.EVT_C_MOVE, self.on_move)])
+
+    def on_find(self, event):
+        q = event.identifier
+        level = str(q.QueryRetrieveLevel)
+        if level == "STUDY":
+            answers = self.index.find_studies(str(q.get("StudyDate", "") or ""))
+        elif level == "SERIES":
+            answers = self.index.find_series(str(q.StudyInstanceUID))
+        else:
+            answers = []
+            for sop in self.index.find_instances(str(q.StudyInstanceUID), str(q.SeriesInstanceUID)):
+                d = pydicom.Dataset()
+                d.SOPInstanceUID = sop
+                answers.append(d)
+        for a in answers:
+            a.QueryRetrieveLevel = level
+            yield 0xFF00, a
+
+    def on_move(self, event):
+        q = event.identifier
+        study = self.index._scan()[str(q.StudyInstanceUID)]
+        items = study.get(str(q.get("SeriesInstanceUID", "")), [])
+        yield "127.0.0.1", self.node_port
+        yield len(items)
+        for path, _ds in items:
+            if event.is_cancelled:
+                self.cancelled.set()
+                yield 0xFE00, None
+                return
+            time.sleep(0.1)
+            self.sent += 1
+            yield 0xFF00, pydicom.dcmread(path)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def test_cancel_sends_c_cancel_for_a_move_in_flight(site, exams):
+    slow = SlowArchive(exams / "slow0", site.slow_port, site.node_port)
+    try:
+        day = OWN_DAYS["slow"]
+        rid = httpx.post(f"{site.api}/replays", json={"pacs": "SLOW", "date_from": day, "date_to": day},
+                         timeout=10).json()["id"]
+        deadline = time.monotonic() + 30
+        while slow.sent < 5:
+            assert time.monotonic() < deadline, httpx.get(f"{site.api}/replays/{rid}", timeout=10).json()
+            time.sleep(0.05)
+        assert httpx.post(f"{site.api}/replays/{rid}/cancel", timeout=10).status_code == 200
+        r = site.wait(rid)
+        assert r["state"] == "cancelled"
+        assert slow.cancelled.wait(10), "the archive saw no C-CANCEL"
+        assert slow.sent < 40  # the 40-image series was not sent whole
+    finally:
+        slow.stop()
 
 
 def test_kill_9_mid_replay_resumes_and_completes(site):
