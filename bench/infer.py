@@ -229,13 +229,18 @@ def _median_over_rounds(rounds: list[dict[str, dict]]) -> dict[str, dict]:
 
 
 def _append(path: Path, r: dict) -> None:
+    def ratio(table: str, engine: str, n: int) -> str:
+        got = r[table].get(engine, {})
+        value = got.get(n, got.get(str(n)))  # int keys, or str after a JSON round trip
+        return f"{value:.2f}x" if value is not None else "-"
+
     rows = []
     for engine, res in r["results"].items():
-        ratios = " | ".join(f"{r['vs_fp32_ort'].get(engine, {}).get(n, 0):.2f}x" for n in SIZES)
-        torch_ratio = " | ".join(f"{r['vs_torch'].get(engine, {}).get(n, 0):.2f}x" for n in SIZES)
+        ratios = " | ".join(ratio("vs_fp32_ort", engine, n) for n in SIZES)
+        torch_ratio = " | ".join(ratio("vs_torch", engine, n) for n in SIZES)
         rows.append(f"| {engine} | {res['16']['median_s']:.3f} | {res['49']['median_s']:.3f} | {ratios} | {torch_ratio} | "
                     f"{res['peak_rss_mb']:.0f} |")
-    rows += [f"| {e} | - | - | - | - | - | ({why}) |" for e, why in r["skipped"].items()]
+    rows += [f"| {e} | - | - | - | - | - | - | - ({why}) |" for e, why in r["skipped"].items()]
     checks = "; ".join(f"{p}: passed={c.get('passed')}, AUC {c.get('auc_fp32')} -> {c.get('auc')}, max prob. delta "
                        f"{c.get('probability_delta_max')}, Grad-CAM r {c.get('gradcam_correlation_mean')}"
                        for p, c in r["checks"].items()) or "no reduced-precision copies"
