@@ -85,3 +85,16 @@ def test_schedule_windows():
         ScheduleSettings(cron="0 1 * *")
     with pytest.raises(ValidationError):
         ScheduleSettings(cron="0 1 * * *", window="yesterday")
+
+
+def test_a_pause_ends_when_its_reason_does():
+    from mvi_node.replay.throttle import wait_while
+
+    busy_until = time.monotonic() + 0.6
+    heard: list[str] = []
+    stop = threading.Event()
+    t0 = time.monotonic()
+    wait_while(lambda: "busy" if time.monotonic() < busy_until else "", stop, heard.append, poll=0.05)
+    assert heard == ["busy"] and 0.55 <= time.monotonic() - t0 < 2.0
+    stop.set()  # a stop ends the wait too
+    wait_while(lambda: "forever", stop, heard.append, poll=0.05)

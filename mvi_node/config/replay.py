@@ -9,7 +9,7 @@ retrieve = "move"            # C-MOVE to the node's own AE title, or "get" (C-GE
 max_concurrent = 2           # associations/moves at a time
 instances_per_second = 50    # 0: no budget
 result_cap = 500             # the PACS's C-FIND answer limit: a window that hits it is split
-off_peak = ["07:00-19:00"]   # local times during which a running replay pauses
+busy_hours = ["07:00-19:00"] # local times during which a running replay pauses
 
 [[replay.schedules]]
 cron = "0 1 * * *"
@@ -48,9 +48,12 @@ class ArchiveSettings(_Section):
     result_cap: int = Field(default=500, ge=1)
     #: "HH:MM-HH:MM" local times during which retrieval pauses (busy hours)
     busy_hours: list[str] = Field(default_factory=list)
+    #: or the other way round: when given, retrieval runs only inside these windows
+    #: (a running replay pauses outside them and resumes when the next one opens)
+    off_peak: list[str] = Field(default_factory=list)
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
 
-    @field_validator("busy_hours")
+    @field_validator("busy_hours", "off_peak")
     @classmethod
     def _windows(cls, value: list[str]) -> list[str]:
         for w in value:

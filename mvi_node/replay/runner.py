@@ -321,6 +321,8 @@ class ReplayRunner(Poller):
     def _pause_reason(self, cfg: ArchiveSettings, needed_bytes: int = 0) -> str:
         if cfg.busy_hours and in_busy_hours(cfg.busy_hours):
             return "inside the archive's busy hours"
+        if cfg.off_peak and not in_busy_hours(cfg.off_peak):
+            return "outside the archive's off-peak hours"
         return self.hooks.pause_reason(needed_bytes)
 
     def _hand_over(self, replay: Replay, row: StudyRow) -> bool:
