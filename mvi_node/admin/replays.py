@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from mvi_node.replay.plan import totals
 from mvi_node.replay.request import ReplayRequest
-from mvi_node.replay.runner import progress
+from mvi_node.replay.progress import progress
 from mvi_node.replay.sources import parse_ae
 from mvi_node.replay.store import Replay, ReplayStore
 

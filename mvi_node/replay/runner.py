@@ -19,63 +19,22 @@ import threading
 import time
 from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 from mvi_node.common.poller import Poller
 from mvi_node.config.replay import ArchiveSettings, ReplaySettings
 from mvi_node.replay import metrics
+from mvi_node.replay.hooks import NodeHooks
 from mvi_node.replay.plan import plan_study, public_plan, totals
 from mvi_node.replay.query import find_studies
 from mvi_node.replay.sources import ArchiveError, DimseArchive, final_error, parse_ae
-from mvi_node.replay.store import (ACTIVE, CANCELLED, DONE, FAILED, PLANNED, PROCESSING, QUERYING, QUEUED,
+from mvi_node.replay.store import (CANCELLED, DONE, FAILED, PLANNED, PROCESSING, QUERYING, QUEUED,
                                    RETRIEVED, RETRIEVING, RUNNING, STUDY_DONE, STUDY_FAILED, Replay, ReplayStore,
                                    StudyRow)
 from mvi_node.replay.throttle import Pacer, in_busy_hours, wait_while
-from mvi_node.select.recipes import RecipeNeeds
-from mvi_node.select.rules import RuleSet
 
 log = logging.getLogger("mvi_node.replay")
 audit = logging.getLogger("mvi_node.audit")
-
-
-class NodeHooks(Protocol):
-    """What the replay needs of the running node (``mvi_node.app`` implements it)."""
-
-    calling_ae: str
-
-    def needs(self) -> list[RecipeNeeds]: ...
-
-    def rules(self) -> RuleSet: ...
-
-    def models(self) -> dict[str, str]:
-        """Served recipe -> model sha256."""
-
-    def processed(self, study_uids: list[str]) -> dict[str, set[str]]:
-        """Study -> ``recipe@sha256`` of the node's finished study jobs for it."""
-
-    def staged(self, study_uid: str) -> dict[str, set[str]]:
-        """Series -> SOP Instance UIDs the node has staged."""
-
-    def process(self, study_uid: str, since: float, tag: str, destination: str | None) -> str:
-        """The key of the study job that will process what was retrieved since ``since``
-        ('' while the study is still receiving)."""
-
-    def job_outcome(self, key: str) -> tuple[str, dict[str, Any], str | None] | None:
-        """(state, result, last error) of a job, None before it exists."""
-
-    def pause_reason(self, needed_bytes: int = 0) -> str:
-        """Why retrieval should wait now ('' when it need not): the node's free disk
-        would fall below its floor with ``needed_bytes`` more."""
-
-    def stage_file(self, path: Path, offset: int, transfer_syntax: str, sop_class: str, sop_uid: str,
-                   source: str) -> int:
-        """Stage one instance read from ``path`` (dataset from ``offset``); the DIMSE status."""
-
-    def spool_dir(self) -> Path:
-        """Where downloaded instances wait to be staged (the node's incoming folder)."""
-
-    def accept(self, event) -> Any:
-        """Stage one instance received by C-GET (the pynetdicom C-STORE event); the status."""
 
 
 def models_key(models: dict[str, str], recipes: list[str]) -> str:
@@ -388,21 +347,3 @@ class ReplayRunner(Poller):
                    replay.state, replay.request.requested_by or "(unknown)",
                    json.dumps(replay.request.public(), sort_keys=True), json.dumps(counts, sort_keys=True),
                    instances, seconds)
-
-
-def progress(store: ReplayStore, replay: Replay) -> dict[str, Any]:
-    """Counts of a replay for the API and the CLI's progress bar: studies, series,
-    instances (retrieved of expected), rate and ETA."""
-    rows = store.studies(replay.id)
-    series_total = sum(1 for r in rows if r.state != "skipped" for s in r.plan["series"] if s["retrieve"])
-    inst_total = sum(s["instances"] or 0 for r in rows if r.state != "skipped" for s in r.plan["series"]
-                     if s["retrieve"])
-    finished = {"retrieved", "processing", "done"}
-    series_done = sum(1 for r in rows if r.state in finished for s in r.plan["series"] if s["retrieve"])
-    inst_done = sum(r.retrieved for r in rows)
-    elapsed = max(1e-6, time.time() - (replay.started_at or time.time()))
-    rate = inst_done / elapsed if replay.started_at else 0.0
-    eta = (inst_total - inst_done) / rate if rate > 0 and replay.state in ACTIVE else None
-    return {"studies": store.counts(replay.id), "studies_total": len(rows), "series_total": series_total,
-            "series_retrieved": series_done, "instances_expected": inst_total, "instances_retrieved": inst_done,
-            "instances_per_second": round(rate, 2), "eta_seconds": round(eta, 1) if eta is not None else None}
