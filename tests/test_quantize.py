@@ -58,6 +58,7 @@ def test_precision_choice_fastest_that_passed_a_pin_or_fp32():
     assert choose_precision(both, "auto", trt)[0] == "int8"
     assert choose_precision(_V(int8=_P(True, 1.2), fp16=_P(True, 1.9)), "auto", cpu)[0] == "fp16"  # measured
     assert choose_precision(_V(fp16=_P(True, 0.8)), "auto", cpu)[0] == "fp32"  # slower than fp32 here
+    assert choose_precision(_V(fp16=_P(True, 1.1)), "auto", cpu)[0] == "fp32"  # within the timing noise
     precision, why = choose_precision(_V(int8=_P(False, 3.4)), "auto", cpu)
     assert precision == "fp32" and "failed: int8" in why
     assert choose_precision(_V(), "auto", cpu)[0] == "fp32"
@@ -306,3 +307,30 @@ def test_gpu_bench_exits_cleanly_without_a_gpu():
     bench = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
     proc = subprocess.run([sys.executable, str(bench), "--batches", "1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "no GPU execution provider" in proc.stderr and not proc.stdout.strip()
+
+
+def test_quantize_command_writes_a_verified_folder_with_the_check(cohort, tmp_path, capsys):
+    """The whole command on the small cohort (fp16 only, to stay quick): a new version
+    folder, the fp32 graphs unchanged, each copy listed with its sha256 and check."""
+    import json
+
+    from mvi_node.commands.main import main
+    from mvi_node.infer import load_model
+
+    c = cohort[0]
+    out = tmp_path / "ct_ap_resnet18" / "0.2.0-fp16"
+    assert main(["quantize", "--model", "ct_ap_resnet18@0.2.0", "--calibration", str(c.location),
+                 "--validation", str(c.location), "--out", str(out), "--version", "0.2.0-fp16",
+                 "--precisions", "fp16", "--samples", "16", "--reps", "1", "--rounds", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    model = load_model(out)
+    shipped = load_model(SHIPPED)
+    for name, v in model.variants.items():
+        assert v.sha256 == shipped.variants[name].sha256  # the fp32 graph is the served one
+        p = v.precisions["fp16"]
+        assert p.passed and p.check["exams"] >= 10 and report["variants"][name]["fp16"]["passed"]
+        assert p.info["precision"] == "fp16" and p.check["validation_set"] and "speedup_vs_fp32" in p.check
+    assert "Reduced-precision graphs" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    with pytest.raises(SystemExit, match="bf16"):
+        main(["quantize", "--model", "ct_ap_resnet18@0.2.0", "--calibration", str(c.location), "--validation",
+              str(c.location), "--out", str(tmp_path / "other"), "--version", "x", "--precisions", "bf16"])

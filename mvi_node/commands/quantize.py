@@ -142,17 +142,19 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         src = model.folder / entry["file"]
         groups = q.batches(feeds, args.batch)
         probe = groups[0]
-        fp32_s = q.seconds_per_run(src, probe, reps=args.reps)
         entry["precisions"] = {}
+        made = {}
         for precision in precisions:
             dst = out / src.name.replace(".onnx", f".{precision}.onnx")
             if precision == "int8":
                 q.quantize_int8(src, dst, groups)
-                method = q.INT8_METHOD
+                made[precision] = (dst, q.INT8_METHOD)
             else:
                 q.convert_fp16(src, dst)
-                method = q.FP16_METHOD
-            secs = q.seconds_per_run(dst, probe, reps=args.reps)
+                made[precision] = (dst, q.FP16_METHOD)
+        fp32_s, *copies_s = q.interleaved_seconds([src, *(d for d, _m in made.values())], probe, reps=args.reps,
+                                                  rounds=args.rounds)
+        for (precision, (dst, method)), secs in zip(made.items(), copies_s):
             entry["precisions"][precision] = {
                 "file": dst.name, "sha256": "", "precision": precision, "method": method, **versions,
                 "calibration_set": (f"{recorder.samples.get(name, 0)} inputs of {exams.get(name, 0)} exams of "
@@ -162,7 +164,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "check": {"passed": False, "pending": "accuracy check not run yet",
                           "seconds_fp32": round(fp32_s, 4), "seconds": round(secs, 4),
                           "speedup_vs_fp32": round(fp32_s / secs, 2), "timed_on": f"{len(next(iter(probe.values())))}"
-                          f"-sample batch, CPU provider, {args.reps} runs"},
+                          f"-sample batch, CPU provider, median of {args.rounds} interleaved rounds of {args.reps} runs"},
             }
             entry["precisions"][precision]["sha256"] = sha256_file(dst)
     manifest["version"] = args.version
@@ -233,7 +235,8 @@ def register(subparsers) -> None:
     p.add_argument("--precisions", default="int8,fp16", help="comma-separated: int8, fp16 (default both)")
     p.add_argument("--samples", type=int, default=256, help="calibration inputs per variant (slices, tiles)")
     p.add_argument("--batch", type=int, default=16, help="calibration batch size (and the timing batch)")
-    p.add_argument("--reps", type=int, default=5, help="timed runs per graph")
+    p.add_argument("--reps", type=int, default=5, help="timed runs per graph and round")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds, the graphs interleaved")
     p.add_argument("--models", action="append", help="extra model root (repeatable; the repository's models/ always)")
     p.add_argument("--calibration-note", help="how the calibration cohort was made, for the manifest")
     p.add_argument("--validation-note", help="how the validation cohort was made, for the manifest")

@@ -23,6 +23,9 @@ AUTO = "auto"
 CHOICES = (AUTO, "fp32", "int8", "fp16", "bf16")
 DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+#: a CPU copy must have measured at least this much faster than fp32 to be served: timings
+#: on a shared machine scatter by +-20 %, and a copy no faster only adds its error
+MIN_SPEEDUP = 1.2
 
 #: reduced precisions each provider runs fast, best first. CUDA's EP runs QDQ int8 graphs
 #: as fp32 kernels between Quantize/Dequantize nodes (slower than fp32), so it gets
@@ -72,9 +75,10 @@ def choose_precision(variant: Any, wanted: str = AUTO, provider: str = "CPUExecu
     """(precision to serve, why) for a :class:`~mvi_node.infer.manifest.Variant`.
 
     ``auto``: among the copies whose accuracy check passed and that ``provider`` runs
-    fast, on CPU the one the check measured fastest (a copy measured no faster than fp32
-    is skipped), on a GPU the first of :data:`FAST_ON`; none: fp32. A pinned precision
-    is served only when its copy is shipped and passed; else fp32, and ``why`` says so.
+    fast, on CPU the one the check measured fastest (one measured less than
+    :data:`MIN_SPEEDUP` times faster than fp32 is skipped), on a GPU the first of
+    :data:`FAST_ON`; none: fp32. A pinned precision is served only when its copy is
+    shipped and passed; else fp32, and ``why`` says so.
     """
     if wanted not in CHOICES:
         raise ValueError(f"precision must be one of {list(CHOICES)}, not {wanted!r}")
@@ -92,7 +96,7 @@ def choose_precision(variant: Any, wanted: str = AUTO, provider: str = "CPUExecu
     ok = [n for n in fast if n in shipped and shipped[n].passed]
     if provider == "CPUExecutionProvider":
         speed = {n: float(shipped[n].check.get("speedup_vs_fp32", 0.0) or 0.0) for n in ok}
-        ok = sorted((n for n in ok if speed[n] > 1.0), key=lambda n: -speed[n])
+        ok = sorted((n for n in ok if speed[n] >= MIN_SPEEDUP), key=lambda n: -speed[n])
     if ok:
         return ok[0], f"auto: {ok[0]} is the fastest precision whose accuracy check passed"
     failed = [n for n, p in shipped.items() if not p.passed]

@@ -19,7 +19,9 @@ so a bf16 graph of these models would not load here. Needs the ``onnx`` package 
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -149,13 +151,15 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
         nodes = [n.name for n in graph.node if n.op_type in set(exclude_ops)]
         if float_head:
             nodes += head_nodes(graph)
-        quantize_static(str(pre), str(dst), _Reader(list(feeds)), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=nodes,
-                        # ranges at the 99.999th percentile of |x|: a few outliers no longer widen
-                        # the uint8 step of a whole tensor (Grad-CAM r 0.91 vs 0.89 with MinMax)
-                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
-                                       "CalibPercentile": PERCENTILE})
+        # the calibrators print their progress: to stderr, stdout is the command's JSON
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_static(str(pre), str(dst), _Reader(list(feeds)), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=nodes,
+                            # ranges at the 99.999th percentile of |x|: a few outliers no longer widen
+                            # the uint8 step of a whole tensor (Grad-CAM r 0.91 vs 0.89 with MinMax)
+                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                                           "CalibPercentile": PERCENTILE})
     return dst
 
 
@@ -179,6 +183,17 @@ def session(path: Path | str, threads: int = 0, config: Mapping[str, str] | None
     for k, v in (config or {}).items():
         opts.add_session_config_entry(k, v)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def interleaved_seconds(paths: Sequence[Path | str], feed: Mapping[str, np.ndarray], reps: int = 5,
+                        rounds: int = 3) -> list[float]:
+    """Median seconds per run of each graph, the graphs timed in turn ``rounds`` times, so a
+    burst of load on a shared machine hits all of them rather than one."""
+    got: list[list[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for i, path in enumerate(paths):
+            got[i].append(seconds_per_run(path, feed, reps))
+    return [statistics.median(g) for g in got]
 
 
 def seconds_per_run(path: Path | str, feed: Mapping[str, np.ndarray], reps: int = 5, threads: int = 0) -> float:
