@@ -62,7 +62,8 @@ def _redate(folder: Path, date: str) -> None:
 MAIN = ("20250101", "20251231")
 OWN_DAYS = {"throttle": "20230301", "kill": "20230401", "cget": "20230501", "dicomweb": "20230601",
             "folder": "20230701", "research": "20230801", "broken": "20230901", "cancel": "20231001",
-            "routed": "20231101", "dicomdir": "20231201", "slow": "20221201"}
+            "routed": "20231101", "dicomdir": "20231201", "slow": "20221201",
+            "elsewhere": "20221101"}
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,8 @@ class Site:
             for name, how, rate in (("ARCHIVE", "move", 0), ("ARCHIVE_GET", "get", 0), ("ARCHIVE_SLOW", "move", 20)))
         pacs += f'[replay.pacs.ARCHIVE_BUSY]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n' \
                 f'busy_hours = ["00:00-24:00"]\n'  # always busy: a replay waits
+        pacs += f'[replay.pacs.ARCHIVE_ELSEWHERE]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n' \
+                f'move_destination = "NOBODY"\n'  # an AE title the archive does not know
         self.slow_port = free_port()  # a slow Q/R SCP of the cancel test
         pacs += f'[replay.pacs.SLOW]\nae_title = "SLOW"\nhost = "127.0.0.1"\nport = {self.slow_port}\n'
         self.config.write_text(
@@ -441,6 +444,18 @@ def test_failed_sub_operations_are_retried_then_reported_per_study(site):
     # nothing was handed to the pipeline for the incomplete study
     assert not [j for j in httpx.get(f"{site.api}/jobs?kind=study", timeout=10).json()
                 if j["study_uid"] == st["study_uid"]]
+
+
+def test_a_move_destination_the_archive_does_not_know_is_reported(site):
+    """The most common C-MOVE failure: the PACS does not know the node's AE title (the
+    standard answer is 0xA801; Orthanc answers 0xC000). Nothing arrives; the study says so."""
+    day = OWN_DAYS["elsewhere"]
+    r = site.replay(pacs="ARCHIVE_ELSEWHERE", window=(day, day))
+    (st,) = r["studies"]
+    assert st["state"] == "failed", st
+    assert "0 of 40 instances arrived after 3 attempt(s)" in st["reason"], st["reason"]
+    assert "unable to process" in st["reason"] and "does the archive know the move destination" in st["reason"]
+    assert site.staged({st["study_uid"]}) == {}
 
 
 def test_cancel_stops_the_replay(site):

@@ -251,8 +251,11 @@ class ReplayRunner(Poller):
                 got = len(self.hooks.staged(uid).get(suid, set()))
                 retrieved += got
                 if not expected or got < expected:
+                    hint = ""
+                    if got == 0 and err and archive.name not in ("folder", "dicomweb") and cfg.retrieve == "move":
+                        hint = f"; does the archive know the move destination {archive.move_destination!r}?"
                     problems.append(f"series {suid}: {got} of {expected or '?'} instances arrived after "
-                                    f"{self.settings.retries + 1} attempt(s)" + (f" (last: {err})" if err else ""))
+                                    f"{self.settings.retries + 1} attempt(s)" + (f" (last: {err}{hint})" if err else ""))
         except ArchiveError as exc:
             problems.append(str(exc))
         except OSError as exc:
