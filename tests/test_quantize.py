@@ -273,9 +273,12 @@ def test_node_serves_fp32_when_no_copy_passed_and_the_copy_that_did_with_its_sha
     assert sr8.SOPInstanceUID != sr.SOPInstanceUID  # another graph is another algorithm: new UIDs
     assert "image_only, int8" in str(sr8) and captures  # Contributing Equipment: software versions
     assert res8.probability == pytest.approx(res.probability, abs=0.1)
+    assert res8.as_dict()["model_precision"] == "int8" and res8.as_dict()["model_sha256"] == int8_sha
     # a site pinning fp32 gets fp32 even though int8 passed
     pinned = Engine(ModelRegistry([folder.parents[1]], pins=pins), precision="fp32")
     assert pinned.run_exam(exam)[0].model["sha256"] == fp32_sha
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Engine(ModelRegistry([folder.parents[1]], pins=pins), precision="int4")
 
 
 def test_a_precision_copy_with_another_sha256_or_other_outputs_is_refused(folders, tmp_path):

@@ -23,7 +23,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         print(f"model refused: {exc}", file=sys.stderr)
         return 2
     providers = args.providers.split(",") if args.providers else None
-    engine = Engine(registry, open_source(args.clinical), **({"providers": providers} if providers else {}))
+    engine = Engine(registry, open_source(args.clinical), precision=args.precision,
+                    **({"providers": providers} if providers else {}))
     results = infer_path(Path(args.path), engine)["studies"]
     if args.gradcam_dir:
         out = Path(args.gradcam_dir)
@@ -49,7 +50,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         if r["outcome"] != "ok" and r["reasons"]:
             line += " (" + "; ".join(r["reasons"]) + ")"
         if r["model_version"] and r["recipe"]:
-            line += f" [model {r['recipe']} {r['model_version']} {r['variant']} sha256 {r['model_sha256'][:12]}; {r['training_data']}]"
+            line += (f" [model {r['recipe']} {r['model_version']} {r['variant']} {r['model_precision'] or 'fp32'} "
+                     f"sha256 {r['model_sha256'][:12]}; {r['training_data']}]")
         print(line)
     used = {(r["recipe"], r["model_version"], r["variant"], r["model_sha256"]): r["intended_use"]
             for r in records if r["model_version"] and r["recipe"]}
@@ -64,6 +66,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--models", action="append", help="model root (repeatable; default: the repository's models/)")
     p.add_argument("--clinical", help="clinical-factor source: JSON/CSV file or folder of <accession>.json")
-    p.add_argument("--providers", help="ONNX Runtime providers in order (default CUDAExecutionProvider,CPUExecutionProvider)")
+    p.add_argument("--providers", help="ONNX Runtime providers in order (default TensorRT, CUDA, CPU; absent ones skipped)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8", "fp16", "bf16"),
+                   help="auto: the fastest copy whose accuracy check passed, else fp32; or pin one ([inference] precision)")
     p.add_argument("--gradcam-dir", help="write each series' Grad-CAM maps as <SeriesInstanceUID>.npz")
     p.set_defaults(func=cmd_infer)

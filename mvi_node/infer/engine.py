@@ -136,6 +136,7 @@ class RecipeResult:
             "recipe": self.recipe, "outcome": self.outcome, "reported": self.reported,
             "endpoint": self.endpoint.name if self.endpoint else None,
             "model_version": self.model.get("model_version"), "model_sha256": self.model.get("sha256"),
+            "model_precision": self.model.get("precision"),
             "variant": p.variant if p else self.model.get("variant"), "intended_use": self.model.get("intended_use"),
             "training_data": self.model.get("training_data"),
             "probability": self.probability, "predicted_mvi": self.decision, "decision": self.decision,
