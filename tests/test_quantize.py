@@ -36,8 +36,8 @@ def test_gpu_providers_are_chosen_when_present_in_the_configured_order():
     assert device_of([trt, cuda, cpu]) == "cuda" and device_of([cuda, cpu]) == "cuda" and device_of([cpu]) == "cpu"
     assert pick_providers() == ["CPUExecutionProvider"]  # what this machine's onnxruntime offers
     opts = provider_options([trt, cuda, cpu], "int8", "/tmp/trt")
-    assert opts[0]["trt_int8_enable"] and opts[0]["trt_engine_cache_path"] == "/tmp/trt" and opts[1:] == [{}, {}]
-    assert not provider_options([trt], "fp32")[0]["trt_fp16_enable"]
+    assert opts[0]["trt_int8_enable"] == "1" and opts[0]["trt_engine_cache_path"] == "/tmp/trt" and opts[1:] == [{}, {}]
+    assert provider_options([trt], "fp32")[0]["trt_fp16_enable"] == "0"
 
 
 class _P:

@@ -61,10 +61,11 @@ def provider_options(providers: Sequence[str], precision: str, cache_dir: str | 
     out: list[dict[str, Any]] = []
     for p in providers:
         if p == "TensorrtExecutionProvider":
-            opts: dict[str, Any] = {"trt_fp16_enable": precision in ("fp16", "int8"),
-                                    "trt_int8_enable": precision == "int8"}
+            # option values as ONNX Runtime parses them ("1"/"0"), not Python's "True"
+            opts: dict[str, Any] = {"trt_fp16_enable": "1" if precision in ("fp16", "int8") else "0",
+                                    "trt_int8_enable": "1" if precision == "int8" else "0"}
             if cache_dir:
-                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache_dir)
+                opts.update(trt_engine_cache_enable="1", trt_engine_cache_path=cache_dir)
             out.append(opts)
         else:
             out.append({})
