@@ -5,7 +5,7 @@ execution provider (and TensorRT when the installed onnxruntime offers it) throu
 engine's own IO binding (:func:`mvi_node.infer.precision.run_bound`): inputs are copied
 to the device once per call and outputs allocated there. For each provider, precision
 (fp32 and the copies the model ships whose check passed and the provider runs: fp16 on
-CUDA, int8/fp16 on TensorRT) and batch size: the median latency of one batch, slices
+CUDA and TensorRT) and batch size: the median latency of one batch, slices
 per second, and one exam of 16 and of 49 slices run in batches of that size, as the
 engine runs it (``Engine(batch_size=...)``).
 

@@ -35,8 +35,8 @@ def test_gpu_providers_are_chosen_when_present_in_the_configured_order():
     assert pick_providers([cuda, trt], available=[cpu, cuda, trt]) == [cuda, trt, cpu]  # the site's order
     assert device_of([trt, cuda, cpu]) == "cuda" and device_of([cuda, cpu]) == "cuda" and device_of([cpu]) == "cpu"
     assert pick_providers() == ["CPUExecutionProvider"]  # what this machine's onnxruntime offers
-    opts = provider_options([trt, cuda, cpu], "int8", "/tmp/trt")
-    assert opts[0]["trt_int8_enable"] == "1" and opts[0]["trt_engine_cache_path"] == "/tmp/trt" and opts[1:] == [{}, {}]
+    opts = provider_options([trt, cuda, cpu], "fp16", "/tmp/trt")
+    assert opts[0]["trt_fp16_enable"] == "1" and opts[0]["trt_engine_cache_path"] == "/tmp/trt" and opts[1:] == [{}, {}]
     assert provider_options([trt], "fp32")[0]["trt_fp16_enable"] == "0"
 
 
@@ -55,7 +55,7 @@ def test_precision_choice_fastest_that_passed_a_pin_or_fp32():
     both = _V(int8=_P(True, 3.4), fp16=_P(True, 1.5))
     assert choose_precision(both, "auto", cpu)[0] == "int8"
     assert choose_precision(both, "auto", cuda)[0] == "fp16"  # CUDA's EP runs QDQ int8 as fp32 kernels
-    assert choose_precision(both, "auto", trt)[0] == "int8"
+    assert choose_precision(both, "auto", trt)[0] == "fp16"  # the CPU's uint8 Q/DQ is not TensorRT's int8
     assert choose_precision(_V(int8=_P(True, 1.2), fp16=_P(True, 1.9)), "auto", cpu)[0] == "fp16"  # measured
     assert choose_precision(_V(fp16=_P(True, 0.8)), "auto", cpu)[0] == "fp32"  # slower than fp32 here
     assert choose_precision(_V(fp16=_P(True, 1.1)), "auto", cpu)[0] == "fp32"  # within the timing noise

@@ -29,9 +29,11 @@ MIN_SPEEDUP = 1.2
 
 #: reduced precisions each provider runs fast, best first. CUDA's EP runs QDQ int8 graphs
 #: as fp32 kernels between Quantize/Dequantize nodes (slower than fp32), so it gets
-#: fp16/bf16 only; TensorRT compiles QDQ graphs to int8 kernels.
+#: fp16/bf16 only. TensorRT builds int8 engines only from symmetric signed-int8 Q/DQ
+#: (explicit quantization); the int8 copies made here are for the CPU (asymmetric uint8
+#: activations, MLAS's u8 x s8 VNNI kernels), so TensorRT gets fp16/bf16 too.
 FAST_ON: dict[str, tuple[str, ...]] = {
-    "TensorrtExecutionProvider": ("int8", "fp16", "bf16"),
+    "TensorrtExecutionProvider": ("fp16", "bf16"),
     "CUDAExecutionProvider": ("fp16", "bf16"),
     "CPUExecutionProvider": ("int8", "fp16", "bf16"),
 }
@@ -57,13 +59,13 @@ def device_of(providers: Sequence[str]) -> str:
 
 
 def provider_options(providers: Sequence[str], precision: str, cache_dir: str | None = None) -> list[dict[str, Any]]:
-    """Per-provider options: TensorRT builds fp16/int8 engines (cached when ``cache_dir``)."""
+    """Per-provider options: TensorRT builds fp16 engines for an fp16 graph (cached when
+    ``cache_dir``); a Q/DQ graph needs no precision flag (explicit quantization)."""
     out: list[dict[str, Any]] = []
     for p in providers:
         if p == "TensorrtExecutionProvider":
             # option values as ONNX Runtime parses them ("1"/"0"), not Python's "True"
-            opts: dict[str, Any] = {"trt_fp16_enable": "1" if precision in ("fp16", "int8") else "0",
-                                    "trt_int8_enable": "1" if precision == "int8" else "0"}
+            opts: dict[str, Any] = {"trt_fp16_enable": "1" if precision in ("fp16", "bf16") else "0"}
             if cache_dir:
                 opts.update(trt_engine_cache_enable="1", trt_engine_cache_path=cache_dir)
             out.append(opts)
