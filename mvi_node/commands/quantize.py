@@ -234,7 +234,8 @@ def register(subparsers) -> None:
     p.add_argument("--version", required=True, help="version of the new model folder")
     p.add_argument("--precisions", default="int8,fp16", help="comma-separated: int8, fp16 (default both)")
     p.add_argument("--samples", type=int, default=256, help="calibration inputs per variant (slices, tiles)")
-    p.add_argument("--batch", type=int, default=16, help="calibration batch size (and the timing batch)")
+    p.add_argument("--batch", type=int, default=16, help="calibration batch size and the timing batch (give 1 for a "
+                                                         "sliding-window model: it runs one tile at a time)")
     p.add_argument("--reps", type=int, default=5, help="timed runs per graph and round")
     p.add_argument("--rounds", type=int, default=3, help="timing rounds, the graphs interleaved")
     p.add_argument("--models", action="append", help="extra model root (repeatable; the repository's models/ always)")
