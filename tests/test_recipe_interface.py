@@ -63,7 +63,8 @@ def test_engine_offers_an_exam_only_to_recipes_of_its_modality(tmp_path):
     from mvi_node.synth import make_exam
 
     make_exam(tmp_path / "mr", "mr", seed=5, index=0, mvi=True, matrix=64, hard_cases="none", annotations="seg")
-    engine = Engine(ModelRegistry([DEFAULT_ROOT]))
+    # a site serving CT recipes only (mr_3seq_grade pinned away)
+    engine = Engine(ModelRegistry([DEFAULT_ROOT], pins={"mr_3seq_grade": "none"}))
     [exam] = select_path(tmp_path / "mr" / "dicom")
     [res] = engine.run_exam(exam)
     assert res.recipe == "" and res.reported and res.outcome == "no recipe for this exam"
@@ -82,7 +83,8 @@ def test_mr_exam_sent_to_the_node_gets_one_sr_that_never_says_ct(node, tmp_path)
     make_exam(tmp_path / "mr", "mr", seed=6, index=0, mvi=True, matrix=64, hard_cases="none", annotations="seg")
     scp = StoreSCP(free_port(), tmp_path / "pacs").start()
     try:
-        n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"])})
+        n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"]),
+                                 "MVI_MODELS__PINS": json.dumps({"mr_3seq_grade": "none"})})  # CT-only site
         storescu(n.port, tmp_path / "mr" / "dicom", extra=["-R"])
         files = _wait_files(scp, 1, timeout=60)
         time.sleep(2)  # nothing else may follow

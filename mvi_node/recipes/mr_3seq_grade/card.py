@@ -28,6 +28,29 @@ no real scanner artefacts, motion or pathology; grade M2 differs from M1 only by
 paper itself lost accuracy on a later cohort (68.7%): scanner and protocol drift is real. Never use for diagnosis."""
 
 
+def grade_section(manifest: dict[str, Any]) -> str:
+    """The per-grade confusion matrix of the test set and the metrics at its own Youden threshold."""
+    import json
+
+    lines = []
+    for name, v in manifest["variants"].items():
+        test = v.get("metrics", {}).get("test", {})
+        if "confusion_rows_true_cols_predicted" not in test:
+            continue
+        classes = test["classes"]
+        matrix = json.loads(test["confusion_rows_true_cols_predicted"])
+        lines += [f"Test set, {name}: most probable grade against the true grade "
+                  f"(accuracy {test['grade_accuracy']:.3f}).", "",
+                  "| true \\ predicted | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        lines += [f"| {c} | " + " | ".join(str(x) for x in row) + " |" for c, row in zip(classes, matrix)]
+        own = v["metrics"].get("test_at_own_youden")
+        if own:
+            lines += ["", f"At the test set's own Youden threshold ({own['threshold']:.3f}, for comparison with the "
+                          f"paper; the node uses the validation threshold): sensitivity {own['sensitivity']:.3f}, "
+                          f"specificity {own['specificity']:.3f}, accuracy {own['accuracy']:.3f}."]
+    return "\n".join(lines) or "No test set."
+
+
 def model_card(manifest: dict[str, Any], cohort: dict[str, Any]) -> str:
     synthetic = bool(manifest.get("synthetic"))
     test = cohort.get("test_cohort")
@@ -44,4 +67,4 @@ def model_card(manifest: dict[str, Any], cohort: dict[str, Any]) -> str:
         training_notes=["Inputs made by the serving path: the node's header selection of the three sequences, the "
                         "ROI from the exam's annotation, the shared MR preprocessing, the recipe's crops",
                         "Each epoch samples slice combinations per patient; early stop on validation AUC"],
-        limitations=LIMITATIONS, sections={"Cohort": cohort_section(cohort)}, synthetic=synthetic)
+        limitations=LIMITATIONS, sections={"MVI grades": grade_section(manifest), "Cohort": cohort_section(cohort)}, synthetic=synthetic)

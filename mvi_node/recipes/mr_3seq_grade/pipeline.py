@@ -101,7 +101,7 @@ def grade_table(grades: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     pred = probs.argmax(1)
     matrix = [[int(((grades == t) & (pred == q)).sum()) for q in range(3)] for t in range(3)]
     return {"classes": list(GRADES), "confusion_rows_true_cols_predicted": json.dumps(matrix),
-            "accuracy": round(float((pred == grades).mean()), 4) if len(grades) else None}
+            "grade_accuracy": round(float((pred == grades).mean()), 4) if len(grades) else None}
 
 
 def main(args: argparse.Namespace) -> int:
