@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 #: the sets a variant's metrics table lists first, in this order
@@ -167,3 +168,49 @@ def model_card(manifest: Mapping[str, Any], *, method: str | None = None, perfor
     for heading, text in (sections or {}).items():
         parts.append(f"## {heading}\n{text.strip()}")
     return "\n\n".join(parts) + "\n"
+
+
+# -- shared by the recipes' cards: how the data are had again, what the cohort held ----------
+def synth_command(folder: Path | str) -> str:
+    """The ``mvi-node synth`` call that rewrites ``folder`` (from its manifest header)."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return f"(no manifest.json in {folder})"
+    h = json.loads(path.read_text(encoding="utf-8"))
+    o = h.get("options", {})
+    cmd = [f"mvi-node synth {h['modality'].lower()} --out {folder} --patients {h['patients']} --seed {h['seed']}"]
+    for key in ("vendor", "annotations", "matrix", "seg_on", "sign_strength", "hard_cases", "noise"):
+        if o.get(key) is not None:
+            cmd.append(f"--{key.replace('_', '-')} {o[key]}")
+    if o.get("thin"):
+        cmd.append("--thin")
+    return " ".join(cmd)
+
+
+def data_command(cohort: dict[str, Any]) -> str:
+    """How the data are had again: the synth call for a synth folder, else the cohort's path."""
+    if cohort.get("kind") == "synth" and cohort.get("location"):
+        return synth_command(cohort["location"])
+    return f"cohort {cohort.get('location', cohort.get('source', '?'))}"
+
+
+def cohort_section(cohort: dict[str, Any]) -> str:
+    """Source, rows, usable rows, label prevalence, manufacturers, splits, rows left out."""
+    if not cohort:
+        return "No cohort description recorded."
+    lines = [f"- Source: {cohort.get('source', '?')} ({cohort.get('rows', '?')} rows, "
+             f"{cohort.get('usable_rows', '?')} usable, {cohort.get('patients', '?')} patients)"]
+    if "prevalence" in cohort:
+        lines.append(f"- Label `{cohort.get('label')}`: {cohort.get('positives')} positive, prevalence "
+                     f"{cohort['prevalence']:.2f}")
+    elif "classes" in cohort:
+        lines.append(f"- Label `{cohort.get('label')}`: " + ", ".join(f"{k} {v}" for k, v in cohort["classes"].items()))
+    if cohort.get("manufacturers"):
+        lines.append("- Manufacturers: " + ", ".join(f"{k} {v}" for k, v in cohort["manufacturers"].items()))
+    if cohort.get("splits"):
+        lines.append("- Exams per split (by patient): " + ", ".join(f"{k} {v}" for k, v in cohort["splits"].items()))
+    if cohort.get("left_out"):
+        lines.append("- Rows left out: " + "; ".join(f"{k} ({v})" for k, v in cohort["left_out"].items()))
+    if cohort.get("test_cohort"):
+        lines.append("- Test cohort (held out whole):\n  " + cohort_section(cohort["test_cohort"]).replace("\n", "\n  "))
+    return "\n".join(lines)

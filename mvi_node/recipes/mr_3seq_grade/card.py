@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mvi_node.evaluation.card import cohort_section, data_command
 from mvi_node.evaluation.card import model_card as write_card
-from mvi_node.recipes.ct_ap_resnet18.card import _data_command, cohort_section
 
 
 def method(manifest: dict[str, Any]) -> str:
@@ -61,7 +61,7 @@ def model_card(manifest: dict[str, Any], cohort: dict[str, Any]) -> str:
         note += " Synthetic data: the figures say the pipeline learns the synthetic signs, nothing about patients."
     if any(v.get("calibration") for v in manifest["variants"].values()):
         note += " P(MVI) is Platt-calibrated on the validation split, as served; test figures are calibrated."
-    commands = {"Data": _data_command(cohort), "Test data": _data_command(test) if test else "none"}
+    commands = {"Data": data_command(cohort), "Test data": data_command(test) if test else "none"}
     return write_card(
         manifest, method=method(manifest), performance_note=note, data_commands=commands,
         training_notes=["Inputs made by the serving path: the node's header selection of the three sequences, the "
