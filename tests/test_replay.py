@@ -63,7 +63,7 @@ MAIN = ("20250101", "20251231")
 OWN_DAYS = {"throttle": "20230301", "kill": "20230401", "cget": "20230501", "dicomweb": "20230601",
             "folder": "20230701", "research": "20230801", "broken": "20230901", "cancel": "20231001",
             "routed": "20231101", "dicomdir": "20231201", "slow": "20221201",
-            "elsewhere": "20221101"}
+            "elsewhere": "20221101", "mbps": "20221001"}
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,8 @@ class Site:
                 f'busy_hours = ["00:00-24:00"]\n'  # always busy: a replay waits
         pacs += f'[replay.pacs.ARCHIVE_ELSEWHERE]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n' \
                 f'move_destination = "NOBODY"\n'  # an AE title the archive does not know
+        pacs += f'[replay.pacs.ARCHIVE_MB]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n' \
+                f'mb_per_second = 0.2\n'
         self.slow_port = free_port()  # a slow Q/R SCP of the cancel test
         pacs += f'[replay.pacs.SLOW]\nae_title = "SLOW"\nhost = "127.0.0.1"\nport = {self.slow_port}\n'
         self.config.write_text(
@@ -349,6 +351,24 @@ def test_throttle_of_n_instances_per_second_is_respected(site):
     assert len(times) == NEEDED_PER_EXAM
     rate = (len(times) - 1) / (times[-1] - times[0])
     assert 16.0 <= rate <= 24.0, rate  # 20/s within 20 %
+
+
+def test_a_budget_of_mb_per_second_is_respected(site):
+    day = OWN_DAYS["mbps"]
+    r = site.replay(pacs="ARCHIVE_MB", window=(day, day))
+    _done_exactly_needed(site, r, 1)
+    (st,) = r["studies"]
+    arterial = next(x["series_uid"] for x in st["series"] if x["role"] == "ct_arterial")
+    db = sqlite3.connect(site.root / "var" / "index.sqlite3")
+    try:
+        rows = db.execute("SELECT received_at, size FROM instances WHERE series_uid = ? ORDER BY received_at",
+                          (arterial,)).fetchall()
+    finally:
+        db.close()
+    assert len(rows) == 40
+    # each request waits for the bytes the one before it brought: bytes before the last / time
+    rate = sum(size for _t, size in rows[:-1]) / (rows[-1][0] - rows[0][0])
+    assert 0.16e6 <= rate <= 0.24e6, rate  # 0.2 MB/s within 20 %
 
 
 def test_c_get_archive(site):

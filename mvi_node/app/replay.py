@@ -84,6 +84,9 @@ class NodeReplayHooks:
     def staged(self, study_uid: str) -> dict[str, set[str]]:
         return {s: set(sops) for s, sops in self.index.series_of(study_uid).items()}
 
+    def staged_bytes(self, study_uid: str, series_uid: str) -> int:
+        return self.index.series_bytes(study_uid, series_uid)
+
     def process(self, study_uid: str, since: float, tag: str, destination: str | None) -> str:
         row = self.index.study_round(study_uid)
         if row is None:

@@ -7,7 +7,7 @@ host = "10.0.0.5"
 port = 104
 retrieve = "move"            # C-MOVE to the node's own AE title, or "get" (C-GET)
 max_concurrent = 2           # associations/moves at a time
-instances_per_second = 50    # 0: no budget
+instances_per_second = 50    # 0: no budget (or mb_per_second)
 result_cap = 500             # the PACS's C-FIND answer limit: a window that hits it is split
 busy_hours = ["07:00-19:00"] # local times during which a running replay pauses
 
@@ -45,6 +45,8 @@ class ArchiveSettings(_Section):
     max_concurrent: int = Field(default=2, ge=1, le=32)
     #: 0 = unlimited
     instances_per_second: float = Field(default=0.0, ge=0)
+    #: megabytes (10^6 bytes) per second, counted on what the node staged; 0 = unlimited
+    mb_per_second: float = Field(default=0.0, ge=0)
     result_cap: int = Field(default=500, ge=1)
     #: "HH:MM-HH:MM" local times during which retrieval pauses (busy hours)
     busy_hours: list[str] = Field(default_factory=list)

@@ -28,6 +28,9 @@ class NodeHooks(Protocol):
     def staged(self, study_uid: str) -> dict[str, set[str]]:
         """Series -> SOP Instance UIDs the node has staged."""
 
+    def staged_bytes(self, study_uid: str, series_uid: str) -> int:
+        """Bytes the node has staged of one series."""
+
     def process(self, study_uid: str, since: float, tag: str, destination: str | None) -> str:
         """The key of the study job that will process what was retrieved since ``since``
         ('' while the study is still receiving)."""

@@ -27,11 +27,11 @@ from mvi_node.replay import metrics
 from mvi_node.replay.hooks import NodeHooks
 from mvi_node.replay.plan import plan_study, public_plan, totals
 from mvi_node.replay.query import find_studies
-from mvi_node.replay.sources import ArchiveError, DimseArchive, final_error, parse_ae
+from mvi_node.replay.sources import ArchiveError, DimseArchive, Retrieved, final_error, parse_ae
 from mvi_node.replay.store import (CANCELLED, DONE, FAILED, PLANNED, PROCESSING, QUERYING, QUEUED,
                                    RETRIEVED, RETRIEVING, RUNNING, STUDY_DONE, STUDY_FAILED, Replay, ReplayStore,
                                    StudyRow)
-from mvi_node.replay.throttle import Pacer, in_busy_hours, wait_while
+from mvi_node.replay.throttle import ByteBudget, Pacer, in_busy_hours, wait_while
 
 log = logging.getLogger("mvi_node.replay")
 audit = logging.getLogger("mvi_node.audit")
@@ -56,6 +56,7 @@ class ReplayRunner(Poller):
         self._cancel = threading.Event()
         self._rates: dict[int, tuple[float, int]] = {}
         self._pacers: dict[str, Pacer] = {}
+        self._budgets: dict[str, ByteBudget] = {}
         self._sources: dict[int, tuple[Any, ArchiveSettings]] = {}
 
     # -- archives ---------------------------------------------------------------------
@@ -177,11 +178,14 @@ class ReplayRunner(Poller):
             self._pool_replay = replay.id
         pacer = self._pacers.setdefault(archive.name, Pacer(cfg.instances_per_second))
         pacer.per_second = cfg.instances_per_second
+        budget = self._budgets.setdefault(archive.name, ByteBudget(cfg.mb_per_second * 1e6))
+        budget.per_second = cfg.mb_per_second * 1e6
         planned = [r for r in self.store.studies(replay.id) if r.state in (PLANNED, RETRIEVING)
                    and r.study_uid not in self._inflight]
         for row in planned[: max(0, cfg.max_concurrent - len(self._inflight))]:
             self.store.update_study(replay.id, row.study_uid, state=RETRIEVING, since=row.since or time.time())
-            self._inflight[row.study_uid] = self._pool.submit(self._retrieve, replay, row, archive, cfg, pacer)
+            self._inflight[row.study_uid] = self._pool.submit(self._retrieve, replay, row, archive, cfg, pacer,
+                                                              budget)
             busy = True
         counts = self.store.counts(replay.id)
         if not self._inflight and not any(counts.get(s) for s in (PLANNED, RETRIEVING, RETRIEVED, PROCESSING)):
@@ -199,16 +203,16 @@ class ReplayRunner(Poller):
                     log.error("replay retrieve of study %s raised %s", uid, type(exc).__name__)
 
     def _retrieve(self, replay: Replay, row: StudyRow, archive: DimseArchive, cfg: ArchiveSettings,
-                  pacer: Pacer) -> None:
+                  pacer: Pacer, budget: ByteBudget | None = None) -> None:
         try:
-            self._retrieve_study(replay, row, archive, cfg, pacer)
+            self._retrieve_study(replay, row, archive, cfg, pacer, budget or ByteBudget())
         except Exception as exc:  # noqa: BLE001 - the study fails with the error's name, the replay goes on
             log.exception("replay %d: retrieve of study %s failed", replay.id, row.study_uid)
             self.store.update_study(replay.id, row.study_uid, state=STUDY_FAILED,
                                     reason=f"retrieve failed: {type(exc).__name__}")
 
     def _retrieve_study(self, replay: Replay, row: StudyRow, archive: DimseArchive, cfg: ArchiveSettings,
-                        pacer: Pacer) -> None:
+                        pacer: Pacer, budget: ByteBudget) -> None:
         """Retrieve every needed series of one study until the node holds all of it."""
         uid = row.study_uid
         def paused(why: str) -> None:
@@ -229,13 +233,28 @@ class ReplayRunner(Poller):
                     have = self.hooks.staged(uid).get(suid, set())
                     if expected and len(have) >= expected:
                         break
-                    sops = None
-                    if pacer.limited:
-                        # a few instances per request (half a second's budget), so the budget
-                        # paces instances, not whole series; only those the node lacks
+                    sops, paced = None, None
+                    if pacer.limited or budget.limited:
+                        # a few instances per request (half a second's budget; one under a
+                        # MB/s budget), so the budget paces instances, not whole series;
+                        # only those the node lacks
                         sops = [s for s in archive.find_instances(uid, suid) if s not in have]
-                    result = archive.retrieve(uid, suid, sops, before_each=pacer.acquire if pacer.limited else None,
-                                              cancel=self._cancel, chunk=max(1, int(pacer.per_second / 2)))
+                        paced = self._paced(uid, suid, pacer, budget)
+                    chunk = max(1, int(pacer.per_second / 2)) if pacer.limited else 1
+                    result = Retrieved()
+                    if budget.limited and sops:
+                        # one instance first, to learn their size; then a quarter second of bytes a request
+                        before = self.hooks.staged_bytes(uid, suid)
+                        result.add(archive.retrieve(uid, suid, sops[:1], before_each=paced, cancel=self._cancel))
+                        size = max(1, self.hooks.staged_bytes(uid, suid) - before)
+                        sops = sops[1:]
+                        by_bytes = max(1, int(budget.per_second * 0.25 / size))  # a quarter second a request
+                        chunk = min(chunk, by_bytes) if pacer.limited else by_bytes
+                    if sops is None or sops:
+                        result.add(archive.retrieve(uid, suid, sops, before_each=paced, cancel=self._cancel,
+                                                    chunk=chunk))
+                    if paced is not None and budget.limited:
+                        paced(0)  # the last request's bytes are paid for too, before the next series
                     failed_subops += result.failed
                     if result.failed:
                         metrics.FAILED_SUBOPS.labels(pacs=archive.name).inc(result.failed)
@@ -271,6 +290,21 @@ class ReplayRunner(Poller):
             self.store.update_study(replay.id, uid, state=RETRIEVED, failed_subops=failed_subops,
                                     retrieved=retrieved, attempts=row.attempts + 1)
             metrics.STUDIES.labels(pacs=archive.name, outcome="retrieved").inc()
+
+    def _paced(self, study_uid: str, series_uid: str, pacer: Pacer, budget: ByteBudget):
+        """Before each request: pay for the bytes the previous one brought, then wait
+        for the next instance slot."""
+        seen = [self.hooks.staged_bytes(study_uid, series_uid) if budget.limited else 0]
+
+        def before(n: int) -> None:
+            if budget.limited:
+                now = self.hooks.staged_bytes(study_uid, series_uid)
+                budget.charge(now - seen[0])
+                seen[0] = now
+                budget.wait(self._cancel)
+            pacer.acquire(n, self._cancel)
+
+        return before
 
     def _note_rate(self, replay_id: int, pacs: str, n: int) -> None:
         start, total = self._rates.get(replay_id, (time.monotonic(), 0))

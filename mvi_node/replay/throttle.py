@@ -1,4 +1,4 @@
-"""Kindness to an archive: an instances-per-second budget and busy hours.
+"""Kindness to an archive: an instances-per-second or MB/s budget and busy hours.
 
 The budget paces requests rather than counting afterwards: each instance is given its
 slot ``1/rate`` after the previous one, shared by every concurrent retrieve of the
@@ -36,6 +36,27 @@ class Pacer:
             slot = max(now - self.catch_up_s, self._next) if self._next else now
             self._next = slot + n / self.per_second
         delay = slot - time.monotonic()
+        if delay > 0:
+            (stop.wait(delay) if stop is not None else time.sleep(delay))
+
+
+class ByteBudget(Pacer):
+    """MB/s, counted after the fact: the bytes a request brought (known once staged)
+    push back when the next request may start."""
+
+    def charge(self, n: int) -> None:
+        if not self.limited or n <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            base = max(now - self.catch_up_s, self._next) if self._next else now
+            self._next = base + n / self.per_second
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        if not self.limited:
+            return
+        with self._lock:
+            delay = self._next - time.monotonic()
         if delay > 0:
             (stop.wait(delay) if stop is not None else time.sleep(delay))
 

@@ -218,6 +218,13 @@ class StagingIndex(SqliteDatabase):
         ).fetchone()
         return (int(row[0]), str(row[1]), float(row[2]), bool(row[3])) if row else None
 
+    def series_bytes(self, study_uid: str, series_uid: str) -> int:
+        """Bytes staged of one series (what a replay's MB/s budget counts)."""
+        row = self._conn().execute(
+            "SELECT COALESCE(SUM(size), 0) FROM instances WHERE study_uid = ? AND series_uid = ?", (study_uid, series_uid)
+        ).fetchone()
+        return int(row[0])
+
     def completed_rounds(self) -> int:
         """Rounds closed so far, over all studies."""
         row = self._conn().execute(
