@@ -98,3 +98,20 @@ def test_a_pause_ends_when_its_reason_does():
     assert heard == ["busy"] and 0.55 <= time.monotonic() - t0 < 2.0
     stop.set()  # a stop ends the wait too
     wait_while(lambda: "forever", stop, heard.append, poll=0.05)
+
+
+def test_control_characters_are_kept_and_a_nul_folder_is_no_folder(tmp_path):
+    """What a fuzzer sends (control characters, a NUL in a path) is stored as sent and
+    answered, never a 500 (lone surrogates pydantic refuses itself: 422)."""
+    import json
+
+    from mvi_node.admin.replays import _readable_folder
+    from mvi_node.replay.store import ReplayStore
+
+    store = ReplayStore(tmp_path / "replays.sqlite3")
+    r = store.create(ReplayRequest(pacs="P", study_description="liver\x00\x1b", requested_by="\t"))
+    back = store.get(r.id)
+    assert back is not None and back.request.study_description == "liver\x00\x1b"
+    json.dumps(back.request.public(), ensure_ascii=False).encode("utf-8")  # what the API sends
+    assert not _readable_folder(str(tmp_path) + "\x00x", [tmp_path])
+    assert _readable_folder(str(tmp_path), [tmp_path]) and not _readable_folder("/", [tmp_path])

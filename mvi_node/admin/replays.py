@@ -63,9 +63,14 @@ def detail(store: ReplayStore, r: Replay) -> ReplayDetail:
     return ReplayDetail(**summary(store, r).model_dump(), studies=studies, totals=totals(s.plan for s in rows))
 
 
-def _under(folder: str, roots: list[Path]) -> bool:
-    path = Path(folder).resolve()
-    return any(path == Path(r).resolve() or Path(r).resolve() in path.parents for r in roots)
+def _readable_folder(folder: str, roots: list[Path]) -> bool:
+    """A folder under one of ``roots`` that exists (a NUL or an unencodable name is not)."""
+    try:
+        path = Path(folder).resolve()
+        inside = any(path == Path(r).resolve() or Path(r).resolve() in path.parents for r in roots)
+        return inside and path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def replay_router(store: ReplayStore, known_pacs: Callable[[], set[str]],
@@ -86,7 +91,7 @@ def replay_router(store: ReplayStore, known_pacs: Callable[[], set[str]],
                     parse_ae(body.pacs)
                 except ValueError:
                     raise HTTPException(404, "pacs: not a configured archive ([replay.pacs.NAME])") from None
-            if body.folder and not (_under(body.folder, folder_roots()) and Path(body.folder).is_dir()):
+            if body.folder and not _readable_folder(body.folder, folder_roots()):
                 raise HTTPException(404, "folder: not a folder under [replay] folder_roots")
             return summary(store, store.create(body))
 

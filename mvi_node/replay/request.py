@@ -63,6 +63,12 @@ def pattern(text: str | None) -> re.Pattern | None:
         return re.compile(re.escape(text), re.I)
 
 
+def _printable(value):
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 class ReplayRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -74,7 +80,7 @@ class ReplayRequest(BaseModel):
     #: a folder on the node, under one of ``[replay] folder_roots``
     folder: StrictStr = Field(default=None, min_length=1, max_length=4096)  # type: ignore[assignment]
     #: a DICOMweb base URL (QIDO-RS/WADO-RS)
-    dicomweb: StrictStr = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2048)  # type: ignore[assignment]
+    dicomweb: StrictStr = Field(default=None, pattern=r"^https?://[!-~]+$", max_length=2048)  # type: ignore[assignment]
     date_from: StrictStr = Field(default=None, pattern=_DATE)  # type: ignore[assignment]
     date_to: StrictStr = Field(default=None, pattern=_DATE)  # type: ignore[assignment]
     modality: list[Literal["CT", "MR"]] = Field(default_factory=list, max_length=2)
@@ -111,8 +117,10 @@ class ReplayRequest(BaseModel):
         return "dicomweb"
 
     def public(self) -> dict:
-        """The query as it may be shown and logged: no identifier values."""
-        out = self.model_dump(exclude={"accessions", "patient_id", "folder", "dicomweb"})
+        """The query as it may be shown and logged: no identifier values; text that
+        UTF-8 cannot hold (a lone surrogate) shown escaped."""
+        out = {k: _printable(v) for k, v in self.model_dump(exclude={"accessions", "patient_id", "folder",
+                                                                     "dicomweb"}).items()}
         out["source"] = self.source_name
         out["accessions"] = len(self.accessions)
         out["patient_id"] = "given" if self.patient_id else None

@@ -107,8 +107,9 @@ class ReplayStore(SqliteDatabase):
     def create(self, request: ReplayRequest) -> Replay:
         now = time.time()
         with self._tx() as db:
+            # json.dumps escapes what UTF-8 cannot hold (a lone surrogate a client sent)
             cur = db.execute("INSERT INTO replays(state, request, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                             (QUEUED, request.model_dump_json(exclude_none=True), now, now))
+                             (QUEUED, json.dumps(request.model_dump(exclude_none=True)), now, now))
             rid = int(cur.lastrowid)
         return self.get(rid)  # type: ignore[return-value]
 
@@ -213,7 +214,7 @@ class ReplayStore(SqliteDatabase):
             " AND s.state IN (?, ?, ?) AND r.state = ? ORDER BY r.id DESC",
             (study_uid, RETRIEVING, RETRIEVED, PROCESSING, RUNNING)).fetchall()
         for (request,) in rows:
-            dest = ReplayRequest.model_validate_json(request).destination
+            dest = ReplayRequest.model_validate(json.loads(request)).destination
             if dest:
                 return dest
         return None
@@ -231,5 +232,5 @@ class ReplayStore(SqliteDatabase):
 
 
 def _replay(row) -> Replay:
-    return Replay(int(row[0]), str(row[1]), ReplayRequest.model_validate_json(row[2]), float(row[3]), float(row[4]),
+    return Replay(int(row[0]), str(row[1]), ReplayRequest.model_validate(json.loads(row[2])), float(row[3]), float(row[4]),
                   row[5], row[6], bool(row[7]), row[8], json.loads(row[9] or "[]"), str(row[10] or ""))
