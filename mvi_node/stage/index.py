@@ -160,6 +160,16 @@ class StagingIndex(SqliteDatabase):
         ).fetchall()
         return [DueStudy(*row) for row in rows]
 
+    def restart_quiet(self, now: float | None = None) -> int:
+        """Give every open round a fresh quiet period from ``now`` (start-up): the node heard
+        nothing while it was down, and a sender whose association the crash cut resends,
+        so its instances must land in the same round, not open a second one. Returns the
+        number of open rounds."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            return db.execute("UPDATE studies SET last_received = ? WHERE state = 'open' AND last_received < ?",
+                              (now, now)).rowcount
+
     def mark_complete(self, due: DueStudy, now: float | None = None) -> bool:
         """Close ``due``'s round unless an instance arrived since it was found due."""
         now = time.time() if now is None else now

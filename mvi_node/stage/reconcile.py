@@ -36,6 +36,8 @@ class ReconcileReport:
     temporary_removed: int = 0
     reindexed: int = 0
     unreadable: int = 0
+    #: open rounds whose quiet period restarts at start-up
+    reopened: int = 0
 
 
 def _clear(folder: Path | None) -> int:
@@ -102,6 +104,8 @@ def reconcile(staging_dir: Path, index: StagingIndex, quarantine_dir: Path | Non
                 continue
             index.add(rec, now=path.stat().st_mtime)
             report.reindexed += 1
+    # quiet periods count from start-up, not from before the crash (see restart_quiet)
+    report.reopened = index.restart_quiet()
     if report.temporary_removed or report.reindexed or report.unreadable:
         log.info(
             "reconciled staging: %d temporary files removed, %d files re-indexed, %d quarantined",
