@@ -61,18 +61,23 @@ def _components(mask: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.RelabelComponent(cc, sortByObjectSize=True)).astype(np.int32)
 
 
-def axial_diameter_mm(mask: np.ndarray, spacing_rc: tuple[float, float]) -> float:
-    """Largest in-plane Feret diameter over the slices (+ one pixel, so a disk of
-    diameter d measures d)."""
-    best = 0.0
+def slice_diameters_mm(mask: np.ndarray, spacing_rc: tuple[float, float]) -> np.ndarray:
+    """In-plane Feret diameter (mm) of ``mask`` on each slice, 0 where it is absent (+ one
+    pixel, so a disk of diameter d measures d)."""
+    out = np.zeros(mask.shape[0], float)
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.ComputeFeretDiameterOn()
     for z in np.nonzero(mask.reshape(mask.shape[0], -1).any(1))[0]:
         img = sitk.GetImageFromArray(mask[z].astype(np.uint8))
         img.SetSpacing((float(spacing_rc[1]), float(spacing_rc[0])))
         stats.Execute(img)
-        best = max(best, stats.GetFeretDiameter(1) + float(min(spacing_rc)))
-    return best
+        out[z] = stats.GetFeretDiameter(1) + float(min(spacing_rc))
+    return out
+
+
+def axial_diameter_mm(mask: np.ndarray, spacing_rc: tuple[float, float]) -> float:
+    """Largest in-plane Feret diameter over the slices (see :func:`slice_diameters_mm`)."""
+    return float(slice_diameters_mm(mask, spacing_rc).max(initial=0.0))
 
 
 def postprocess(labels: np.ndarray, geometry: SeriesGeometry, min_lesion_ml: float = 0.2,

@@ -15,19 +15,13 @@ import torch.nn.functional as F
 from monai.networks.nets import resnet18
 from torch import nn
 
+from mvi_node.recipes.gradcam import normalise_map
+
 from mvi_node.recipes.ct_ap_resnet18.preprocess import SIZE
 
 N_CLINICAL = 9  # sex, age, MTD, AFP, Child-Pugh A/B/C (one-hot), HBsAg, HCV
 CLINICAL_UNITS = 9
 POSITIVE = 1  # class index of MVI present
-
-
-def normalise_map(cam: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-slice min-max to 0..1 (NOT MONAI's default, which inverts the map)."""
-    flat = cam.flatten(1)
-    lo = flat.min(1).values.view(-1, *[1] * (cam.dim() - 1))
-    hi = flat.max(1).values.view(-1, *[1] * (cam.dim() - 1))
-    return (cam - lo) / (hi - lo + eps)
 
 
 class MviResNet18(nn.Module):

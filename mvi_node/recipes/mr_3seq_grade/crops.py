@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from mvi_node.roi.automatic import slice_diameters_mm
+
 SIZE = 320
 MARGIN_PX = 8  # the paper's 5-10 px
 SLICES = 3
@@ -33,20 +35,6 @@ class CropBox:
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in self.__dict__.items()}
-
-
-def slice_diameters_mm(mask: np.ndarray, spacing_rc: tuple[float, float]) -> np.ndarray:
-    """In-plane Feret diameter (mm) of the ROI on each slice (0 where it is absent); one
-    pixel is added so a disk of diameter d measures d."""
-    out = np.zeros(mask.shape[0], float)
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.ComputeFeretDiameterOn()
-    for z in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
-        img = sitk.GetImageFromArray(mask[z].astype(np.uint8))
-        img.SetSpacing((float(spacing_rc[1]), float(spacing_rc[0])))
-        stats.Execute(img)
-        out[z] = stats.GetFeretDiameter(1) + float(min(spacing_rc))
-    return out
 
 
 def key_slices(mask: np.ndarray, spacing_rc: tuple[float, float]) -> tuple[int, ...]:

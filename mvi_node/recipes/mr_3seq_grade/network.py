@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvi_node.recipes.gradcam import normalise_map
+
 SIZE = 320
 GRADES = ("M0", "M1", "M2")
 SEQUENCES = ("t1_pre", "portal_venous", "transitional")
@@ -111,14 +113,6 @@ class ThreeSequenceNet(nn.Module):
         pooled = [self.dropout(m.mean(dim=(3, 4))) for m in maps]
         logits = self.combination_logits(pooled)
         return logits.reshape(logits.shape[0], -1, len(GRADES))
-
-
-def normalise_map(cam: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per map min-max to 0..1."""
-    flat = cam.flatten(1)
-    lo = flat.min(1).values.view(-1, *[1] * (cam.dim() - 1))
-    hi = flat.max(1).values.view(-1, *[1] * (cam.dim() - 1))
-    return (cam - lo) / (hi - lo + eps)
 
 
 class ExportModule(nn.Module):

@@ -27,6 +27,8 @@ from mvi_node.infer.recipe import (FAILED, MVI_GRADE, ExamInputs, Finding, KeySl
 from mvi_node.metrics import observe_stage
 from mvi_node.recipes.mr_3seq_grade import crops as cr
 from mvi_node.roi import NoRoi, Roi
+from mvi_node.roi.automatic import axial_diameter_mm
+from mvi_node.roi.geometry import plane_of
 
 NAME = "mr_3seq_grade"
 VARIANT = "image_only"
@@ -92,12 +94,10 @@ class Prepared:
 
 def _same_plane(a, b, tol_mm: float = 0.5) -> bool:
     """Whether two slices' pixels coincide (position, orientation, spacing, size)."""
-    def vec(ds, kw):
-        return np.asarray([float(v) for v in ds.get(kw, [])], float)
-    return (int(a.Rows) == int(b.Rows) and int(a.Columns) == int(b.Columns)
-            and np.allclose(vec(a, "ImageOrientationPatient"), vec(b, "ImageOrientationPatient"), atol=1e-4)
-            and np.allclose(vec(a, "PixelSpacing"), vec(b, "PixelSpacing"), atol=1e-4)
-            and np.linalg.norm(vec(a, "ImagePositionPatient") - vec(b, "ImagePositionPatient")) <= tol_mm)
+    pa, pb = plane_of(a), plane_of(b)
+    return (pa.mask.shape == pb.mask.shape and np.allclose(pa.orientation, pb.orientation, atol=1e-4)
+            and np.allclose(pa.spacing_rc, pb.spacing_rc, atol=1e-4)
+            and float(np.linalg.norm(pa.position - pb.position)) <= tol_mm)
 
 
 def _key_image(series, ref_slice, registration):
@@ -149,7 +149,7 @@ def prepare(exam: ExamInputs, labs: ClinicalSource | None = None) -> Prepared | 
     key_sops = {name: (str(d.SOPInstanceUID) if d is not None else None) for name, d in key_images.items()}
     key_frames = {name: (frame_number(d) if d is not None else None) for name, d in key_images.items()}
     factors = FACTORS.values()
-    factors.update({"mtd_mm": float(cr.slice_diameters_mm(mask, geo.spacing_rc).max())}, "roi")
+    factors.update({"mtd_mm": float(axial_diameter_mm(mask, geo.spacing_rc))}, "roi")
     source = labs if labs is not None else exam.clinical
     found = source.lookup(str(ref_slice.get("AccessionNumber", "") or ""), str(ref_slice.get("PatientID", "") or ""))
     # only AFP from the site's source: the diameter is the ROI's, measured on the reference grid
