@@ -473,14 +473,15 @@ def test_job_result_holds_selection_of_the_whole_exam(tmp_path):
     uid_a, uid_p = generate_uid(), generate_uid()
     e.series("Abdomen", time=T0, study_uid=uid_a)
     e.series("Abdomen", time=T0 + 35, study_uid=uid_p)
-    for ds in e.datasets:
+    from mvi_node.stage.index import InstanceRecord, StagingIndex
+
+    index = StagingIndex(tmp_path / "index.sqlite3")
+    for ds in e.datasets:  # staged as the listener stages: file and index row
         _save(ds, staging / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm")
+        index.add(InstanceRecord(str(ds.SOPInstanceUID), str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                 str(ds.SOPClassUID), "1.2.840.10008.1.2.1", 1000))
 
-    class Index:
-        def series_of(self, study_uid):
-            return {d.name: [f.stem for f in d.iterdir()] for d in (staging / study_uid).iterdir()}
-
-    handler = StudyPipeline(Index(), staging)
+    handler = StudyPipeline(index, staging)
     from mvi_node.jobs.store import JobState
 
     job = Job(1, "study", uid_a, JobState.RUNNING, 1, 3, {"study_uid": uid_a}, 0.0, 0.0)

@@ -135,6 +135,7 @@ class Node:
             results_dir=settings.results_dir,
             secondary_captures=settings.models.secondary_captures,
             lineage=ResultLineage(settings.data_dir / "results.sqlite3"),
+            exam_window_seconds=settings.completion.exam_window_minutes * 60,
         )
         if self.destinations:
             handler.sinks.append(CStoreSink(self.jobs, self.destinations, settings.dispatch.max_attempts))

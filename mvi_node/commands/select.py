@@ -17,6 +17,7 @@ from mvi_node.pipeline import selection_report
 from mvi_node.select.engine import select_path
 from mvi_node.select.report import build_report, format_text
 from mvi_node.select.rules import RuleError, load_rules
+from mvi_node.stage.index import StagingIndex
 from mvi_node.stage.paths import InvalidUID, check_uid
 
 
@@ -49,7 +50,9 @@ def cmd_select(args: argparse.Namespace) -> int:
             if not (staged[0] / staged[1]).is_dir():
                 print(f"study {staged[1]} is not staged under {staged[0]}", file=sys.stderr)
                 return 2
-            report = selection_report(staged[0], staged[1], rules_file, needs)[1]
+            index_file = staged[0].parent / "index.sqlite3"  # the node's index, when PATH is its staging
+            index = StagingIndex(index_file) if index_file.is_file() else None
+            report = selection_report(staged[0], staged[1], rules_file, needs, index)[1]
         elif not path.exists():
             print(f"{path}: no such file or folder", file=sys.stderr)
             return 2

@@ -155,6 +155,9 @@ class CompletionSettings(_Section):
     #: hold a completed study's job this long, for exams whose parts come as several
     #: studies (a phase, the tumour outline); a part later still supersedes the result
     exam_wait_seconds: float = Field(default=0.0, ge=0, le=86400)
+    #: studies of one patient whose study date/time lie this close are parts of one exam
+    #: even without a shared accession number or frame of reference (0: off)
+    exam_window_minutes: float = Field(default=0.0, ge=0, le=7 * 1440)
 
 
 class SelectSettings(_Section):

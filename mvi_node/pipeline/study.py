@@ -23,7 +23,8 @@ from mvi_node.metrics import EXAMS_SKIPPED, PREDICTED_PROBABILITY, SERIES_SELECT
 from mvi_node.pipeline.lineage import ResultLineage, SentResult
 from mvi_node.report.build import content_digest
 from mvi_node.report.kos import rejection_note
-from mvi_node.select.job import staged_exams
+from mvi_node.pipeline.siblings import related_studies
+from mvi_node.select.job import staged_exams, study_headers
 from mvi_node.select.recipes import RecipeNeeds
 from mvi_node.select.report import build_report
 from mvi_node.select.rules import RuleError
@@ -59,11 +60,24 @@ ResultWriter = Callable[[list, Path], list[Path]]
 
 
 def selection_report(staging_dir: Path, study_uid: str, rules_file: str | Path | None = None,
-                     needs: Sequence[RecipeNeeds] = ()) -> tuple[list, dict[str, Any]]:
-    """The exam(s) holding a staged study (with its sibling studies) and their report."""
-    exams, rules = staged_exams(Path(staging_dir), study_uid, rules_file)
+                     needs: Sequence[RecipeNeeds] = (), index: StagingIndex | None = None,
+                     window_seconds: float = 0.0) -> tuple[list, dict[str, Any]]:
+    """The exam(s) holding a staged study (with the sibling studies ``index`` knows) and
+    their report. Without an index (a copied staging folder read offline) every other
+    staged study is a candidate, as grouping decides."""
+    staging_dir = Path(staging_dir)
+    headers = study_headers(staging_dir, study_uid)
+    if index is not None:
+        related = related_studies(staging_dir, index, study_uid, headers, window_seconds)
+    else:
+        related = [(p.name, "complete") for p in sorted(staging_dir.iterdir())
+                   if p.is_dir() and p.name != study_uid and not p.name.startswith(".")]
+    exams, rules = staged_exams(Path(staging_dir), study_uid, rules_file, related, window_seconds, headers)
     report = build_report(exams, f"staged study {study_uid}", needs)
     report["rules"] = rules.sources
+    pending = sorted({s for e in exams for s in e.pending_studies})
+    if pending:
+        report["pending_studies"] = pending
     return exams, report
 
 
@@ -84,6 +98,9 @@ class StudyPipeline:
     #: job -> the sinks for its results instead of ``sinks`` (a replay's research
     #: destination), or None for the configured ones
     route: Callable[[Job], list[ResultSink] | None] | None = None
+    #: studies of one patient this close in study date/time are one exam (0: only a
+    #: shared accession number or frame of reference joins studies)
+    exam_window_seconds: float = 0.0
 
     @property
     def needs(self) -> list[RecipeNeeds]:
@@ -105,7 +122,8 @@ class StudyPipeline:
             return result
         try:
             with observe_stage("select", job.id, study_uid):
-                exams, report = selection_report(self.staging_dir, study_uid, self.rules_file, self.needs)
+                exams, report = selection_report(self.staging_dir, study_uid, self.rules_file, self.needs,
+                                                 self.index, self.exam_window_seconds)
         except RuleError as exc:  # a bad site rules file: retrying cannot help
             raise PermanentJobError(f"selection rules: {exc}") from exc
         result["selection"] = _without_identifiers(report)

@@ -184,6 +184,8 @@ class ReportInput:
     roi_note: str = ""
     #: further lesions of an automatic ROI, reported after the evaluated one
     other_lesions: list[OtherLesion] = field(default_factory=list)
+    #: what the SR says about the exam as a whole (parts that had not arrived)
+    exam_notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.endpoint is None:

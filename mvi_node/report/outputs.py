@@ -97,6 +97,16 @@ def _lesion(finding: Any, threshold: float, by_sop: dict[str, Dataset]) -> Lesio
     )
 
 
+def exam_notes(exam) -> list[str]:
+    """What the SR says about how complete the exam was when the result was computed."""
+    pending = len(getattr(exam, "pending_studies", ()) or ())
+    if not pending:
+        return []
+    parts = "1 related study was" if pending == 1 else f"{pending} related studies were"
+    return [f"Exam incomplete: {parts} still being received when this result was computed "
+            "(after the exam wait); a later version of this result will supersede it"]
+
+
 def report_input_from_engine(res: Any, exam) -> ReportInput | None:
     """Fill a :class:`ReportInput` from an engine ``RecipeResult`` and its exam (units of
     datasets); None when the exam holds no instance at all."""
@@ -119,7 +129,8 @@ def report_input_from_engine(res: Any, exam) -> ReportInput | None:
         detail = (detail + "; " if detail else "") + "missing clinical factors: " + ", ".join(res.clinical_missing)
     base = dict(model=model, clinical_factors_used=used, image_only=not res.clinical_factors_used,
                 outcome=res.outcome, outcome_detail=detail, endpoint=endpoint_text(res.endpoint),
-                procedure=res.procedure, window=res.capture_window, not_run=tuple(res.not_run))
+                procedure=res.procedure, window=res.capture_window, not_run=tuple(res.not_run),
+                exam_notes=exam_notes(exam))
     # key slices may come from every input series of a multi-sequence recipe (MR)
     by_sop = {view_key(ds): ds for ds in datasets if "Rows" in ds}
     lesions = [_lesion(f, pred.threshold, by_sop) for f in pred.findings] if pred is not None else []

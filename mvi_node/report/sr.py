@@ -92,7 +92,7 @@ def _observation_context(model: ModelIdentity) -> ObservationContext:
 
 
 def _texts(inp: ReportInput) -> list[TextContentItem]:
-    items = []
+    items = [_text(COMMENT, note) for note in inp.exam_notes]
     for key, value in inp.clinical_factors_used.items():
         if value is not None:
             items.append(_text(CLINICAL_FACTOR, f"{key}={value}"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -66,6 +67,9 @@ class Exam:
     agent_basis: str = ""
     dynamic_sequence: str = ""  # the dynamic T1 GRE sequence in words (sequence.py)
     notes: list[str] = field(default_factory=list)
+    #: related studies that were still being received when the exam was assembled
+    #: (the job ran after ``[completion] exam_wait_seconds`` with what it had)
+    pending_studies: list[str] = field(default_factory=list)
 
     @property
     def modalities(self) -> frozenset[str]:
@@ -89,8 +93,26 @@ def _text(ds: Dataset, kw: str) -> str:
     return str(ds.get(kw, "") or "").strip()
 
 
-def group_exams(units: list[Unit]) -> list[list[Unit]]:
-    """Union of studies sharing PatientID and (AccessionNumber or FrameOfReferenceUID)."""
+def study_time(ds: Dataset) -> float | None:
+    """StudyDate + StudyTime as epoch seconds (the site's local time read as UTC: only
+    differences are used), None when either is missing or malformed."""
+    date, tm = _text(ds, "StudyDate"), _text(ds, "StudyTime").replace(":", "")
+    if len(date) != 8 or not date.isdigit() or len(tm) < 2 or not tm.split(".")[0].isdigit():
+        return None
+    whole, _, frac = tm.partition(".")
+    whole = whole.ljust(6, "0")[:6]
+    try:
+        t = datetime(int(date[:4]), int(date[4:6]), int(date[6:]), int(whole[:2]), int(whole[2:4]),
+                     int(whole[4:6]), tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return t.timestamp() + (float("0." + frac) if frac.isdigit() else 0.0)
+
+
+def group_exams(units: list[Unit], window_seconds: float = 0.0) -> list[list[Unit]]:
+    """Union of studies sharing PatientID and (AccessionNumber or FrameOfReferenceUID),
+    and, when ``window_seconds`` > 0, studies of one patient whose study date/time lie
+    within that window of each other (sites that give every part its own accession)."""
     by_study: dict[str, list[Unit]] = {}
     for u in units:
         by_study.setdefault(u.study_uid, []).append(u)
@@ -118,6 +140,12 @@ def group_exams(units: list[Unit]) -> list[list[Unit]]:
                 parent[find(study)] = find(seen[key])
             else:
                 seen[key] = study
+    if window_seconds > 0:
+        timed = sorted((_text(items[0].ds, "PatientID"), t, study) for study, items in by_study.items()
+                       if (t := study_time(items[0].ds)) is not None)
+        for (p1, t1, s1), (p2, t2, s2) in zip(timed, timed[1:]):
+            if p1 == p2 and t2 - t1 <= window_seconds:
+                parent[find(s2)] = find(s1)
     groups: dict[str, list[Unit]] = {}
     for study, items in sorted(by_study.items()):
         groups.setdefault(find(study), []).extend(items)
@@ -399,11 +427,13 @@ def _unit_order(u: Unit) -> tuple:
     return (number, u.study_uid, u.series_uid, u.phase or 0)
 
 
-def select_datasets(datasets: Iterable[Dataset], rules: RuleSet | None = None) -> list[Exam]:
-    """Exams with roles for every unit, from headers (pixel data not needed)."""
+def select_datasets(datasets: Iterable[Dataset], rules: RuleSet | None = None,
+                    window_seconds: float = 0.0) -> list[Exam]:
+    """Exams with roles for every unit, from headers (pixel data not needed);
+    ``window_seconds``: see :func:`group_exams`."""
     rules = rules or load_rules()
     units = build_units(datasets)
-    return [select_exam(group, rules) for group in group_exams(units)]
+    return [select_exam(group, rules) for group in group_exams(units, window_seconds)]
 
 
 def select_path(path: Path, rules: RuleSet | None = None) -> list[Exam]:

@@ -42,6 +42,17 @@ CREATE TABLE IF NOT EXISTS studies (
     job_enqueued INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS studies_open ON studies(state, last_received);
+CREATE INDEX IF NOT EXISTS studies_received ON studies(last_received);
+-- What relates a study to the other studies of its exam (select/job.py), read from one
+-- header when first needed: patient and accession as digests (the index needs to compare
+-- them, not to show them), the frame of reference as is.
+CREATE TABLE IF NOT EXISTS study_keys (
+    study_uid TEXT PRIMARY KEY,
+    patient TEXT NOT NULL,
+    accession TEXT NOT NULL,
+    frame_of_reference TEXT NOT NULL,
+    study_time REAL
+);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -58,6 +69,27 @@ class InstanceRecord:
     transfer_syntax: str
     size: int
     calling_ae: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyKeys:
+    """How a study is matched to the other parts of its exam (digests, not identifiers)."""
+
+    patient: str
+    accession: str
+    frame_of_reference: str
+    #: StudyDate + StudyTime as epoch seconds (site-local time read as UTC), None if absent
+    study_time: float | None = None
+
+
+@dataclass(frozen=True)
+class NearbyStudy:
+    """A staged study received within a window of another (a candidate part of its exam)."""
+
+    study_uid: str
+    state: str
+    last_received: float
+    keys: StudyKeys | None
 
 
 @dataclass(frozen=True)
@@ -207,6 +239,7 @@ class StagingIndex(SqliteDatabase):
         with self._tx() as db:
             n = db.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,)).rowcount
             db.execute("DELETE FROM studies WHERE study_uid = ?", (study_uid,))
+            db.execute("DELETE FROM study_keys WHERE study_uid = ?", (study_uid,))
             return n
 
     # -- readers ------------------------------------------------------------------
@@ -227,6 +260,43 @@ class StagingIndex(SqliteDatabase):
             "SELECT round, state, first_received, job_enqueued FROM studies WHERE study_uid = ?", (study_uid,)
         ).fetchone()
         return (int(row[0]), str(row[1]), float(row[2]), bool(row[3])) if row else None
+
+    def received_between(self, start: float, end: float) -> list[NearbyStudy]:
+        """Studies whose latest instance came in ``[start, end]``, with their keys if known:
+        the bounded candidate list for sibling lookup (never every study staged)."""
+        rows = self._conn().execute(
+            "SELECT s.study_uid, s.state, s.last_received, k.patient, k.accession, k.frame_of_reference,"
+            " k.study_time FROM studies s LEFT JOIN study_keys k ON k.study_uid = s.study_uid"
+            " WHERE s.last_received BETWEEN ? AND ? ORDER BY s.study_uid", (start, end)).fetchall()
+        return [NearbyStudy(r[0], r[1], r[2], StudyKeys(r[3], r[4], r[5], r[6]) if r[3] is not None else None)
+                for r in rows]
+
+    def set_study_keys(self, study_uid: str, keys: StudyKeys) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO study_keys VALUES (?, ?, ?, ?, ?)",
+                       (study_uid, keys.patient, keys.accession, keys.frame_of_reference, keys.study_time))
+
+    def last_received(self, study_uid: str) -> float | None:
+        row = self._conn().execute("SELECT last_received FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
+        return float(row[0]) if row else None
+
+    def one_instance(self, study_uid: str) -> tuple[str, str] | None:
+        """(series, SOP instance) of one staged instance of a study, to read its header."""
+        row = self._conn().execute(
+            "SELECT series_uid, sop_instance_uid FROM instances WHERE study_uid = ? LIMIT 1", (study_uid,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def studies(self, received_since: float | None = None) -> list[tuple[str, str, float]]:
+        """(study, state, last received) of every study, or of those received since a time."""
+        sql = "SELECT study_uid, state, last_received FROM studies"
+        args: tuple = ()
+        if received_since is not None:
+            sql, args = sql + " WHERE last_received >= ? OR state = 'open'", (received_since,)
+        return [(str(a), str(b), float(c)) for a, b, c in self._conn().execute(sql, args).fetchall()]
+
+    def newest_received(self) -> float | None:
+        row = self._conn().execute("SELECT MAX(received_at) FROM instances").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
 
     def series_bytes(self, study_uid: str, series_uid: str) -> int:
         """Bytes staged of one series (what a replay's MB/s budget counts)."""
