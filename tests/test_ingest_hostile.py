@@ -312,6 +312,37 @@ def test_a_newline_in_a_command_uid_cannot_forge_a_log_line(node, tmp_path):
     _nothing_kept(n)
 
 
+@pytest.mark.parametrize("which", ["AffectedSOPInstanceUID", "AffectedSOPClassUID"])
+def test_a_command_uid_longer_than_64_characters_gets_a_status_not_an_abort(node, tmp_path, which):
+    # pynetdicom refuses to decode such a command and aborts the association, unless the
+    # listener's own associations decode it and leave the judgement to the node
+    n = node()
+    data, _, sop, _ = dataset_bytes(_one_ct(tmp_path))
+    long_uid = "1.2.826.0.1.3680043.8.498." + "1234567890." * 6 + "1"
+    assert len(long_uid) > 64
+    sop_class, sop_instance = (CT, long_uid) if which == "AffectedSOPInstanceUID" else (long_uid, sop)
+    with _scu(n) as scu:
+        rsp = scu.store(data, sop_class, sop_instance, context=CT)
+        assert rsp.status == 0xA900 and f"{which} is not a valid UID" in rsp.comment, rsp
+        assert scu.alive and scu.echo() == 0x0000
+        _nothing_kept(n)
+        assert scu.store(data, CT, sop).status == 0x0000  # the same association goes on storing
+    assert "aborted" not in n.log_text().lower()
+    assert echoscu(n.port).returncode == 0
+
+
+def test_a_command_naming_a_sop_class_no_one_knows_gets_a_status_not_an_abort(node, tmp_path):
+    # pynetdicom finds no service for the class and aborts; the node answers on the context
+    n = node()
+    data, _, sop, _ = dataset_bytes(_one_ct(tmp_path))
+    with _scu(n) as scu:
+        rsp = scu.store(data, "1.2.3.4.5", sop, context=CT)
+        assert rsp.status == 0x0122 and "presentation context" in rsp.comment, rsp
+        assert scu.alive and scu.echo() == 0x0000
+        _nothing_kept(n)
+    assert echoscu(n.port).returncode == 0
+
+
 # -- 8. one node per data folder --------------------------------------------------------
 
 def test_a_second_node_on_the_same_data_folder_stops_before_touching_it(node, tmp_path):

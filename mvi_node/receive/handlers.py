@@ -34,6 +34,17 @@ def _status(code: int, comment: str) -> Dataset:
     return ds
 
 
+def _not_echoed(status: Dataset, sop_class: str, sop_uid: str) -> None:
+    """Leave an invalid command UID out of the response: pynetdicom would otherwise copy
+    it there, and a sender that checks UIDs (pynetdicom does) aborts on a response it
+    cannot decode. Both are optional in a C-STORE-RSP (PS3.7 9.3.1.2)."""
+    for value, keyword in ((sop_class, "AffectedSOPClassUID"), (sop_uid, "AffectedSOPInstanceUID")):
+        try:
+            check_uid(value, keyword)
+        except InvalidUID:
+            setattr(status, keyword, "")  # pynetdicom reads an empty UID as "absent"
+
+
 def _calling(event) -> str:
     return event.assoc.requestor.primitive.calling_ae_title.strip()
 
@@ -129,7 +140,10 @@ class ListenerHandlers:
         except RejectedInstance as exc:
             log.warning("store refused from '%s', instance %s: %s", shown(calling), shown(sop_uid or "-"), exc.reason)
             self._count(f"rejected:{exc.code}")
-            return _status(exc.status, exc.reason)
+            status = _status(exc.status, exc.reason)
+            if exc.code == "invalid_uid":
+                _not_echoed(status, sop_class, sop_uid)
+            return status
         except (OSError, sqlite3.OperationalError) as exc:  # the node's storage: a resend may succeed
             log.exception("store failed from '%s', instance %s", shown(calling), shown(sop_uid or "-"))
             self._count("rejected:storage_error")

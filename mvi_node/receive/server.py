@@ -9,13 +9,16 @@ import threading
 import time
 
 from pynetdicom import AE, _config as pynetdicom_config
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import Verification, uid_to_service_class  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from mvi_node.config import Settings
 from mvi_node.config.sop_classes import ALL_STORAGE_SOP_CLASSES
 from mvi_node.logs import shown
-from mvi_node.receive import incoming
+from mvi_node.receive import command_uids, incoming
 from mvi_node.receive.handlers import ListenerHandlers
 
 log = logging.getLogger("mvi_node.receive")
@@ -39,6 +42,29 @@ class BoundedAssociationSocket(AssociationSocket):
         return super().recv(nr_bytes)
 
 
+class NodeAssociation(Association):
+    """pynetdicom picks the service for a request by the SOP class its command names; a
+    C-STORE naming a class it has no storage service for (an unknown UID, one longer than
+    64 characters) gets no response and the association is aborted. The node's handler
+    answers such a request with a status instead (the class differs from its context's),
+    so it goes to the storage service of the context it came on."""
+
+    def _serve_request(self, msg, context_id: int) -> None:
+        if (isinstance(msg, C_STORE) and msg.is_valid_request and not self._sent_release
+                and context_id in self._accepted_cx
+                and not issubclass(uid_to_service_class(msg.AffectedSOPClassUID or ""), StorageServiceClass)):
+            # as pynetdicom runs a service: C-CANCELs cleared, the reactor paused
+            self.dimse.cancel_req = {}
+            self._is_paused = True
+            try:
+                StorageServiceClass(self).SCP(msg, self._accepted_cx[context_id])
+            finally:
+                self._is_paused = False
+                self.dimse.cancel_req = {}
+            return
+        super()._serve_request(msg, context_id)
+
+
 class NodeRequestHandler(RequestHandler):
     """One accepted connection: the TLS handshake (bounded by a timeout, in this
     connection's own thread, never in the accept loop), then pynetdicom's association."""
@@ -60,6 +86,7 @@ class NodeRequestHandler(RequestHandler):
 
     def _create_association(self):
         assoc = super()._create_association()
+        assoc.__class__ = NodeAssociation
         sock = assoc.dul.socket
         if type(sock) is AssociationSocket:
             sock.__class__ = BoundedAssociationSocket
@@ -160,6 +187,7 @@ class Listener:
         self.settings = settings
         self.handlers = handlers
         incoming.install()
+        command_uids.install()
         self.ae = build_ae(settings, max_associations)
         cfg = settings.listener
         self.server = self.ae.make_server(
