@@ -7,6 +7,12 @@ are deleted; (b) are indexed, so a resend counts as a duplicate and nothing the 
 may believe stored goes missing. A staged file that cannot be read (c) is moved to
 ``quarantine/`` (same relative path), logged and counted, and start-up goes on.
 
+Bounded by the index, not by the size of the archive: only study folders the index does
+not know, studies whose round is open, and studies that received an instance within
+:data:`RECENT_MARGIN_S` of the newest one indexed are walked. A file renamed into an older
+study just before a crash (never acknowledged, so its sender resends it) is the one case
+this leaves to the resend.
+
 Only the process that holds the data folder's lock may run this: it deletes files a
 live node could be writing.
 """
@@ -29,6 +35,10 @@ log = logging.getLogger("mvi_node.stage")
 
 #: the index counter (and metric mvi_staged_files_quarantined_total) of (c)
 QUARANTINED = "quarantined"
+#: studies that received an instance this close to the newest indexed one are walked:
+#: a file renamed into staging is indexed within milliseconds, or within the SQLite busy
+#: wait (60 s) under contention, so older studies cannot hold an unindexed file
+RECENT_MARGIN_S = 300.0
 
 
 @dataclass
@@ -38,6 +48,8 @@ class ReconcileReport:
     unreadable: int = 0
     #: open rounds whose quiet period restarts at start-up
     reopened: int = 0
+    #: study folders walked (the others were known to the index and quiet)
+    studies_scanned: int = 0
 
 
 def _clear(folder: Path | None) -> int:
@@ -69,7 +81,38 @@ def reconcile(staging_dir: Path, index: StagingIndex, quarantine_dir: Path | Non
     if not staging_dir.is_dir():
         return report
     quarantine_dir = quarantine_dir or staging_dir.parent / "quarantine"
-    for dirpath, _dirnames, filenames in os.walk(staging_dir):
+    for folder in _to_walk(staging_dir, index):
+        report.studies_scanned += folder != staging_dir
+        _reconcile_folder(folder, staging_dir, index, quarantine_dir, report)
+    # quiet periods count from start-up, not from before the crash (see restart_quiet)
+    report.reopened = index.restart_quiet()
+    if report.temporary_removed or report.reindexed or report.unreadable:
+        log.info(
+            "reconciled staging: %d temporary files removed, %d files re-indexed, %d quarantined",
+            report.temporary_removed,
+            report.reindexed,
+            report.unreadable,
+        )
+    return report
+
+
+def _to_walk(staging_dir: Path, index: StagingIndex) -> list[Path]:
+    """Files at the top of staging, unknown study folders, and recent or open studies."""
+    newest = index.newest_received()
+    recent = {uid for uid, _state, _last in index.studies(newest - RECENT_MARGIN_S)} if newest is not None else set()
+    known = {uid for uid, _state, _last in index.studies()} if newest is not None else set()
+    out = [staging_dir]  # its own loose files only (temporary files of a crashed write)
+    for entry in os.scandir(staging_dir):
+        if entry.is_dir(follow_symlinks=False) and (entry.name not in known or entry.name in recent):
+            out.append(Path(entry.path))
+    return out
+
+
+def _reconcile_folder(folder: Path, staging_dir: Path, index: StagingIndex, quarantine_dir: Path,
+                      report: ReconcileReport) -> None:
+    walk = os.walk(folder) if folder != staging_dir else [(str(staging_dir), [], [
+        e.name for e in os.scandir(staging_dir) if e.is_file(follow_symlinks=False)])]
+    for dirpath, _dirnames, filenames in walk:
         for name in filenames:
             path = Path(dirpath) / name
             if name.startswith(TMP_PREFIX):
@@ -104,13 +147,3 @@ def reconcile(staging_dir: Path, index: StagingIndex, quarantine_dir: Path | Non
                 continue
             index.add(rec, now=path.stat().st_mtime)
             report.reindexed += 1
-    # quiet periods count from start-up, not from before the crash (see restart_quiet)
-    report.reopened = index.restart_quiet()
-    if report.temporary_removed or report.reindexed or report.unreadable:
-        log.info(
-            "reconciled staging: %d temporary files removed, %d files re-indexed, %d quarantined",
-            report.temporary_removed,
-            report.reindexed,
-            report.unreadable,
-        )
-    return report
