@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from mvi_node.common.poller import failures
 from mvi_node.config.sop_classes import sop_class_name
 from mvi_node.jobs.store import JobState, JobStore
 from mvi_node.stage.index import StagingIndex
@@ -67,6 +68,13 @@ class NodeCollector(Collector):
         )
         quarantined.add_metric([], counters.get("quarantined", 0))
         yield quarantined
+
+        errors = CounterMetricFamily("mvi_background_errors",
+                                     "Unexpected errors of background loops (each loop goes on), by thread",
+                                     labels=["thread"])
+        for thread, value in sorted(failures().items()):
+            errors.add_metric([thread], value)
+        yield errors
 
         completed = CounterMetricFamily("mvi_studies_completed", "Study rounds completed (quiet period over)")
         completed.add_metric([], self.index.completed_rounds())

@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mvi_node.common.poller import count_failure
+
 log = logging.getLogger("mvi_node")
 
 #: name prefix of a file not yet renamed into place; start-up reconcile removes leftovers
@@ -202,7 +204,8 @@ class BatchSyncer:
             started = time.monotonic()
             try:
                 self.flush()
-            except OSError:
+            except Exception:  # the loop must outlive any error: what it misses, the next pass syncs
+                count_failure("batch-sync")
                 log.exception("batched fsync failed")
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 

@@ -2,7 +2,8 @@
 
 The node's loops differ only in what one pass does, so the thread, the stop event and
 the error policy live here once: a pass that raises is logged and the loop goes on
-(a transient database or network error must not silently stop the thread), and
+(a transient database or network error must not silently stop the thread), counted
+per thread name (:func:`failures`, served as ``mvi_background_errors_total``), and
 ``stop()`` waits a bounded time for the pass in progress.
 """
 
@@ -10,8 +11,24 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 
 log = logging.getLogger("mvi_node")
+
+_failures: Counter[str] = Counter()
+_failures_lock = threading.Lock()
+
+
+def count_failure(thread_name: str) -> None:
+    """Count an unexpected error of a background loop (the loop goes on)."""
+    with _failures_lock:
+        _failures[thread_name] += 1
+
+
+def failures() -> dict[str, int]:
+    """Unexpected errors of background loops so far in this process, by thread name."""
+    with _failures_lock:
+        return dict(_failures)
 
 
 class Poller:
@@ -67,5 +84,9 @@ class Poller:
             try:
                 wait = not self.poll()
             except Exception as exc:
-                self.pass_failed(exc)
+                count_failure(self.thread_name)
+                try:
+                    self.pass_failed(exc)
+                except Exception:  # noqa: BLE001 - logging must not end the loop either
+                    pass
                 wait = True
