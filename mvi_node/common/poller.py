@@ -4,7 +4,10 @@ The node's loops differ only in what one pass does, so the thread, the stop even
 the error policy live here once: a pass that raises is logged and the loop goes on
 (a transient database or network error must not silently stop the thread), counted
 per thread name (:func:`failures`, served as ``mvi_background_errors_total``), and
-``stop()`` waits a bounded time for the pass in progress.
+``stop()`` waits a bounded time for the pass in progress. ``wake()`` ends the wait
+before the next pass at once: whoever makes work for the loop (a job enqueued in this
+process) calls it, so the work does not sit out the rest of ``poll_seconds``, which
+remains the fallback for work made elsewhere (another process, a timer running out).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class Poller:
     def __init__(self, poll_seconds: float) -> None:
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
+        #: set by wake() and stop(): ends the wait between passes early
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def poll(self) -> bool:
@@ -72,15 +77,24 @@ class Poller:
         self._thread = threading.Thread(target=self._loop, args=(wait,), name=self.thread_name, daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run the next pass now (or right after the one in progress); any thread may call it."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=self.join_timeout)
 
     def _loop(self, wait: bool) -> None:
         while not self._stop.is_set():
-            if wait and self._stop.wait(self.poll_seconds):
-                return
+            if wait:
+                self._wake.wait(self.poll_seconds)
+                if self._stop.is_set():
+                    return
+            # cleared before the pass: a wake() during the pass makes the next one start at once
+            self._wake.clear()
             try:
                 wait = not self.poll()
             except Exception as exc:

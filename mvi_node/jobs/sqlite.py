@@ -6,7 +6,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from mvi_node.common.sqlite import SqliteDatabase
 from mvi_node.jobs.store import Job, JobState
@@ -40,6 +40,17 @@ class SqliteJobStore(SqliteDatabase):
         self.default_max_attempts = default_max_attempts
         # Jobs are few and their state matters: every commit is synced.
         super().__init__(path, _SCHEMA, synchronous="FULL", row_factory=sqlite3.Row)
+        #: (kinds, callback) of the workers to wake when a job of their kind is queued
+        self._wakers: list[tuple[frozenset[str], Callable[[], None]]] = []
+
+    def on_enqueue(self, kinds: Iterable[str], callback: Callable[[], None]) -> None:
+        self._wakers.append((frozenset(kinds), callback))
+
+    def _queued(self, kind: str) -> None:
+        # after the commit: the woken worker's claim must see the row
+        for kinds, wake in self._wakers:
+            if kind in kinds:
+                wake()
 
     def enqueue(self, kind: str, key: str, payload: dict[str, Any], max_attempts: int | None = None,
                 not_before: float = 0.0) -> Job:
@@ -51,7 +62,10 @@ class SqliteJobStore(SqliteDatabase):
                 (kind, key, max_attempts or self.default_max_attempts, json.dumps(payload), not_before, now, now),
             )
             row = db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
-        return _job(row)
+        job = _job(row)
+        if job.state is JobState.QUEUED:
+            self._queued(kind)
+        return job
 
     def claim(self, kinds: list[str] | None = None, worker: str = "") -> Job | None:
         now = time.time()
@@ -110,6 +124,7 @@ class SqliteJobStore(SqliteDatabase):
             raise UnknownJob(job_id)
         if cur.rowcount == 0:
             raise ValueError(f"job {job_id} is running")
+        self._queued(row["kind"])
         return _job(row)
 
     def recover(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 
 class JobState(str, enum.Enum):
@@ -44,6 +44,11 @@ class JobStore(Protocol):
         """Idempotent by ``key``; the job is not claimed before ``not_before`` (epoch seconds)."""
 
     def claim(self, kinds: list[str] | None = None, worker: str = "") -> Job | None: ...
+
+    def on_enqueue(self, kinds: Iterable[str], callback: Callable[[], None]) -> None:
+        """Call ``callback`` (no arguments, must not block) whenever this store object
+        queues a job of one of ``kinds``: a worker in this process wakes at once instead
+        of at its next poll. Jobs queued by other processes are still found by polling."""
 
     def complete(self, job_id: int, result: dict[str, Any] | None = None) -> None: ...
 

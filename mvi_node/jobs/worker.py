@@ -41,12 +41,16 @@ class JobWorker(Poller):
         self.backoff_seconds = backoff_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self.name = name or f"{os.uname().nodename}:{os.getpid()}"
+        # a job queued in this process starts at once; poll_seconds only finds the others
+        store.on_enqueue(handlers, self.wake)
 
     def run_one(self) -> Job | None:
         job = self.store.claim(list(self.handlers), worker=self.name)
         if job is None:
             return None
         started = time.monotonic()
+        # how long the job sat claimable before a worker took it (the hand-over gap)
+        waited = max(0.0, time.time() - max(job.created_at, job.not_before))
         token = CURRENT_JOB.set((job.id, job.payload.get("study_uid")))
         try:
             result = self.handlers[job.kind](job)
@@ -62,6 +66,7 @@ class JobWorker(Poller):
         else:
             result = dict(result or {})
             result.setdefault("seconds", round(time.monotonic() - started, 3))
+            result.setdefault("waited_seconds", round(waited, 3))
             self.store.complete(job.id, result)
             log.info("job %d (%s) done in %.2f s", job.id, job.kind, result["seconds"])
         finally:
