@@ -64,3 +64,20 @@ def test_a_worker_woken_by_enqueue_does_not_wait_for_its_poll(tmp_path):
     finally:
         worker.stop()
         store.close()
+
+
+def test_warm_up_loads_every_served_graph_before_the_first_exam(tmp_path):
+    from mvi_node.app.engine import build_engine, warm_up
+    from mvi_node.config import Settings
+
+    engine = build_engine(Settings(data_dir=tmp_path / "var"))
+    graphs = {(m.folder, v) for m in map(engine.registry.get, engine.registry.models) if m is not None
+              for v, info in m.variants.items() if info.kind == "onnx"}
+    assert graphs, "no served ONNX graph to warm"
+    warm_up(engine)
+    loaded = dict(engine._sessions)
+    assert {(folder, variant) for folder, variant, _precision in loaded} == graphs
+    model = next(m for m in map(engine.registry.get, engine.registry.models) if m is not None)
+    variant = next(v for v, info in model.variants.items() if info.kind == "onnx")
+    assert engine.session(model, variant) is next(s for (f, v, _p), s in loaded.items()
+                                                  if (f, v) == (model.folder, variant))  # kept, not remade

@@ -19,7 +19,7 @@ from mvi_node.config.destination import Destination
 from mvi_node.dispatch.cstore import CStoreSink
 from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
 from mvi_node.dispatch.sender import echo
-from mvi_node.app.engine import build_engine, model_readiness
+from mvi_node.app.engine import build_engine, model_readiness, warm_up
 from mvi_node.app.replay import build_replay, research_route
 from mvi_node.app.retention import Retention
 from mvi_node.jobs import open_job_store
@@ -242,6 +242,9 @@ class Node:
                 proc = ctx.Process(target=_child_listener, args=(payload, os.getpid()), name=f"listener-{i + 1}", daemon=True)
                 proc.start()
                 self.children.append(proc)
+        if self.engine is not None and self.settings.inference.warm_up:
+            # a job that starts before it ends waits on the session being made, no longer
+            threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         self.watcher.start()
         self.retention.start()
         for worker in self.workers:
@@ -259,6 +262,12 @@ class Node:
             report.temporary_removed,
             report.reindexed,
         )
+
+    def _warm_up(self) -> None:
+        try:
+            warm_up(self.engine)
+        except Exception:  # noqa: BLE001 - the first exam then loads what failed, and reports it
+            log.exception("warm-up failed")
 
     @property
     def port(self) -> int:

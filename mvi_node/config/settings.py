@@ -197,6 +197,9 @@ class InferenceSettings(_Section):
     #: whose accuracy check passed (its manifest says), else fp32; or pinned. A pinned copy
     #: that a model does not ship, or whose check failed, is not served: fp32 is.
     precision: Literal["auto", "fp32", "int8", "fp16", "bf16"] = "auto"
+    #: load every served graph (and the DICOM tables the ROI and report code read) when
+    #: the node starts, in the background, instead of in the first exam's job
+    warm_up: bool = True
 
 
 class ClinicalSettings(_Section):
