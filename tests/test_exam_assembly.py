@@ -1,4 +1,4 @@
-"""An exam sent in pieces (its tumour outline as a second study, later) gets one result
+"""An exam sent in pieces (its tumour outline as a second study, 30 s later) gets one result
 built from both, when the site holds study jobs for ``exam_wait_seconds``."""
 
 from __future__ import annotations
@@ -36,14 +36,20 @@ def test_an_outline_sent_as_a_second_study_later_makes_one_result_from_both(node
     scp = StoreSCP(free_port(), tmp_path / "pacs").start()
     try:
         n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"]),
-                                 "MVI_COMPLETION__EXAM_WAIT_SECONDS": "8"})
+                                 "MVI_COMPLETION__EXAM_WAIT_SECONDS": "40"})
         storescu(n.port, images, extra=["-R"])
-        time.sleep(4)  # the first study is complete and held; the outline comes now
+        time.sleep(30)  # the first study is complete and held; the outline comes 30 s later
         storescu(n.port, outline, extra=["-R"])
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while len(scp.received()) < 4 and time.monotonic() < deadline:
             time.sleep(0.25)
-        time.sleep(12)  # the outline study's own job runs too: it must add nothing
+        # the outline study's own job runs too (held 40 s after its completion): it must add nothing
+        deadline = time.monotonic() + 90
+        while sum(j["kind"] == "study" and j["state"] == "done" for j in n.status_jobs()) < 2 \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert sum(j["kind"] == "study" and j["state"] == "done" for j in n.status_jobs()) == 2
+        time.sleep(3)  # its dispatch, if it had queued any
         got = [dcmread(f) for f in scp.received()]
     finally:
         scp.stop()
