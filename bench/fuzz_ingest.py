@@ -337,8 +337,10 @@ class Node:
 
         self.config = work / "fuzz-node.toml"
         self.config.write_text(config_text)
+        # no model warm-up: its ONNX sessions load in the background while the run's
+        # memory is measured, and this run is about the listener's memory
         self.proc = NodeProcess(work / "var", free_port(), config=self.config, quiet=86400.0,
-                                env={"MVI_LOG_LEVEL": "WARNING"})
+                                env={"MVI_LOG_LEVEL": "WARNING", "MVI_INFERENCE__WARM_UP": "false"})
 
     def __enter__(self):
         self.proc.start()
