@@ -54,10 +54,13 @@ def child(engine: str, model: Path, series: Path, reps: int, threads: int, weigh
         from mvi_node.recipes.liver_tumor_seg.network import build
 
         torch.set_num_threads(threads)
-        net = build().eval()
+        channels = int(info.variants["segmentation"].inputs["image"][1])
+        net = build(in_channels=channels).eval()
         net.load_state_dict(torch.load(weights, map_location="cpu"))
 
         class TorchRunner:
+            input_channels = channels
+
             def run(self, variant, feeds, outputs, batched=()):
                 with torch.inference_mode():
                     return [torch.softmax(net(torch.from_numpy(feeds["image"])), 1).numpy()]

@@ -14,11 +14,13 @@ import pytest
 from pydicom import dcmread
 
 from conftest import free_port, storescu
-from mvi_node.infer.registry import DEFAULT_ROOT
+from mvi_node.infer.registry import DEFAULT_ROOT, ModelRegistry
 from mvi_node.synth import make_exam
 from test_dispatch import StoreSCP
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+#: the version the node serves (the highest in models/): what roi_source and the SEG name
+SERVED = ModelRegistry([DEFAULT_ROOT]).get("liver_tumor_seg").version
 #: an exam without annotation whose lesion the reference model finds (basic phantom, matrix 128)
 AUTO = dict(seed=777, index=1, hard_cases="none", matrix=128, annotations="none")
 
@@ -72,7 +74,7 @@ def test_exam_without_annotation_gets_an_automatic_roi_sr_and_seg_over_dicom(nod
     assert len(srs) == 1 and len(segs) == 1, [d.Modality for d in results.values()]
     sr = srs[0]
     text = _texts(sr)
-    assert "ROI source: automatic: liver_tumor_seg 0.1.0" in text
+    assert f"ROI source: automatic: liver_tumor_seg {SERVED}" in text
     [(seg_path, seg)] = segs.items()
     assert f"DICOM SEG {seg.SOPInstanceUID}" in text
     assert "Not evaluated" not in text
@@ -86,13 +88,13 @@ def test_exam_without_annotation_gets_an_automatic_roi_sr_and_seg_over_dicom(nod
                if str(dcmread(p, stop_before_pixels=True).SeriesInstanceUID) == arterial}
     refs = {str(r.ReferencedSOPInstanceUID) for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
     assert refs <= sources and refs
-    model = tomllib_load(DEFAULT_ROOT / "liver_tumor_seg" / "0.1.0" / "manifest.toml")
+    model = tomllib_load(DEFAULT_ROOT / "liver_tumor_seg" / SERVED / "manifest.toml")
     labels = [str(s.SegmentLabel) for s in seg.SegmentSequence]
     assert labels[0] == "Liver" and labels[1].startswith("Lesion 1")
     for s in seg.SegmentSequence:
         assert s.SegmentAlgorithmType == "AUTOMATIC"
         algo = s.SegmentationAlgorithmIdentificationSequence[0]
-        assert algo.AlgorithmName == "liver_tumor_seg" and algo.AlgorithmVersion == "0.1.0"
+        assert algo.AlgorithmName == "liver_tumor_seg" and algo.AlgorithmVersion == SERVED
         assert f"sha256={model['variants']['segmentation']['sha256']}" in str(algo.AlgorithmParameters)
     # the SR's lesion and the SEG's lesion 1 are one lesion: one tracking UID
     tracking = [str(i.UID) for i in _walk(sr) if i.ValueType == "UIDREF"
@@ -106,7 +108,7 @@ def test_exam_without_annotation_gets_an_automatic_roi_sr_and_seg_over_dicom(nod
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     [record] = [r for r in json.loads(out.stdout)["studies"] if r["recipe"] == "ct_ap_resnet18"]
-    assert record["roi_source"] == "automatic: liver_tumor_seg 0.1.0" and record["outcome"] == "ok"
+    assert record["roi_source"] == f"automatic: liver_tumor_seg {SERVED}" and record["outcome"] == "ok"
     assert record["segmentation"]["lesions"][0]["volume_ml"] > 0.2
 
 
@@ -313,7 +315,7 @@ def test_segment_command_writes_one_seg_per_exam_and_prints_the_lesions(tmp_path
     assert res.returncode == 0, res.stderr[-2000:]
     [rec] = json.loads(res.stdout)["exams"]
     assert rec["outcome"] == "ok" and rec["series_instance_uid"] == _arterial(manifest)
-    assert rec["roi_source"] == "automatic: liver_tumor_seg 0.1.0" and rec["lesions"]
+    assert rec["roi_source"] == f"automatic: liver_tumor_seg {SERVED}" and rec["lesions"]
     assert all(l["volume_ml"] > 0 and l["max_diameter_mm"] > 0 for l in rec["lesions"])
     [seg] = list(out.rglob("*.dcm"))
     assert str(seg) == rec["seg"] and not _dciodvfy_errors(seg)

@@ -36,7 +36,7 @@ def segment_path(path: Path, out: Path, engine) -> list[dict[str, Any]]:
             records.append({**rec, "outcome": NO_SERIES, "reasons": [why], "lesions": [], "seg": None})
             continue
         unit = winners[recipe.requires[0]]
-        found = engine.segmentation.segment(list(unit.datasets))
+        found = engine.segmentation.segment(list(unit.datasets), {r: u.datasets for r, u in winners.items()})
         rec["series_instance_uid"] = unit.series_uid
         rec["series_description"] = str(unit.datasets[0].get("SeriesDescription", "") or "")
         if not isinstance(found, Segmentation):

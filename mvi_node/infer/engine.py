@@ -273,7 +273,8 @@ class Engine:
         base = {"patient_id": exam.patient_id, "study_instance_uids": tuple(exam.study_uids),
                 "procedure": procedure_for(modalities)}
         candidates = [r for r in self.recipes if r.modalities & modalities]
-        auto = self.segmentation.for_exam() if self.segmentation else None
+        # the exam's selected series by role: a segmentation model may read other phases
+        auto = self.segmentation.for_exam({r: u.datasets for r, u in winners.items()}) if self.segmentation else None
         results = [self._run_recipe(recipe, exam, winners, base, auto) for recipe in candidates]
         if any(r.prediction is not None for r in results):
             return [r if r.prediction is not None else _unreported(r) for r in results]

@@ -12,7 +12,11 @@ No recipe imports another: the segmentation model is found through the model reg
 like any model.
 
 Serving, per series: HU from the Modality LUT, resampled (linear, SimpleITK) to the
-model's grid ``spacing_mm``, windowed and scaled to 0..1, sliding window
+model's grid ``spacing_mm``, windowed and scaled to 0..1 -- a model with more than one
+input channel also gets the exam's other phases (``channel_roles``), each first brought
+onto the target series' voxel grid in patient coordinates (:func:`phase_on_grid`), a
+phase the exam lacks (or one in another frame of reference) as a channel of zeros, the
+value the model was trained to read as "no such phase" --, sliding window
 (:mod:`mvi_node.infer.sliding`) over the ONNX graph's ``probabilities``, resampled back
 to the series grid (linear, per class), argmax, post-processing
 (:func:`mvi_node.roi.automatic.postprocess`).
@@ -79,6 +83,37 @@ def resample(volume: np.ndarray, spacing: Sequence[float], target: Sequence[floa
     return sitk.GetArrayFromImage(res)
 
 
+AIR_HU = -1000.0
+
+
+def same_grid(a: SeriesGeometry, b: SeriesGeometry) -> bool:
+    return (a.shape == b.shape and np.allclose(a.positions, b.positions, atol=1e-3)
+            and np.allclose(a.orientation, b.orientation, atol=1e-5) and np.allclose(a.spacing_rc, b.spacing_rc))
+
+
+def phase_on_grid(source: SeriesGeometry, target: SeriesGeometry) -> np.ndarray:
+    """HU of ``source`` on ``target``'s voxel grid (slices, rows, cols): linear resampling in
+    patient coordinates (the scanner's, trusted within one frame of reference: the phases
+    of one CT exam), air where ``source`` has no data. A copy when the grids coincide."""
+    if same_grid(source, target):
+        return hu_volume(source)
+    from mvi_node.preprocess.resample import image_like, resample_onto
+
+    moving = image_like(hu_volume(source), source.reference())
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(resample_onto(moving, target.reference(), default=AIR_HU))
+
+
+def input_channels(model: ModelRunner) -> int:
+    """Channels of the served graph's ``image`` input (1 when the manifest does not say)."""
+    variant = getattr(model, "variants", {}).get(VARIANT)
+    shape = getattr(variant, "inputs", {}).get("image") if variant is not None else None
+    if shape and len(shape) > 1 and isinstance(shape[1], int):
+        return int(shape[1])
+    return int(getattr(model, "input_channels", 1))
+
+
 def window01(values: np.ndarray, level: float, width: float) -> np.ndarray:
     """Linear window to 0..1 (float32)."""
     low = level - width / 2.0
@@ -107,6 +142,9 @@ class SegmentationRecipe(Recipe):
     multiple: ClassVar[tuple[int, int, int]] = (4, 8, 8)
     min_lesion_ml: ClassVar[float] = 0.2
     min_liver_ml: ClassVar[float] = 100.0
+    #: input channels in order, the target series (``requires[0]``) first; a model reads
+    #: as many as its graph's channel axis has (empty: the target alone)
+    channel_roles: ClassVar[tuple[str, ...]] = ()
 
     # -- the recipe interface: never a prediction ------------------------------------
     def prepare(self, exam: ExamInputs) -> SeriesGeometry | NotEvaluated:
@@ -133,14 +171,49 @@ class SegmentationRecipe(Recipe):
         """Per-class probabilities (K, z, y, x) of a model-grid input, and how the window ran."""
         return sliding_window(x, tile, patch or self.patch, self.overlap, self.blend, 0.0, self.multiple)
 
+    def extra_channels(self, target: SeriesGeometry, phases: Mapping[str, SeriesGeometry], channels: int,
+                       shape: Sequence[int]) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+        """Model-grid inputs of channels 2..``channels`` (the exam's other phases on ``target``'s
+        grid, zeros for one it lacks) and, per channel, its role and the series used or why none."""
+        spacing = series_spacing(target)
+        out, used = [], []
+        for role in self.channel_roles[1:channels]:
+            geo = phases.get(role)
+            why = None
+            if geo is None:
+                why = "not in the exam"
+            elif target.frame_uid and geo.frame_uid and geo.frame_uid != target.frame_uid:
+                why = "another frame of reference"
+            if why is None:
+                x = self.model_input(phase_on_grid(geo, target), spacing)
+                used.append({"role": role, "series_instance_uid": str(geo.datasets[0].get("SeriesInstanceUID", "")),
+                             "registration": "patient coordinates" if not same_grid(geo, target) else "same grid"})
+            else:
+                x = np.zeros(tuple(shape), np.float32)
+                used.append({"role": role, "series_instance_uid": None, "missing": why})
+            out.append(x)
+        return out, used
+
     def segment(self, target: SeriesGeometry, model: ModelRunner, identity: Mapping[str, Any],
-                patch: Sequence[int] | None = None) -> Segmentation:
-        """The model's label map of ``target``, post-processed into liver and ranked lesions."""
+                patch: Sequence[int] | None = None,
+                phases: Mapping[str, SeriesGeometry] | None = None) -> Segmentation:
+        """The model's label map of ``target``, post-processed into liver and ranked lesions.
+
+        ``phases``: the exam's other series by role, read when the model has more input
+        channels than one (``channel_roles``)."""
         t0 = time.perf_counter()
         hu = hu_volume(target)
         spacing = series_spacing(target)
         x = self.model_input(hu, spacing)
         del hu
+        channels = input_channels(model)
+        extra_info: dict[str, Any] = {}
+        if channels > 1:
+            extra, used = self.extra_channels(target, phases or {}, channels, x.shape)
+            x = np.stack([x, *extra])
+            extra_info["channels"] = [{"role": (self.channel_roles or self.requires)[0],
+                                       "series_instance_uid": str(target.datasets[0].get("SeriesInstanceUID", ""))},
+                                      *used]
 
         def tile(t: np.ndarray) -> np.ndarray:
             return model.run(VARIANT, {"image": t}, ["probabilities"])[0]
@@ -150,7 +223,7 @@ class SegmentationRecipe(Recipe):
         labels = self.labels_on_series(probs, target.shape, spacing, threshold)
         info["tumour_threshold"] = threshold
         liver, lesion_map, lesions, reasons = postprocess(labels, target, self.min_lesion_ml, self.min_liver_ml)
-        info = {**info, "spacing_mm": list(self.spacing_mm), "model_grid": list(x.shape),
+        info = {**info, **extra_info, "spacing_mm": list(self.spacing_mm), "model_grid": list(x.shape[-3:]),
                 "series_grid": list(target.shape), "seconds": round(time.perf_counter() - t0, 2)}
         return Segmentation(target, liver, lesion_map, lesions, dict(identity), info, reasons)
 
@@ -190,8 +263,12 @@ class SegmentationService:
     def for_modality(self, modality: str) -> tuple[SegmentationRecipe, Any] | None:
         return next(((r, m) for r, m in self.segmenters if modality in r.modalities), None)
 
-    def segment(self, target: SeriesGeometry | Sequence[Dataset]) -> Segmentation | NoRoi:
-        """The served segmentation of one series, or why there is none (never raises)."""
+    def segment(self, target: SeriesGeometry | Sequence[Dataset],
+                phases: Mapping[str, Sequence[Dataset]] | None = None) -> Segmentation | NoRoi:
+        """The served segmentation of one series, or why there is none (never raises).
+
+        ``phases``: the exam's selected series by role (the selection's winners), from which
+        a model with more input channels takes its other phases; the target is never one."""
         geo = target if isinstance(target, SeriesGeometry) else series_geometry(list(target))
         modality = str(geo.datasets[0].get("Modality", ""))
         chosen = self.for_modality(modality)
@@ -201,7 +278,13 @@ class SegmentationService:
         ident = self._identity(recipe.name)
         label = f"automatic: {recipe.name} {ident.get('model_version', '')}".strip()
         try:
-            seg = recipe.segment(geo, self._runner(model), ident)
+            others = {}
+            uid = str(geo.datasets[0].get("SeriesInstanceUID", ""))
+            for role in recipe.channel_roles[1:]:
+                ds = list((phases or {}).get(role) or ())
+                if ds and not (str(ds[0].get("SeriesInstanceUID", "")) == uid and len(ds) == len(geo.datasets)):
+                    others[role] = series_geometry(ds)
+            seg = recipe.segment(geo, self._runner(model), ident, phases=others)
         except Exception as exc:  # noqa: BLE001 - reported as the ROI's reason, UIDs only
             log.exception("segmentation %s failed on series %s", recipe.name, geo.datasets[0].get("SeriesInstanceUID"))
             return NoRoi([f"{label}: failed ({type(exc).__name__})"])
@@ -209,15 +292,18 @@ class SegmentationService:
                  len(seg.lesions), seg.info.get("seconds", 0.0), seg.info.get("patch"))
         return seg
 
-    def for_exam(self) -> "ExamSegmentations":
-        return ExamSegmentations(self)
+    def for_exam(self, phases: Mapping[str, Sequence[Dataset]] | None = None) -> "ExamSegmentations":
+        return ExamSegmentations(self, phases)
 
 
 class ExamSegmentations:
-    """``ExamInputs.auto_roi`` of one exam: each series segmented once, results kept."""
+    """``ExamInputs.auto_roi`` of one exam: each series segmented once, results kept.
 
-    def __init__(self, service: SegmentationService) -> None:
+    ``phases``: the exam's selected series by role, for a model that reads other phases."""
+
+    def __init__(self, service: SegmentationService, phases: Mapping[str, Sequence[Dataset]] | None = None) -> None:
         self.service = service
+        self.phases = dict(phases or {})
         self.results: dict[tuple[str, str, int], Segmentation | NoRoi] = {}
 
     def __call__(self, target: SeriesGeometry | Sequence[Dataset]) -> Roi | NoRoi:
@@ -226,7 +312,7 @@ class ExamSegmentations:
         # (SOP and frame: the phases of an Enhanced instance share its SOP Instance UID)
         key = (str(geo.datasets[0].SeriesInstanceUID), view_key(geo.datasets[0]), len(geo.datasets))
         if key not in self.results:
-            self.results[key] = self.service.segment(geo)
+            self.results[key] = self.service.segment(geo, self.phases)
         found = self.results[key]
         return found.roi() if isinstance(found, Segmentation) else found
 

@@ -28,6 +28,7 @@ class OrtRunner:
             opts.intra_op_num_threads = threads
         self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.variants = {"segmentation": None}
+        self.input_channels = int(self.sess.get_inputs()[0].shape[1])  # the graph's channel axis
 
     def threshold(self, variant: str) -> float:
         return 0.5
@@ -94,8 +95,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_exams(root: Path, entries: list[Mapping[str, Any]], recipe, runner, identity: Mapping[str, Any],
-                   log=print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Each exam under ``root`` through selection and the served segmentation, scored."""
+                   log=print, phases: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each exam under ``root`` through selection and the served segmentation, scored
+    (``phases`` False: the model's extra phase channels left blank, as for an exam that
+    has the arterial phase alone)."""
     from mvi_node.roi import series_geometry
     from mvi_node.select.engine import select_path
 
@@ -103,9 +106,12 @@ def evaluate_exams(root: Path, entries: list[Mapping[str, Any]], recipe, runner,
     for entry in entries:
         t0 = time.perf_counter()
         [exam] = select_path(root / entry["dicom_dir"])
-        unit = exam.winners()[recipe.requires[0]]
+        unit = exam.winners()[recipe.requires[0]]  # the SEG's source: the arterial phase
         geo = series_geometry(list(unit.datasets))
-        seg = recipe.segment(geo, runner, identity)
+        winners = exam.winners()
+        others = {r: series_geometry(list(winners[r].datasets)) for r in recipe.channel_roles[1:]
+                  if r in winners and phases}
+        seg = recipe.segment(geo, runner, identity, phases=others)
         liver, lesions = truth_on_series(root, entry, geo)
         row = exam_metrics(seg, liver, lesions, entry)
         rows.append(row)

@@ -24,6 +24,9 @@ class LiverTumorSeg(SegmentationRecipe):
     summary = "Lin 2024 (seed 002): residual 3D U-Net, liver and tumour on the CT arterial phase"
     modalities = frozenset({"CT"})
     requires = (ROLE,)
+    #: input channels in order; a model reads the first N (its graph's channel axis): 0.1.0 the
+    #: arterial phase only, 0.2.0 also the portal venous phase resampled onto the arterial grid
+    channel_roles = (ROLE, "ct_portal_venous")
     trainer = "mvi_node.recipes.liver_tumor_seg.train"
     labels = ("background", "liver", "tumour")
     window = (70.0, 350.0)
