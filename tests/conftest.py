@@ -53,6 +53,54 @@ def storescu(port: int, *paths: Path, calling: str = "STORESCU", extra: list[str
     return subprocess.run(cmd, env=DCMTK_ENV, capture_output=True, text=True, timeout=300, **kw)
 
 
+class StoreSCP:
+    """DCMTK's storescp as the PACS receiving results."""
+
+    def __init__(self, port: int, out: Path):
+        self.port, self.out = port, out
+        out.mkdir(parents=True, exist_ok=True)
+        self.proc = None
+
+    def start(self) -> "StoreSCP":
+        self.proc = subprocess.Popen(
+            ["/usr/bin/storescp", "-aet", "PACS", "+xa", "-od", str(self.out), str(self.port)],
+            env=DCMTK_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def received(self) -> list[Path]:
+        return sorted(p for p in self.out.iterdir() if p.is_file())
+
+    def wait_for(self, n: int, timeout: float = 90, settle: float = 0.5) -> list[Path]:
+        """The files received once there are ``n`` (or at the timeout), after ``settle``
+        seconds more in which anything unexpected could still arrive."""
+        deadline = time.monotonic() + timeout
+        while len(self.received()) < n and time.monotonic() < deadline:
+            time.sleep(0.25)
+        time.sleep(settle)
+        return self.received()
+
+    def as_destination(self) -> dict[str, str]:
+        """The node environment that sends results here."""
+        return {"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{self.port}"])}
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    """A DCMTK storescp on loopback as the PACS that receives the node's results."""
+    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
+    yield scp
+    scp.stop()
+
+
 class NodeProcess:
     """``mvi-node serve`` in a child process with its own data dir and port."""
 

@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import DCMTK_ENV, free_port, run_cli_json, wait_port
+from conftest import StoreSCP, free_port, run_cli_json  # noqa: F401 - StoreSCP: others import it from here
 from mvi_node.config import load_settings
 from mvi_node.config.destination import Destination
 from mvi_node.dispatch.jobs import enqueue_dispatch
 from mvi_node.jobs import JobState
 from mvi_node.app.node import Node
 from mvi_node.synth.plain_series import plain_ct_series
-
-
-class StoreSCP:
-    """DCMTK's storescp as the PACS receiving results."""
-
-    def __init__(self, port: int, out: Path):
-        self.port, self.out = port, out
-        out.mkdir(parents=True, exist_ok=True)
-        self.proc = None
-
-    def start(self) -> "StoreSCP":
-        self.proc = subprocess.Popen(
-            ["/usr/bin/storescp", "-aet", "PACS", "+xa", "-od", str(self.out), str(self.port)],
-            env=DCMTK_ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def received(self) -> list[Path]:
-        return sorted(p for p in self.out.iterdir() if p.is_file())
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -12,23 +11,14 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from conftest import free_port, storescu
+from conftest import storescu
 from mvi_node.synth import make_exam
-from test_dispatch import StoreSCP
 
 
 def _exam(root: Path, name: str, **choices) -> tuple[Path, dict]:
     folder = root / name
     manifest = make_exam(folder, "ct", seed=777, index=choices.pop("index", 0), hard_cases="none", matrix=128, **choices)
     return folder, manifest
-
-
-def _wait_files(scp: StoreSCP, n: int, timeout: float = 90) -> list[Path]:
-    deadline = time.monotonic() + timeout
-    while len(scp.received()) < n and time.monotonic() < deadline:
-        time.sleep(0.25)
-    time.sleep(0.5)
-    return scp.received()
 
 
 def _walk(ds):
@@ -54,18 +44,11 @@ def _valid(path: Path) -> None:
     assert not errors, f"{path.name}: {errors}"
 
 
-@pytest.fixture
-def pacs(tmp_path):
-    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
-    yield scp
-    scp.stop()
-
-
 def test_exam_comes_back_as_sr_and_gradcam_scs_in_the_same_study(node, pacs, tmp_path):
     exam, manifest = _exam(tmp_path, "pos", mvi=True, annotations="seg", seg_on="arterial")
-    n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{pacs.port}"])})
+    n = node(quiet=1.0, env=pacs.as_destination())
     storescu(n.port, exam, extra=["-R"])
-    files = _wait_files(pacs, 4)
+    files = pacs.wait_for(4)
     results = [dcmread(f) for f in files]
     srs = [d for d in results if d.Modality == "SR"]
     scs = [d for d in results if d.Modality != "SR"]
@@ -115,11 +98,11 @@ def test_no_arterial_phase_and_no_roi_each_get_an_explanatory_sr(node, pacs, tmp
                     f.unlink()
     # the automatic segmentation pinned away: this exam stays without any ROI (test_segmentation
     # sends one with the segmentation served)
-    n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{pacs.port}"]),
+    n = node(quiet=1.0, env={**pacs.as_destination(),
                              "MVI_MODELS__PINS": json.dumps({"liver_tumor_seg": "none"})})
     storescu(n.port, no_roi, extra=["-R"])
     storescu(n.port, no_art, extra=["-R"])
-    files = _wait_files(pacs, 2)
+    files = pacs.wait_for(2)
     srs = [dcmread(f) for f in files]
     assert len(srs) == 2 and all(d.Modality == "SR" for d in srs)
     said = sorted(_texts(d) for d in srs)

@@ -3,20 +3,18 @@ built from both, when the site holds study jobs for ``exam_wait_seconds``."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from conftest import free_port, storescu
+from conftest import storescu
 from mvi_node.synth import make_exam
-from test_dispatch import StoreSCP
 from test_e2e_results import _texts
 
 
-def test_an_outline_sent_as_a_second_study_later_makes_one_result_from_both(node, tmp_path):
+def test_an_outline_sent_as_a_second_study_later_makes_one_result_from_both(node, tmp_path, pacs):
     exam = tmp_path / "exam"
     manifest = make_exam(exam, "ct", seed=654, index=0, mvi=True, matrix=128, hard_cases="none", annotations="seg",
                          seg_on="arterial")
@@ -33,32 +31,26 @@ def test_an_outline_sent_as_a_second_study_later_makes_one_result_from_both(node
             dst = images / f.relative_to(exam)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(f, dst)
-    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
-    try:
-        n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"]),
-                                 "MVI_COMPLETION__EXAM_WAIT_SECONDS": "40"})
-        storescu(n.port, images, extra=["-R"])
-        time.sleep(30)  # the first study is complete and held; the outline comes 30 s later
-        storescu(n.port, outline, extra=["-R"])
-        deadline = time.monotonic() + 90
-        while len(scp.received()) < 4 and time.monotonic() < deadline:
-            time.sleep(0.25)
-        # the outline study's own job runs too (held 40 s after its completion): it must add nothing
-        deadline = time.monotonic() + 90
-        while sum(j["kind"] == "study" and j["state"] == "done" for j in n.status_jobs()) < 2 \
-                and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert sum(j["kind"] == "study" and j["state"] == "done" for j in n.status_jobs()) == 2
-        time.sleep(3)  # its dispatch, if it had queued any
-        got = [dcmread(f) for f in scp.received()]
-    finally:
-        scp.stop()
+    n = node(quiet=1.0, env={**pacs.as_destination(),
+                             "MVI_COMPLETION__EXAM_WAIT_SECONDS": "40"})
+    storescu(n.port, images, extra=["-R"])
+    time.sleep(30)  # the first study is complete and held; the outline comes 30 s later
+    storescu(n.port, outline, extra=["-R"])
+    pacs.wait_for(4, settle=0)
+    # the outline study's own job runs too (held 40 s after its completion): it must add nothing
+    deadline = time.monotonic() + 90
+    while sum(j["kind"] == "study" and j["state"] == "done" for j in n.status_jobs()) < 2 \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert sum(j["kind"] == "study" and j["state"] == "done" for j in n.status_jobs()) == 2
+    time.sleep(3)  # its dispatch, if it had queued any
+    got = [dcmread(f) for f in pacs.received()]
     srs = [d for d in got if d.Modality == "SR"]
     assert len(srs) == 1 and len(got) == 4, [d.SeriesDescription for d in got]  # one SR + 3 captures, no rejection
     assert "no tumour ROI" not in _texts(srs[0]) and "MVI" in srs[0].ContentDescription
 
 
-def test_a_part_still_arriving_after_the_exam_wait_is_named_in_the_sr_and_superseded(node, tmp_path):
+def test_a_part_still_arriving_after_the_exam_wait_is_named_in_the_sr_and_superseded(node, tmp_path, pacs):
     """The exam wait runs out while a second study of the exam is still being received:
     the job runs with what it has, its SR says the exam was incomplete, and the part's
     own job, once it completes, supersedes that result (SR v2 + rejection note)."""
@@ -84,28 +76,24 @@ def test_a_part_still_arriving_after_the_exam_wait_is_named_in_the_sr_and_supers
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(f, dst)
     trickle.sort()  # the outline first, then the phase one instance at a time
-    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
-    try:
-        n = node(quiet=2.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"]),
-                                 "MVI_COMPLETION__EXAM_WAIT_SECONDS": "3"})
-        storescu(n.port, images, extra=["-R"])
-        start, sent = time.monotonic(), 0
-        for _phase, folder in trickle:  # study 2 stays open (never 2 s quiet) well past the wait
-            storescu(n.port, folder, extra=["-R"])
-            sent += 1
-            if time.monotonic() - start > 12:
-                break
-            time.sleep(0.5)
-        if sent < len(trickle):  # then the rest at once, and the part completes
-            storescu(n.port, *[folder for _phase, folder in trickle[sent:]], extra=["-R"])
-        deadline = time.monotonic() + 90
-        while not any(dcmread(f, stop_before_pixels=True).Modality == "KO" for f in scp.received()) \
-                and time.monotonic() < deadline:
-            time.sleep(0.25)
-        time.sleep(2)
-        got = [dcmread(f) for f in scp.received()]
-    finally:
-        scp.stop()
+    n = node(quiet=2.0, env={**pacs.as_destination(),
+                             "MVI_COMPLETION__EXAM_WAIT_SECONDS": "3"})
+    storescu(n.port, images, extra=["-R"])
+    start, sent = time.monotonic(), 0
+    for _phase, folder in trickle:  # study 2 stays open (never 2 s quiet) well past the wait
+        storescu(n.port, folder, extra=["-R"])
+        sent += 1
+        if time.monotonic() - start > 12:
+            break
+        time.sleep(0.5)
+    if sent < len(trickle):  # then the rest at once, and the part completes
+        storescu(n.port, *[folder for _phase, folder in trickle[sent:]], extra=["-R"])
+    deadline = time.monotonic() + 90
+    while not any(dcmread(f, stop_before_pixels=True).Modality == "KO" for f in pacs.received()) \
+            and time.monotonic() < deadline:
+        time.sleep(0.25)
+    time.sleep(2)
+    got = [dcmread(f) for f in pacs.received()]
     srs = sorted((d for d in got if d.Modality == "SR"), key=lambda d: "PredecessorDocumentsSequence" in d)
     assert len(srs) == 2, [(d.Modality, d.SeriesDescription) for d in got]
     first, second = srs

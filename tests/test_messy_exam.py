@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import httpx
 import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
-from conftest import free_port, storescu
+from conftest import storescu
 from mvi_node.synth import make_exam
-from test_dispatch import StoreSCP
 from test_e2e_results import _texts
 from test_roi import _organ_seg, _role, _series
 from mvi_node.select.series import read_headers
@@ -32,7 +30,7 @@ def _stray_coronal(arterial: list, out_dir) -> None:
     src.save_as(out_dir / "coronal_reference.dcm", enforce_file_format=True)
 
 
-def test_liver_and_tumour_segs_with_a_stray_coronal_image_over_dicom(node, tmp_path):
+def test_liver_and_tumour_segs_with_a_stray_coronal_image_over_dicom(node, tmp_path, pacs):
     root = tmp_path / "exam"
     entry = make_exam(root, "ct", seed=11, index=0, mvi=True, matrix=128, hard_cases="none", annotations="seg",
                       seg_on="arterial")
@@ -42,20 +40,14 @@ def test_liver_and_tumour_segs_with_a_stray_coronal_image_over_dicom(node, tmp_p
     shutil.copytree(root / entry["dicom_dir"], send)
     shutil.copy(_organ_seg(entry, root, headers), send / "liver_seg.dcm")
     _stray_coronal(arterial, send)
-    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
-    try:
-        # no automatic segmentation: the ROI can only come from the exam's outlines
-        n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"]),
-                                 "MVI_MODELS__PINS": json.dumps({"liver_tumor_seg": "none"})})
-        storescu(n.port, send, extra=["-R"])
-        deadline = time.monotonic() + 90
-        while len(scp.received()) < 4 and time.monotonic() < deadline:
-            time.sleep(0.25)
-        got = [pydicom.dcmread(f) for f in scp.received()]
-        jobs = [j for j in n.status_jobs() if j["kind"] == "study"]
-        detail = httpx.get(f"http://127.0.0.1:{n.admin_port}/jobs/{jobs[0]['id']}", timeout=10).json()
-    finally:
-        scp.stop()
+    # no automatic segmentation: the ROI can only come from the exam's outlines
+    n = node(quiet=1.0, env={**pacs.as_destination(),
+                             "MVI_MODELS__PINS": json.dumps({"liver_tumor_seg": "none"})})
+    storescu(n.port, send, extra=["-R"])
+    pacs.wait_for(4, settle=0)
+    got = [pydicom.dcmread(f) for f in pacs.received()]
+    jobs = [j for j in n.status_jobs() if j["kind"] == "study"]
+    detail = httpx.get(f"http://127.0.0.1:{n.admin_port}/jobs/{jobs[0]['id']}", timeout=10).json()
     assert n.status()["instances"] == len(list(send.rglob("*.dcm")))  # the liver SEG and the stray image too
     (sr,) = [d for d in got if d.Modality == "SR"]
     assert "no tumour ROI" not in _texts(sr) and "MVI" in sr.ContentDescription

@@ -127,8 +127,7 @@ def test_exported_graph_gives_grade_probabilities_mvi_probability_and_a_map_per_
 
 
 # --- served end to end ------------------------------------------------------------------
-from conftest import free_port, storescu  # noqa: E402
-from test_dispatch import StoreSCP  # noqa: E402
+from conftest import storescu  # noqa: E402
 
 from mvi_node.synth import make_exam  # noqa: E402
 
@@ -198,13 +197,6 @@ def mr_exams(tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def pacs(tmp_path):
-    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
-    yield scp
-    scp.stop()
-
-
 def test_mr_exams_sent_over_dicom_come_back_as_graded_srs_and_one_capture_per_sequence(node, pacs, mr_exams, tmp_path):
     from pydicom import dcmread
 
@@ -213,7 +205,7 @@ def test_mr_exams_sent_over_dicom_come_back_as_graded_srs_and_one_capture_per_se
     clinical.mkdir()
     (clinical / f"{manifest['accession_number']}.json").write_text(json.dumps(
         {"accession_number": manifest["accession_number"], "afp_ng_ml": 85.0}))
-    n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{pacs.port}"]),
+    n = node(quiet=1.0, env={**pacs.as_destination(),
                              "MVI_CLINICAL__SOURCE": str(clinical)})
     for name in ("whole", "missing", "misregistered"):
         storescu(n.port, mr_exams[name][0] / "dicom", extra=["-R"])

@@ -72,25 +72,20 @@ def test_engine_offers_an_exam_only_to_recipes_of_its_modality(tmp_path):
     assert res.not_run and "no served recipe reads MR exams" in res.not_run[0][1]
 
 
-def test_mr_exam_sent_to_the_node_gets_one_sr_that_never_says_ct(node, tmp_path):
-    from conftest import free_port, storescu
+def test_mr_exam_sent_to_the_node_gets_one_sr_that_never_says_ct(node, tmp_path, pacs):
+    from conftest import storescu
     from pydicom import dcmread
-    from test_dispatch import StoreSCP
-    from test_e2e_results import _texts, _valid, _wait_files
+    from test_e2e_results import _texts, _valid
 
     from mvi_node.synth import make_exam
 
     make_exam(tmp_path / "mr", "mr", seed=6, index=0, mvi=True, matrix=64, hard_cases="none", annotations="seg")
-    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
-    try:
-        n = node(quiet=1.0, env={"MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"]),
-                                 "MVI_MODELS__PINS": json.dumps({"mr_3seq_grade": "none"})})  # CT-only site
-        storescu(n.port, tmp_path / "mr" / "dicom", extra=["-R"])
-        files = _wait_files(scp, 1, timeout=60)
-        time.sleep(2)  # nothing else may follow
-        files = scp.received()
-    finally:
-        scp.stop()
+    n = node(quiet=1.0, env={**pacs.as_destination(),
+                             "MVI_MODELS__PINS": json.dumps({"mr_3seq_grade": "none"})})  # CT-only site
+    storescu(n.port, tmp_path / "mr" / "dicom", extra=["-R"])
+    files = pacs.wait_for(1, timeout=60)
+    time.sleep(2)  # nothing else may follow
+    files = pacs.received()
     assert len(files) == 1
     sr = dcmread(files[0])
     _valid(files[0])

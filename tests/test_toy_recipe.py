@@ -22,10 +22,9 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
-from conftest import free_port, storescu
+from conftest import storescu
 from mvi_node.synth import make_exam
-from test_dispatch import StoreSCP
-from test_e2e_results import _num, _texts, _valid, _wait_files
+from test_e2e_results import _num, _texts, _valid
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 FENCE = re.compile(r"^```(\w+) file=(\S+)\n(.*?)^```", re.M | re.S)
@@ -95,19 +94,15 @@ def test_a_broken_site_recipe_is_refused_with_its_name(toy, tmp_path):
     assert any("broken" in r and "Missing" in r for r in got["refused"])
 
 
-def test_walkthrough_recipe_is_served_and_reported_over_dicom(toy, node, tmp_path):
+def test_walkthrough_recipe_is_served_and_reported_over_dicom(toy, node, tmp_path, pacs):
     exam = tmp_path / "exam"
     make_exam(exam, "ct", seed=92, index=0, mvi=True, matrix=128, hard_cases="none", annotations="seg",
               seg_on="arterial")
-    scp = StoreSCP(free_port(), tmp_path / "pacs").start()
-    try:
-        n = node(quiet=1.0, env={"PYTHONPATH": _env(toy)["PYTHONPATH"],
-                                 "MVI_MODELS__DIRS": json.dumps([str(toy["models"])]),
-                                 "MVI_DISPATCH__DESTINATIONS": json.dumps([f"PACS@127.0.0.1:{scp.port}"])})
-        storescu(n.port, exam / "dicom", extra=["-R"])
-        files = _wait_files(scp, 6, timeout=120)  # CT: SR + 3 SCs; toy: SR + 1 SC
-    finally:
-        scp.stop()
+    n = node(quiet=1.0, env={"PYTHONPATH": _env(toy)["PYTHONPATH"],
+                             "MVI_MODELS__DIRS": json.dumps([str(toy["models"])]),
+                             **pacs.as_destination()})
+    storescu(n.port, exam / "dicom", extra=["-R"])
+    files = pacs.wait_for(6, timeout=120)  # CT: SR + 3 SCs; toy: SR + 1 SC
     results = [(f, dcmread(f)) for f in files]
     def ours(d):  # the Contributing Equipment item naming the model (the scanner's and highdicom's are others)
         return next(e for e in d.ContributingEquipmentSequence if "sha256" in str(e.get("ContributionDescription", "")))
