@@ -25,12 +25,14 @@ from mvi_node.app.retention import Retention
 from mvi_node.jobs import open_job_store
 from mvi_node.pipeline import StudyPipeline
 from mvi_node.pipeline.lineage import ResultLineage
+from mvi_node.pipeline.prefetch import HeaderPrefetch
 from mvi_node.jobs.worker import JobWorker
 from mvi_node.logs import setup_logging
 from mvi_node.receive.handlers import ListenerHandlers
 from mvi_node.receive.policy import CallerPolicy, DiskGuard
 from mvi_node.receive.server import Listener
 from mvi_node.report.outputs import build_results, save_outputs
+from mvi_node.select.headers import HeaderCache
 from mvi_node.stage.completion import STUDY_JOB, CompletionWatcher
 from mvi_node.stage.index import StagingIndex
 from mvi_node.stage.ingest import Stager
@@ -125,6 +127,10 @@ class Node:
         self.destinations = [
             Destination.parse(spec, tls=settings.dispatch.tls) for spec in settings.dispatch.destinations
         ]
+        #: headers parsed while a study arrives, for its job (issue 17: selection's cost)
+        self.headers = HeaderCache(settings.select.prefetch_headers) if settings.select.prefetch_headers else None
+        self.prefetch = (HeaderPrefetch(self.index, settings.staging_dir, self.headers)
+                         if self.headers is not None else None)
         handler = StudyPipeline(
             self.index,
             settings.staging_dir,
@@ -136,6 +142,7 @@ class Node:
             secondary_captures=settings.models.secondary_captures,
             lineage=ResultLineage(settings.data_dir / "results.sqlite3"),
             exam_window_seconds=settings.completion.exam_window_minutes * 60,
+            headers=self.headers,
         )
         if self.destinations:
             handler.sinks.append(CStoreSink(self.jobs, self.destinations, settings.dispatch.max_attempts))
@@ -245,6 +252,8 @@ class Node:
         if self.engine is not None and self.settings.inference.warm_up:
             # a job that starts before it ends waits on the session being made, no longer
             threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
+        if self.prefetch is not None:
+            self.prefetch.start()
         self.watcher.start()
         self.retention.start()
         for worker in self.workers:
@@ -293,6 +302,8 @@ class Node:
         for proc in self.children:
             proc.join(timeout=15)
         self.watcher.stop()
+        if self.prefetch is not None:
+            self.prefetch.stop()
         self.retention.stop()
         log.debug("completion watcher stopped")
         for worker in self.workers:

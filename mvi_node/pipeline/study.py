@@ -24,6 +24,7 @@ from mvi_node.pipeline.lineage import ResultLineage, SentResult
 from mvi_node.report.build import content_digest
 from mvi_node.report.kos import rejection_note
 from mvi_node.pipeline.siblings import related_studies
+from mvi_node.select.headers import HeaderCache
 from mvi_node.select.job import staged_exams, study_headers
 from mvi_node.select.recipes import RecipeNeeds
 from mvi_node.select.report import build_report
@@ -61,18 +62,18 @@ ResultWriter = Callable[[list, Path], list[Path]]
 
 def selection_report(staging_dir: Path, study_uid: str, rules_file: str | Path | None = None,
                      needs: Sequence[RecipeNeeds] = (), index: StagingIndex | None = None,
-                     window_seconds: float = 0.0) -> tuple[list, dict[str, Any]]:
+                     window_seconds: float = 0.0, cache: HeaderCache | None = None) -> tuple[list, dict[str, Any]]:
     """The exam(s) holding a staged study (with the sibling studies ``index`` knows) and
     their report. Without an index (a copied staging folder read offline) every other
     staged study is a candidate, as grouping decides."""
     staging_dir = Path(staging_dir)
-    headers = study_headers(staging_dir, study_uid)
+    headers = study_headers(staging_dir, study_uid, cache)
     if index is not None:
         related = related_studies(staging_dir, index, study_uid, headers, window_seconds)
     else:
         related = [(p.name, "complete") for p in sorted(staging_dir.iterdir())
                    if p.is_dir() and p.name != study_uid and not p.name.startswith(".")]
-    exams, rules = staged_exams(Path(staging_dir), study_uid, rules_file, related, window_seconds, headers)
+    exams, rules = staged_exams(Path(staging_dir), study_uid, rules_file, related, window_seconds, headers, cache)
     report = build_report(exams, f"staged study {study_uid}", needs)
     report["rules"] = rules.sources
     pending = sorted({s for e in exams for s in e.pending_studies})
@@ -101,6 +102,8 @@ class StudyPipeline:
     #: studies of one patient this close in study date/time are one exam (0: only a
     #: shared accession number or frame of reference joins studies)
     exam_window_seconds: float = 0.0
+    #: headers parsed while studies arrived (``mvi_node.pipeline.prefetch``); None: read here
+    headers: HeaderCache | None = None
 
     @property
     def needs(self) -> list[RecipeNeeds]:
@@ -121,11 +124,21 @@ class StudyPipeline:
         if self.staging_dir is None:
             return result
         try:
+            return self._run(job, study_uid, result)
+        finally:  # one job's datasets are never another's (a later round reads its own)
+            if self.headers is not None:
+                self.headers.forget(self.staging_dir / study_uid)
+
+    def _run(self, job: Job, study_uid: str, result: dict[str, Any]) -> dict[str, Any]:
+        try:
             with observe_stage("select", job.id, study_uid):
                 exams, report = selection_report(self.staging_dir, study_uid, self.rules_file, self.needs,
-                                                 self.index, self.exam_window_seconds)
+                                                 self.index, self.exam_window_seconds, self.headers)
         except RuleError as exc:  # a bad site rules file: retrying cannot help
             raise PermanentJobError(f"selection rules: {exc}") from exc
+        if self.headers is not None:  # the sibling studies' headers are this job's now too
+            for other in {s for e in exams for s in e.study_uids} - {study_uid}:
+                self.headers.forget(self.staging_dir / other)
         result["selection"] = _without_identifiers(report)
         _count_selection(report)
         if self.engine is not None:

@@ -13,27 +13,29 @@ from pathlib import Path
 from typing import Sequence
 
 from mvi_node.select.engine import select_datasets
+from mvi_node.select.headers import HeaderCache
 from mvi_node.select.rules import load_rules
 from mvi_node.select.series import read_headers
 
 
-def study_headers(staging_dir: Path, study_uid: str) -> list:
-    """Every staged header of one study (pixel data not read)."""
-    return [ds for _p, ds in read_headers(Path(staging_dir) / study_uid)]
+def study_headers(staging_dir: Path, study_uid: str, cache: HeaderCache | None = None) -> list:
+    """Every staged header of one study (pixel data not read); ``cache``: the headers
+    the node parsed while the study arrived."""
+    return [ds for _p, ds in read_headers(Path(staging_dir) / study_uid, cache)]
 
 
 def staged_exams(staging_dir: Path, study_uid: str, rules_file: str | Path | None = None,
                  related: Sequence[tuple[str, str]] = (), window_seconds: float = 0.0,
-                 headers: list | None = None):
+                 headers: list | None = None, cache: HeaderCache | None = None):
     """The selected exam(s) holding ``study_uid`` and the rule set used. ``related``:
     (study, state) of the sibling studies to read with it; state 'open' (still being
     received) is recorded on the exam as a pending part. ``headers``: the study's own
     headers when the caller has read them already."""
     staging_dir = Path(staging_dir)
-    headers = list(headers) if headers is not None else study_headers(staging_dir, study_uid)
+    headers = list(headers) if headers is not None else study_headers(staging_dir, study_uid, cache)
     pending = []
     for sib, state in related:
-        headers += study_headers(staging_dir, sib)
+        headers += study_headers(staging_dir, sib, cache)
         if state == "open":
             pending.append(sib)
     rules = load_rules(rules_file)

@@ -21,7 +21,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -31,6 +31,9 @@ from pydicom.uid import UID
 from mvi_node.common.frames import frame_datasets
 
 from mvi_node.select.mr_headers import b_value, kind_features
+
+if TYPE_CHECKING:
+    from mvi_node.select.headers import HeaderCache
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +52,14 @@ EXTRACELLULAR_AGENT_RE = re.compile(
 _NO_AGENT_RE = re.compile(r"^\s*(none|no|nil|n/?a|without|keine?|ninguno|aucun|nessuno|0)\s*$", re.I)
 
 
-def read_headers(path: Path) -> list[tuple[Path, Dataset]]:
+def read_headers(path: Path, cache: "HeaderCache | None" = None) -> list[tuple[Path, Dataset]]:
     """Every DICOM header under ``path`` (recursive), pixel data not read.
 
     Non-DICOM files and DICOMDIR (Media Storage Directory) are skipped: a DICOMDIR read
-    as a series is a known failure of other selectors.
+    as a series is a known failure of other selectors. ``cache``
+    (:class:`mvi_node.select.headers.HeaderCache`): headers parsed before are taken from it.
     """
+    read = cache.read if cache is not None else read_header
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     out = []
@@ -63,7 +68,7 @@ def read_headers(path: Path) -> list[tuple[Path, Dataset]]:
         if f.name.upper() == "DICOMDIR" or f.name.startswith("."):
             continue
         try:
-            ds = _read(f)
+            ds = read(f)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
             log.debug("skipping %s: %s", f, exc)
             continue
@@ -80,7 +85,7 @@ def read_headers(path: Path) -> list[tuple[Path, Dataset]]:
     return out
 
 
-def _read(path: Path) -> Dataset | None:
+def read_header(path: Path) -> Dataset | None:
     """Header of a DICOM file; also a raw dataset without preamble (older exports)
     when it starts like one (group 0002 or 0008, little endian). None otherwise."""
     try:

@@ -254,6 +254,18 @@ class StagingIndex(SqliteDatabase):
             out.setdefault(series_uid, []).append(sop_uid)
         return out
 
+    def instances_after(self, rowid: int, limit: int = 1000) -> list[tuple[int, str, str, str]]:
+        """(row id, study, series, SOP instance) of the instances indexed after row
+        ``rowid``, oldest first: what the header prefetch has not seen yet."""
+        rows = self._conn().execute(
+            "SELECT rowid, study_uid, series_uid, sop_instance_uid FROM instances WHERE rowid > ?"
+            " ORDER BY rowid LIMIT ?", (rowid, limit)).fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+    def newest_rowid(self) -> int:
+        row = self._conn().execute("SELECT COALESCE(MAX(rowid), 0) FROM instances").fetchone()
+        return int(row[0])
+
     def study_round(self, study_uid: str) -> tuple[int, str, float, bool] | None:
         """(round, 'open' or 'complete', first instance of the round, job enqueued) of a study."""
         row = self._conn().execute(
