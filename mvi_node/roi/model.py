@@ -68,6 +68,20 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 3D connected component: the main tumour when several are outlined."""
     if not mask.any():
         return mask.astype(bool)
-    cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8))),
+    # Labelled inside the outline's bounding box only, where every component lies: the
+    # work follows the tumour's size, not the series' (a 40 x 512 x 512 series took 0.2 s
+    # whole). Scan order within the box is the full volume's, so ties resolve the same.
+    box = _bounding_box(mask)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(mask[box].astype(np.uint8))),
                                sortByObjectSize=True)
-    return sitk.GetArrayFromImage(cc) == 1
+    out = np.zeros(mask.shape, bool)
+    out[box] = sitk.GetArrayFromImage(cc) == 1
+    return out
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
