@@ -22,6 +22,7 @@ def parse_model(spec: str) -> tuple[str, str | None]:
 
 def served_engine(spec: str, roots: list[Path], providers=None):
     """An engine serving only ``RECIPE[@VERSION]`` from ``roots``; raises SystemExit(2) with a reason."""
+    from mvi_node.commands.engine_args import provider_choice
     from mvi_node.infer import Engine, ManifestError, ModelRegistry, RecipeCatalog, RecipeError
 
     name, version = parse_model(spec)
@@ -35,7 +36,7 @@ def served_engine(spec: str, roots: list[Path], providers=None):
     if model is None:
         found = sorted(m.version for m in registry.models.get(name, []))
         raise SystemExit(f"{spec}: no model folder under {', '.join(map(str, roots))} (found versions: {found or 'none'})")
-    engine = Engine(registry, recipes=catalog.only([name]), **({"providers": providers} if providers else {}))
+    engine = Engine(registry, recipes=catalog.only([name]), **provider_choice(providers))
     return engine, recipe, model
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -12,19 +11,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mvi_node.clinical import open_source
-    from mvi_node.infer.engine import Engine, infer_path
-    from mvi_node.infer.manifest import ManifestError
-    from mvi_node.infer.registry import DEFAULT_ROOT, ModelRegistry
+    from mvi_node.commands.engine_args import cli_engine
+    from mvi_node.infer.engine import infer_path
 
-    roots = [Path(p) for p in (args.models or [])] or [DEFAULT_ROOT]
-    try:
-        registry = ModelRegistry(roots)
-    except ManifestError as exc:
-        print(f"model refused: {exc}", file=sys.stderr)
+    engine = cli_engine(args, clinical=open_source(args.clinical), precision=args.precision)
+    if engine is None:
         return 2
-    providers = args.providers.split(",") if args.providers else None
-    engine = Engine(registry, open_source(args.clinical), precision=args.precision,
-                    **({"providers": providers} if providers else {}))
     results = infer_path(Path(args.path), engine)["studies"]
     if args.gradcam_dir:
         out = Path(args.gradcam_dir)

@@ -56,20 +56,13 @@ def segment_path(path: Path, out: Path, engine) -> list[dict[str, Any]]:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from mvi_node.infer.engine import Engine
-    from mvi_node.infer.manifest import ManifestError
-    from mvi_node.infer.registry import DEFAULT_ROOT, ModelRegistry
+    from mvi_node.commands.engine_args import cli_engine, model_roots
 
-    roots = [Path(p) for p in (args.models or [])] or [DEFAULT_ROOT]
-    try:
-        registry = ModelRegistry(roots)
-    except ManifestError as exc:
-        print(f"model refused: {exc}", file=sys.stderr)
+    engine = cli_engine(args)
+    if engine is None:
         return 2
-    providers = args.providers.split(",") if args.providers else None
-    engine = Engine(registry, **({"providers": providers} if providers else {}))
     if not engine.segmentation:
-        print(f"no segmentation model served from {', '.join(map(str, roots))}", file=sys.stderr)
+        print(f"no segmentation model served from {', '.join(map(str, model_roots(args)))}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
