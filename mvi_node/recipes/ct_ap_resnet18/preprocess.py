@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 
 from mvi_node.common.frames import frame_pixels
+from mvi_node.roi.automatic import axial_diameter_mm
 
 WINDOW_LEVEL = 70.0
 WINDOW_WIDTH = 200.0
@@ -116,22 +117,9 @@ def crops_from_volume(hu_volume: np.ndarray, mask: np.ndarray, spacing_rc: tuple
 
 
 def max_diameter_mm(mask: np.ndarray, spacing_rc: tuple[float, float]) -> float:
-    """Largest in-plane Feret diameter (mm) over the slices, as MTD is read on axial images.
-
-    SimpleITK's Feret diameter joins pixel centres; one pixel is added so a disk of
-    diameter d measures d.
-    """
-    best = 0.0
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.ComputeFeretDiameterOn()
-    for z in range(mask.shape[0]):
-        if not mask[z].any():
-            continue
-        img = sitk.GetImageFromArray(mask[z].astype(np.uint8))
-        img.SetSpacing((float(spacing_rc[1]), float(spacing_rc[0])))
-        stats.Execute(img)
-        best = max(best, stats.GetFeretDiameter(1) + float(min(spacing_rc)))
-    return best
+    """Largest in-plane Feret diameter (mm) over the slices, as MTD is read on axial images
+    (the one measurement every ROI source uses: :func:`mvi_node.roi.automatic.axial_diameter_mm`)."""
+    return axial_diameter_mm(mask, spacing_rc)
 
 
 def map_to_slice(cam: np.ndarray, box: CropBox, shape_rc: tuple[int, int]) -> np.ndarray:
