@@ -25,6 +25,7 @@ import tomli_w
 from mvi_node.infer.manifest import variant_entry
 from mvi_node.recipes.ct_ap_resnet18.data import PatientCrops, patient_crops, training_input
 from mvi_node.recipes.ct_ap_resnet18.recipe import NAME, preprocessing_constants
+from mvi_node.recipes.training import MIN_CALIBRATION_EXAMS, platt_on_validation, synthetic_cohort
 
 __all__ = ["add_arguments", "main", "onnx_scores", "training_input"]
 
@@ -77,34 +78,16 @@ def _crops(examples: list[Any]) -> dict[str, list[PatientCrops]]:
     return out
 
 
-def _synthetic(cohort: dict[str, Any]) -> bool:
-    return cohort.get("kind") == "synth" and cohort.get("test_cohort", {}).get("kind", "synth") == "synth"
-
-
 def _patients(crops: list[PatientCrops]) -> int:
     return len({p.patient_id for p in crops})
 
 
-MIN_CALIBRATION_EXAMS = 10
-
-
 def _calibrate(path: Path, val: list[PatientCrops], cohort: dict[str, Any]):
-    """(Calibration, manifest table) fitted on the validation split, or (None, None) when
-    it is too small or holds one class: the graph's probabilities are then served as
-    they are, and the SR says nothing about calibration."""
-    from mvi_node.evaluation import platt_fit
-    from mvi_node.infer.calibration import Calibration
-
-    labels = np.array([p.label for p in val])
-    if len(val) < MIN_CALIBRATION_EXAMS or not 0 < labels.sum() < len(labels):
+    """Platt scaling of the exported graph's scores on the validation split (see
+    :func:`mvi_node.recipes.training.platt_on_validation`)."""
+    if len(val) < MIN_CALIBRATION_EXAMS:
         return None, None
-    a, b = platt_fit(labels, onnx_scores(path, val), on_logit=True)
-    if not (np.isfinite(a) and np.isfinite(b)):
-        return None, None
-    source = str(cohort.get("source", "the training cohort"))
-    table = {"method": "platt", "a": float(a), "b": float(b), "on_logit": True,
-             "fitted_on": f"the validation split ({len(val)} exams) of {source}"}
-    return Calibration.from_manifest(table, "validation"), table
+    return platt_on_validation([p.label for p in val], onnx_scores(path, val), cohort)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -168,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
             variants[name]["calibration"] = table
     wall = time.time() - t0
     command = "mvi-node " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    synthetic = _synthetic(cohort)
+    synthetic = synthetic_cohort(cohort)
     clinical_train = [p for p in train_set if p.clinical is not None]
     manifest = {
         "recipe": NAME, "version": args.version,

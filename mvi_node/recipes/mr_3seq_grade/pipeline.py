@@ -24,6 +24,7 @@ import tomli_w
 from mvi_node.infer.manifest import variant_entry
 from mvi_node.recipes.mr_3seq_grade.data import PatientInputs, patient_inputs, training_input
 from mvi_node.recipes.mr_3seq_grade.recipe import NAME, VARIANT, preprocessing_constants
+from mvi_node.recipes.training import platt_on_validation, synthetic_cohort
 
 __all__ = ["add_arguments", "main", "onnx_probabilities", "training_input"]
 
@@ -36,7 +37,6 @@ SITE_INTENDED_USE = ("Research use at the training site only. Predicts the micro
                      "NOT FOR CLINICAL USE: not a cleared device.")
 TRAINING_DATA = "synthetic MR phantoms (gadoxetate and extracellular agents, four vendor profiles) — not for clinical use"
 FILE = "model.onnx"
-MIN_CALIBRATION_EXAMS = 10
 
 
 def onnx_probabilities(path: Path, patients: list[PatientInputs]) -> np.ndarray:
@@ -75,23 +75,9 @@ def _sets(examples: list[Any]) -> dict[str, list[PatientInputs]]:
     return out
 
 
-def _synthetic(cohort: dict[str, Any]) -> bool:
-    return cohort.get("kind") == "synth" and cohort.get("test_cohort", {}).get("kind", "synth") == "synth"
-
-
 def _calibrate(labels: np.ndarray, scores: np.ndarray, cohort: dict[str, Any]):
-    from mvi_node.evaluation import platt_fit
-    from mvi_node.infer.calibration import Calibration
-
-    if len(labels) < MIN_CALIBRATION_EXAMS or not 0 < labels.sum() < len(labels):
-        return None, None
-    a, b = platt_fit(labels, scores, on_logit=True)
-    if not (np.isfinite(a) and np.isfinite(b)):
-        return None, None
-    table = {"method": "platt", "a": float(a), "b": float(b), "on_logit": True,
-             "fitted_on": f"the validation split ({len(labels)} exams) of {cohort.get('source', 'the training cohort')}",
-             "applies_to": "P(MVI) = P(M1) + P(M2); P(M1), P(M2) scaled to keep their ratio, P(M0) = 1 - P(MVI)"}
-    return Calibration.from_manifest(table, "validation"), table
+    return platt_on_validation(labels, scores, cohort, applies_to="P(MVI) = P(M1) + P(M2); P(M1), P(M2) scaled to "
+                               "keep their ratio, P(M0) = 1 - P(MVI)")
 
 
 def grade_table(grades: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
@@ -153,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
     if table:
         variants[VARIANT]["calibration"] = table
     wall = time.time() - t0
-    synthetic = _synthetic(cohort)
+    synthetic = synthetic_cohort(cohort)
     manifest = {
         "recipe": NAME, "version": args.version,
         "intended_use": INTENDED_USE if synthetic else SITE_INTENDED_USE,
