@@ -73,7 +73,7 @@ def test_prometheus_scrapes_the_node(node, tmp_path):
 def test_shipped_prometheus_config_and_rules_pass_promtool():
     out = subprocess.run([PROMTOOL, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 8 rules found" in out.stdout + out.stderr
+    assert "SUCCESS: 9 rules found" in out.stdout + out.stderr
 
 
 def test_dashboard_queries_only_metrics_the_node_exports():
