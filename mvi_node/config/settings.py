@@ -164,8 +164,8 @@ class SelectSettings(_Section):
     #: a site rules file layered over the shipped defaults (add, override or disable rules)
     rules: Path | None = None
     #: parse each instance's header as it is staged, so a study's job finds its headers
-    #: parsed (0: off, the job parses them); at most this many kept at once
-    prefetch_headers: int = Field(default=20_000, ge=0, le=1_000_000)
+    #: parsed (0: off, the job parses them); at most this many kept at once (~45 kB each)
+    prefetch_headers: int = Field(default=5_000, ge=0, le=1_000_000)
 
     @field_validator("rules")
     @classmethod
