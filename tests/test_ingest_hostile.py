@@ -45,6 +45,11 @@ def _one_ct(tmp_path: Path, name: str = "src", **kw) -> Path:
     return plain_ct_series(tmp_path / name, slices=1, matrix=64, seed=kw.pop("seed", 5), **kw)[0]
 
 
+#: for the tests that measure the node's memory: the model warm-up loads its ONNX
+#: sessions in the background, at the very time the test measures
+NO_WARM_UP = {"MVI_INFERENCE__WARM_UP": "false"}
+
+
 def _peak_rss(n: NodeProcess) -> int:
     """The node process's peak resident memory so far (VmHWM), bytes."""
     for line in Path(f"/proc/{n.proc.pid}/status").read_text().splitlines():
@@ -106,7 +111,7 @@ def _deflate_bomb(ct: Path, zeros: int) -> bytes:
 
 
 def test_deflate_bomb_is_refused_unstaged_and_memory_stays_flat(node, tmp_path):
-    n = node(config=_config(tmp_path, "[listener]\nmax_inflated_mb = 16\n"))
+    n = node(config=_config(tmp_path, "[listener]\nmax_inflated_mb = 16\n"), env=NO_WARM_UP)
     ct = _one_ct(tmp_path)
     bomb = _deflate_bomb(ct, 256 * MiB)
     assert len(bomb) < 512 * 1024  # a few hundred KiB on the wire
@@ -441,7 +446,7 @@ def _big_instance(ct: Path, pixel_bytes: int) -> tuple[bytes, str]:
 
 
 def test_a_large_instance_goes_to_disk_not_memory(node, tmp_path):
-    n = node()
+    n = node(env=NO_WARM_UP)
     data, sop = _big_instance(_one_ct(tmp_path), 160 * MiB)
     before = _peak_rss(n)
     with _scu(n, max_pdu=131072, timeout=120) as scu:
@@ -465,7 +470,7 @@ def test_an_instance_over_max_instance_mb_is_refused_and_not_kept(node, tmp_path
 
 
 def test_a_pdu_longer_than_the_limit_closes_the_connection(node):
-    n = node()
+    n = node(env=NO_WARM_UP)
     before = _peak_rss(n)
     with socket.create_connection(("127.0.0.1", n.port)) as sock:
         sock.settimeout(10)

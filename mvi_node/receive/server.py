@@ -9,60 +9,17 @@ import threading
 import time
 
 from pynetdicom import AE, _config as pynetdicom_config
-from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import Verification, uid_to_service_class  # type: ignore[attr-defined]
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from mvi_node.config import Settings
 from mvi_node.config.sop_classes import ALL_STORAGE_SOP_CLASSES
 from mvi_node.logs import shown
 from mvi_node.receive import command_uids, incoming
+from mvi_node.receive.association import NodeAssociation
 from mvi_node.receive.handlers import ListenerHandlers
 
 log = logging.getLogger("mvi_node.receive")
-
-#: PDUs other than P-DATA (A-ASSOCIATE-RQ with many contexts, user identity) may be
-#: larger than the negotiated maximum PDU; nothing legitimate comes near this.
-_PDU_FLOOR = 1 << 20
-
-
-class BoundedAssociationSocket(AssociationSocket):
-    """pynetdicom reads a PDU by the length its header announces, into memory: a
-    hostile 4 GiB "PDU" would be buffered whole. A PDU longer than ``max_read`` ends
-    the connection instead (pynetdicom sees a short read: transport closed)."""
-
-    max_read = _PDU_FLOOR
-
-    def recv(self, nr_bytes: int) -> bytearray:
-        if nr_bytes > self.max_read:
-            log.warning("connection closed: a PDU of %d bytes announced (limit %d)", nr_bytes, self.max_read)
-            return bytearray()
-        return super().recv(nr_bytes)
-
-
-class NodeAssociation(Association):
-    """pynetdicom picks the service for a request by the SOP class its command names; a
-    C-STORE naming a class it has no storage service for (an unknown UID, one longer than
-    64 characters) gets no response and the association is aborted. The node's handler
-    answers such a request with a status instead (the class differs from its context's),
-    so it goes to the storage service of the context it came on."""
-
-    def _serve_request(self, msg, context_id: int) -> None:
-        if (isinstance(msg, C_STORE) and msg.is_valid_request and not self._sent_release
-                and context_id in self._accepted_cx
-                and not issubclass(uid_to_service_class(msg.AffectedSOPClassUID or ""), StorageServiceClass)):
-            # as pynetdicom runs a service: C-CANCELs cleared, the reactor paused
-            self.dimse.cancel_req = {}
-            self._is_paused = True
-            try:
-                StorageServiceClass(self).SCP(msg, self._accepted_cx[context_id])
-            finally:
-                self._is_paused = False
-                self.dimse.cancel_req = {}
-            return
-        super()._serve_request(msg, context_id)
 
 
 class NodeRequestHandler(RequestHandler):
@@ -86,11 +43,7 @@ class NodeRequestHandler(RequestHandler):
 
     def _create_association(self):
         assoc = super()._create_association()
-        assoc.__class__ = NodeAssociation
-        sock = assoc.dul.socket
-        if type(sock) is AssociationSocket:
-            sock.__class__ = BoundedAssociationSocket
-            sock.max_read = max(_PDU_FLOOR, self.server.ae.maximum_pdu_size + 64)
+        NodeAssociation.adopt(assoc, self.server.ae.maximum_pdu_size + 64)
         return assoc
 
 
