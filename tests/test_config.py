@@ -51,6 +51,8 @@ def test_toml_env_and_cli_precedence(tmp_path, monkeypatch):
         ("[listener]\nunused_sop_classes = 'drop'\n", "listener.unused_sop_classes: Input should be 'store' or 'discard'"),
         ("[listener]\nmax_inflated_mb = 0\n", "listener.max_inflated_mb: Input should be greater than or equal to 1"),
         ('[listener]\nsop_classes = ["1.2.x"]\n', "listener.sop_classes"),
+        ("[models]\nother_lesions = -1\n", "models.other_lesions: Input should be greater than or equal to 0"),
+        ("[completion]\nexam_window_minutes = -5\n", "completion.exam_window_minutes: Input should be greater"),
         ("listener = [", "not valid TOML"),
     ],
 )
@@ -86,3 +88,19 @@ def test_shipped_example_config_is_valid_and_matches_defaults():
 
     example = load_settings(Path(__file__).parents[1] / "deploy" / "mvi-node.toml")
     assert masked_dump(example) == masked_dump(load_settings())
+
+
+def test_the_node_wires_the_report_and_exam_settings_into_its_study_pipeline(tmp_path):
+    """[models] other_lesions reaches the report builder, [completion] exam_window_minutes
+    the exam assembly (values a site sets, not the defaults)."""
+    from mvi_node.app.node import Node
+
+    s = load_settings(None, {"data_dir": str(tmp_path / "var"), "admin.enabled": False, "models.other_lesions": 0,
+                             "completion.exam_window_minutes": 90})
+    node = Node(s)
+    try:
+        (pipeline,) = [h for w in node.workers for k, h in w.handlers.items() if k == "study"]
+        assert pipeline.report.keywords == {"other_lesions": 0}
+        assert pipeline.exam_window_seconds == 90 * 60
+    finally:
+        node.jobs.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import ctypes
 import logging
 import multiprocessing as mp
@@ -136,7 +138,8 @@ class Node:
             settings.staging_dir,
             settings.select.rules,
             engine=self.engine,
-            report=build_results if self.engine is not None else None,
+            report=partial(build_results, other_lesions=settings.models.other_lesions)
+            if self.engine is not None else None,
             write=save_outputs,
             results_dir=settings.results_dir,
             secondary_captures=settings.models.secondary_captures,

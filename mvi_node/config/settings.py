@@ -185,6 +185,9 @@ class ModelSettings(_Section):
                                                          "CPUExecutionProvider"])
     #: Grad-CAM secondary captures per exam (the most suspicious slices)
     secondary_captures: int = Field(default=3, ge=0, le=20)
+    #: further lesions of an automatic segmentation the SR reports (own measurement group
+    #: and tracking UID each) besides the one the recipe evaluated
+    other_lesions: int = Field(default=3, ge=0, le=20)
 
     @field_validator("dirs")
     @classmethod
