@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from mvi_node.common.frames import frame_number, lookup, view_key
+from mvi_node.common.frames import lookup, view_key
 from mvi_node.report.build import build_outputs, save_outputs
 from mvi_node.report.inputs import (EndpointText, LesionResult, ModelIdentity, OtherLesion, PlanarRegion, ReportInput,
                                     SliceResult)
@@ -60,12 +59,6 @@ def _box(box: dict[str, float] | None) -> tuple[float, float, float, float] | No
     return (box["center_row"] - hr, box["center_col"] - hc, box["center_row"] + hr, box["center_col"] + hc)
 
 
-def _with_pixels(ds: Dataset) -> Dataset:
-    """The image decoded; a frame of an Enhanced instance stays a view (the captures read
-    its pixels through ``mvi_node.common.frames.frame_pixels``)."""
-    return ds if "PixelData" in ds or frame_number(ds) is not None else dcmread(ds.filename)
-
-
 def endpoint_text(endpoint: Any) -> EndpointText:
     """A recipe's endpoint (``mvi_node.infer.recipe.Endpoint``) as the report names it."""
     if endpoint is None:
@@ -79,7 +72,9 @@ def _lesion(finding: Any, threshold: float, by_sop: dict[str, Dataset]) -> Lesio
     def image(s: Any) -> Dataset | None:  # by (SOP, frame): frames of one instance share the SOP
         return lookup(by_sop, s.sop_instance_uid, getattr(s, "frame_number", None))
 
-    slices = [SliceResult(source=_with_pixels(image(s)), probability=float(s.probability),
+    # headers: the SR cites every key slice, the captures (sc.py) read the pixels of the
+    # few they show through frame_pixels, so a tumour over 40 slices costs 3 pixel reads
+    slices = [SliceResult(source=image(s), probability=float(s.probability),
                           cam=s.explanation, crop_box=_box(s.crop_box),
                           roi_mask=np.asarray(s.roi_mask, bool) if s.roi_mask is not None else None,
                           label=str(getattr(s, "label", "") or ""))
