@@ -381,7 +381,7 @@ def _goals(tests: dict) -> str:
 #: what each version changed, and why (the card's "What changed" section)
 CHANGES = {
     "0.2.0": """0.1.0 missed 12 of the 33 lesions >= 10 mm of the varied test set. Broken down by what the
-generator drew (table below): it found 12/14 hyper- and 5/6 rim-enhancing lesions but only
+generator drew (table below): it found 12/13 hyper- and 5/6 rim-enhancing lesions but only
 3/10 hypo- and 1/4 iso-enhancing ones, and it missed a 49 mm hypo-enhancing lesion while it
 found a 72 mm iso-enhancing one with 9 HU of contrast. 10 of the 12 missed lesions differ
 from the liver by -22..+9 HU on the arterial phase (median over the lesion), inside the
