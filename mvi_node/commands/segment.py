@@ -42,6 +42,9 @@ def segment_path(path: Path, out: Path, engine) -> list[dict[str, Any]]:
         if not isinstance(found, Segmentation):
             records.append({**rec, "outcome": "failed", "reasons": list(found.reasons), "lesions": [], "seg": None})
             continue
+        # the model that ran: the served one, or a fallback for an exam without a phase it reads
+        rec.update({"model_version": found.model.get("model_version"), "model_sha256": found.model.get("sha256"),
+                    "roi_source": found.source})
         rec.update({"lesions": [l.as_dict() for l in found.lesions], "reasons": list(found.reasons),
                     "liver_ml": found.summary()["liver_ml"], "info": dict(found.info)})
         if found.found:

@@ -34,7 +34,7 @@ from mvi_node.infer.manifest import ModelInfo
 from mvi_node.infer.precision import (AUTO, DEFAULT_PROVIDERS, choose_precision, device_of, pick_providers,
                                       provider_options, run_bound)
 from mvi_node.infer.recipe import (FAILED, NO_SERIES, OK, Endpoint, ExamInputs, NotEvaluated, Prediction, Recipe)
-from mvi_node.infer.registry import ModelRegistry
+from mvi_node.infer.registry import ModelRegistry, _version_key
 from mvi_node.infer.segmentation import SegmentationRecipe, SegmentationService
 from mvi_node.roi.automatic import AUTOMATIC
 
@@ -219,9 +219,14 @@ class Engine:
         #: recipes with code and a verified model: the only ones an exam is offered to
         self.recipes = self.catalog.only(r.name for r in served if not isinstance(r, SegmentationRecipe))
         #: segmentation recipes with a verified model: the automatic ROI of the others
-        self.segmentation = SegmentationService(
-            [(r, registry.get(r.name)) for r in served if isinstance(r, SegmentationRecipe)],
-            lambda model: _Runner(self, model), self.identity)
+        segmenters = [(r, registry.get(r.name)) for r in served if isinstance(r, SegmentationRecipe)]
+        # other verified versions of a segmenter, for an exam without a phase the served one reads
+        # (none when a version is pinned: the pin is what the site asked for)
+        fallbacks = {r.name: sorted((m for m in registry.models.get(r.name, []) if m is not model),
+                                    key=lambda m: _version_key(m.version), reverse=True)
+                     for r, model in segmenters if r.name not in registry.pins}
+        self.segmentation = SegmentationService(segmenters, lambda model: _Runner(self, model), self.identity,
+                                                fallbacks, self.model_identity)
         self._sessions: dict[tuple[Path, str, str], Any] = {}
         self._precisions: dict[tuple[Path, str], str] = {}
         self._lock = threading.Lock()
@@ -262,6 +267,10 @@ class Engine:
         model = self.registry.get(recipe)
         if model is None:
             return {}
+        return self.model_identity(model, variant)
+
+    def model_identity(self, model, variant: str | None = None) -> dict[str, Any]:
+        """The identity of one verified model folder (a served version or a fallback)."""
         variant = variant if variant in model.variants else next(iter(model.variants))
         return model.identity(variant, self.precision_for(model, variant) if model.variants[variant].kind == "onnx"
                               else "fp32")

@@ -105,6 +105,12 @@ def phase_on_grid(source: SeriesGeometry, target: SeriesGeometry) -> np.ndarray:
     return sitk.GetArrayFromImage(resample_onto(moving, target.reference(), default=AIR_HU))
 
 
+def usable_phase(geo: SeriesGeometry, target: SeriesGeometry) -> bool:
+    """Whether ``geo`` can be read through patient coordinates on ``target``'s grid: both in
+    one frame of reference (or either without one)."""
+    return not (target.frame_uid and geo.frame_uid and geo.frame_uid != target.frame_uid)
+
+
 def input_channels(model: ModelRunner) -> int:
     """Channels of the served graph's ``image`` input (1 when the manifest does not say)."""
     variant = getattr(model, "variants", {}).get(VARIANT)
@@ -182,7 +188,7 @@ class SegmentationRecipe(Recipe):
             why = None
             if geo is None:
                 why = "not in the exam"
-            elif target.frame_uid and geo.frame_uid and geo.frame_uid != target.frame_uid:
+            elif not usable_phase(geo, target):
                 why = "another frame of reference"
             if why is None:
                 x = self.model_input(phase_on_grid(geo, target), spacing)
@@ -250,12 +256,30 @@ class SegmentationRecipe(Recipe):
 
 
 class SegmentationService:
-    """The engine's served segmentation recipes (with verified models), as automatic ROIs."""
+    """The engine's served segmentation recipes (with verified models), as automatic ROIs.
+
+    ``fallbacks``: per recipe, other verified versions (highest first) for an exam that
+    lacks a phase the served model reads as a channel: the highest of them whose channels
+    the exam has runs instead (liver_tumor_seg 0.2.0 reads the portal venous phase; an
+    exam with the arterial phase alone gets 0.1.0, which was trained on it alone, rather
+    than 0.2.0 with a blank channel). ``model_identity`` names such a fallback model."""
 
     def __init__(self, segmenters: Sequence[tuple[SegmentationRecipe, Any]], runner: Callable[[Any], ModelRunner],
-                 identity: Callable[[str], Mapping[str, Any]]) -> None:
+                 identity: Callable[[str], Mapping[str, Any]], fallbacks: Mapping[str, Sequence[Any]] | None = None,
+                 model_identity: Callable[[Any], Mapping[str, Any]] | None = None) -> None:
         self.segmenters = list(segmenters)
         self._runner, self._identity = runner, identity
+        self.fallbacks = {k: list(v) for k, v in (fallbacks or {}).items()}
+        self._model_identity = model_identity
+
+    def model_for(self, recipe: SegmentationRecipe, model: Any, phases: Mapping[str, Any]) -> Any:
+        """``model``, or the first fallback whose extra channels are all in ``phases``."""
+        def has_all(m: Any) -> bool:
+            return all(r in phases for r in recipe.channel_roles[1:input_channels(m)])
+
+        if has_all(model) or self._model_identity is None:
+            return model
+        return next((m for m in self.fallbacks.get(recipe.name, ()) if has_all(m)), model)
 
     def __bool__(self) -> bool:
         return bool(self.segmenters)
@@ -283,8 +307,17 @@ class SegmentationService:
             for role in recipe.channel_roles[1:]:
                 ds = list((phases or {}).get(role) or ())
                 if ds and not (str(ds[0].get("SeriesInstanceUID", "")) == uid and len(ds) == len(geo.datasets)):
-                    others[role] = series_geometry(ds)
-            seg = recipe.segment(geo, self._runner(model), ident, phases=others)
+                    other = series_geometry(ds)
+                    if usable_phase(other, geo):
+                        others[role] = other
+            chosen_model = self.model_for(recipe, model, others)
+            if chosen_model is not model:
+                assert self._model_identity is not None
+                ident = self._model_identity(chosen_model)
+                label = f"automatic: {recipe.name} {ident.get('model_version', '')}".strip()
+                log.info("segmentation %s: the exam lacks a phase %s reads; %s runs instead", recipe.name,
+                         getattr(model, "version", "?"), ident.get("model_version"))
+            seg = recipe.segment(geo, self._runner(chosen_model), ident, phases=others)
         except Exception as exc:  # noqa: BLE001 - reported as the ROI's reason, UIDs only
             log.exception("segmentation %s failed on series %s", recipe.name, geo.datasets[0].get("SeriesInstanceUID"))
             return NoRoi([f"{label}: failed ({type(exc).__name__})"])

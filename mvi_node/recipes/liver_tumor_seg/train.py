@@ -498,7 +498,10 @@ Dice >= 0.90. {_goals(tests)} These numbers are on phantoms; they say nothing ab
 - Synthetic training data only; expect failure on real CT until re-trained on a site's
   outlined exams (`mvi-node train liver_tumor_seg`).
 - CT only; no MR model yet.{chr(10) + "- Without a portal venous phase the model sees a blank second channel: expect fewer "
-      "hypo- and iso-enhancing lesions found (the results' 'arterial phase only' row, where measured)."
+      "hypo- and iso-enhancing lesions found (the results' 'arterial phase only' row, where measured). "
+      "The node therefore serves the highest installed version that reads only the phases the exam has "
+      "(0.1.0, arterial alone, when it is installed and no version is pinned), and roi_source, the SR and "
+      "the SEG name that version."
       if len(training.get("channels") or ()) > 1 else " CT arterial phase only."}
 """
     (out / "MODEL_CARD.md").write_text(text, encoding="utf-8")
