@@ -119,7 +119,9 @@ def orthanc(workdir: Path) -> Server:
 
 def mvi_node(workdir: Path, workers: int, durability: str = "fsync") -> Server:
     port = free_port()
-    env = {**ENV, "MVI_LISTENER__WORKERS": str(workers), "MVI_STAGING__DURABILITY": durability, "MVI_LOG_LEVEL": "WARNING"}
+    # no model warm-up: it would load ONNX sessions on the CPUs while the first run is timed
+    env = {**ENV, "MVI_LISTENER__WORKERS": str(workers), "MVI_STAGING__DURABILITY": durability, "MVI_LOG_LEVEL": "WARNING",
+           "MVI_INFERENCE__WARM_UP": "false"}
     cmd = [sys.executable, "-m", "mvi_node", "serve", "--data-dir", str(workdir / "var"), "--port", str(port), "--quiet-seconds", "3600"]
     return Server(cmd, port, workdir, env)
 
