@@ -70,6 +70,7 @@ def test_each_header_is_parsed_once_while_the_study_arrives(parses, tmp_path):
     assert node.headers.parsed == sent
     early = sum(1 for _path, header_only, thread in staged if header_only and thread == "header-prefetch")
     assert early > sent // 2, f"only {early} of {sent} headers parsed while the study arrived"
+    assert job.result["headers_parsed"] == sent - early  # the job says how many it had to parse itself
     # pixels are read only of what the result shows: the ROI's slices, the key slices, the SEG
     (record,) = [r for r in job.result["inference"][0] if r["outcome"] == "ok"]
     target = record["gradcam"]["series_instance_uid"]

@@ -130,13 +130,18 @@ class StudyPipeline:
                 self.headers.forget(self.staging_dir / study_uid)
 
     def _run(self, job: Job, study_uid: str, result: dict[str, Any]) -> dict[str, Any]:
+        missed = self.headers.missed if self.headers is not None else 0
         try:
             with observe_stage("select", job.id, study_uid):
                 exams, report = selection_report(self.staging_dir, study_uid, self.rules_file, self.needs,
                                                  self.index, self.exam_window_seconds, self.headers)
         except RuleError as exc:  # a bad site rules file: retrying cannot help
             raise PermanentJobError(f"selection rules: {exc}") from exc
-        if self.headers is not None:  # the sibling studies' headers are this job's now too
+        if self.headers is not None:
+            # headers the job parsed itself (the prefetch had not reached them; with several
+            # workers, others' misses in the meantime count too)
+            result["headers_parsed"] = self.headers.missed - missed
+            # the sibling studies' headers are this job's now too
             for other in {s for e in exams for s in e.study_uids} - {study_uid}:
                 self.headers.forget(self.staging_dir / other)
         result["selection"] = _without_identifiers(report)

@@ -36,6 +36,8 @@ class HeaderCache:
         self._lock = threading.Lock()
         #: files parsed through this cache (hits are not counted)
         self.parsed = 0
+        #: of those, parsed by a reader (``read``) because the prefetch had not reached them
+        self.missed = 0
 
     def read(self, path: Path) -> Dataset | None:
         """The header of ``path`` (``read_header``'s answer), parsed at most once."""
@@ -45,6 +47,8 @@ class HeaderCache:
             hit = self._entries.get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1]
+        with self._lock:
+            self.missed += 1
         return self._parse(key, path, stamp)
 
     def prefetch(self, path: Path) -> bool:
