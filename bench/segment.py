@@ -5,9 +5,11 @@ window, sliding window, back to the series grid, post-processing): the tile func
 is ONNX Runtime (what the node serves) or torch eager on the MONAI network with the
 weights the trainer kept (``--weights``, ``/tmp/liver_tumor_seg-<version>.pt``; not
 shipped). Each engine runs in its own subprocess so its peak memory (ru_maxrss) is its
-own; the figure is the median of ``--reps`` runs after one warm-up.
+own; the figure is the median of ``--reps`` runs after one warm-up. A model with a
+second input channel (0.2.0: the portal venous phase) also reads a second series of the
+same geometry and frame of reference, so the timing includes that phase's read.
 
-Usage: python bench/segment.py [--model models/liver_tumor_seg/0.1.0] [--weights W.pt]
+Usage: python bench/segment.py [--model models/liver_tumor_seg/<served>] [--weights W.pt]
                                [--slices 300] [--reps 3] [--threads 2] [--append bench/RESULTS.md]
 """
 
@@ -43,7 +45,13 @@ def child(engine: str, model: Path, series: Path, reps: int, threads: int, weigh
     info = load_model(model)
     recipe = LiverTumorSeg()
     geo = series_geometry([pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(series.glob("*.dcm"))])
-    out: dict = {"engine": engine, "slices": geo.shape[0], "matrix": geo.shape[1]}
+    phases = {}
+    if (series.parent / "portal").is_dir():
+        portal = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted((series.parent / "portal").glob("*.dcm"))]
+        for ds in portal:  # the second phase of one exam: one frame of reference
+            ds.FrameOfReferenceUID = geo.datasets[0].FrameOfReferenceUID
+        phases["ct_portal_venous"] = series_geometry(portal)
+    out: dict = {"engine": engine, "slices": geo.shape[0], "matrix": geo.shape[1], "phases": 1 + len(phases)}
     if engine == "onnxruntime":
         from mvi_node.recipes.liver_tumor_seg.evaluate import OrtRunner
 
@@ -70,7 +78,7 @@ def child(engine: str, model: Path, series: Path, reps: int, threads: int, weigh
     times, infos = [], []
     for i in range(reps + 1):
         t0 = time.perf_counter()
-        seg = recipe.segment(geo, runner, ident)
+        seg = recipe.segment(geo, runner, ident, phases=phases)
         if i:
             times.append(time.perf_counter() - t0)
             infos.append(seg.info)
@@ -84,7 +92,7 @@ def child(engine: str, model: Path, series: Path, reps: int, threads: int, weigh
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default=str(ROOT / "models" / "liver_tumor_seg" / "0.1.0"))
+    p.add_argument("--model", help="model folder (default: the version the node serves)")
     p.add_argument("--weights", help="torch state dict of the same model (torch eager run); absent: ONNX Runtime only")
     p.add_argument("--slices", type=int, default=300)
     p.add_argument("--reps", type=int, default=3)
@@ -92,6 +100,10 @@ def main() -> int:
     p.add_argument("--append")
     p.add_argument("--child", nargs=2, metavar=("ENGINE", "SERIES"))
     a = p.parse_args()
+    if not a.model:
+        from mvi_node.infer.registry import ModelRegistry
+
+        a.model = str(ModelRegistry().get("liver_tumor_seg").folder)
     if a.child:
         print(json.dumps(child(a.child[0], Path(a.model), Path(a.child[1]), a.reps, a.threads, a.weights)))
         return 0
@@ -99,6 +111,11 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-seg-"))
     plain_ct_series(work / "ct", slices=a.slices, matrix=512, seed=300)
+    from mvi_node.infer.manifest import load_model
+
+    channels = int(load_model(Path(a.model)).variants["segmentation"].inputs["image"][1])
+    if channels > 1:
+        plain_ct_series(work / "portal", slices=a.slices, matrix=512, seed=301)
     rows = []
     for engine in ("onnxruntime", *(["torch"] if a.weights else [])):
         cmd = [sys.executable, __file__, "--model", a.model, "--reps", str(a.reps), "--threads", str(a.threads),
@@ -107,7 +124,10 @@ def main() -> int:
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]))
     if a.append:
-        lines = ["", f"## Segmentation: liver_tumor_seg on one {a.slices}-slice 512x512 CT series (bench/segment.py)",
+        version = load_model(Path(a.model)).version
+        what = "one" if channels == 1 else f"{channels} phases of a"
+        lines = ["", f"## Segmentation: liver_tumor_seg {version} on {what} {a.slices}-slice 512x512 CT series "
+                 "(bench/segment.py)",
                  "", f"{platform.processor() or platform.machine()}, {a.threads} threads; median of {a.reps} runs "
                  "after a warm-up; read + resample + window + sliding window + back to the series grid + "
                  "post-processing. Tiles "
