@@ -337,3 +337,20 @@ def test_quantize_command_writes_a_verified_folder_with_the_check(cohort, tmp_pa
     with pytest.raises(SystemExit, match="bf16"):
         main(["quantize", "--model", "ct_ap_resnet18@0.2.0", "--calibration", str(c.location), "--validation",
               str(c.location), "--out", str(tmp_path / "other"), "--version", "x", "--precisions", "bf16"])
+
+
+def test_segmentation_exams_are_prepared_with_the_phases_the_model_reads(cohort):
+    """A two-channel segmenter is calibrated and checked on the exam's portal venous phase,
+    as the node serves it, not on a blank channel."""
+    from mvi_node.commands.evaluate import served_engine
+    from mvi_node.commands.quantize import _prepared
+
+    c = cohort[0]
+    engine, recipe, model = served_engine("liver_tumor_seg", [DEFAULT_ROOT], providers=["CPUExecutionProvider"])
+    assert len(recipe.channel_roles) == 2
+    prepared = list(_prepared(c, engine, recipe, False, lambda rows: rows))
+    assert len(prepared) == 10
+    for _row, (target, phases) in prepared:
+        assert list(phases) == ["ct_portal_venous"]
+        assert str(phases["ct_portal_venous"].datasets[0].SeriesInstanceUID) != \
+            str(target.datasets[0].SeriesInstanceUID)

@@ -60,8 +60,27 @@ def _prepared(cohort, engine, recipe, clinical: bool, progress):
         except Exception as exc:  # noqa: BLE001 - an exam that fails is left out and counted
             print(f"row {row.row}: prepare failed ({type(exc).__name__})", file=sys.stderr)
             continue
-        if not isinstance(prepared, NotEvaluated):
-            yield row, prepared
+        if isinstance(prepared, NotEvaluated):
+            continue
+        if _segmenter(recipe):  # a model with more input channels reads the exam's other phases
+            prepared = (prepared, _segmentation_phases(recipe, prepared, winners))
+        yield row, prepared
+
+
+def _segmentation_phases(recipe, target, winners) -> dict:
+    """The exam's other phases a segmentation model reads (``channel_roles``), as the
+    engine's segmentation service hands them over: usable ones only."""
+    from mvi_node.infer.segmentation import usable_phase
+    from mvi_node.roi.geometry import series_geometry
+
+    out = {}
+    for role in recipe.channel_roles[1:]:
+        unit = winners.get(role)
+        if unit is not None:
+            geo = series_geometry(list(unit.datasets))
+            if usable_phase(geo, target):
+                out[role] = geo
+    return out
 
 
 def _segmenter(recipe) -> bool:
@@ -77,7 +96,8 @@ def _outcome(recipe, prepared, runner, model, ident, variant: str):
     from mvi_node.infer.recipe import Prediction
 
     if _segmenter(recipe):
-        return recipe.segment(prepared, runner, ident)
+        target, phases = prepared
+        return recipe.segment(target, runner, ident, phases=phases)
     out = recipe.predict(prepared, runner)
     if not isinstance(out, Prediction) or out.variant != variant:
         return None
