@@ -22,7 +22,7 @@ import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -33,8 +33,13 @@ from mvi_node.common.frames import frame_datasets
 
 from mvi_node.select.mr_headers import b_value, kind_features
 
-if TYPE_CHECKING:
-    from mvi_node.select.headers import HeaderCache
+
+
+class HeaderSource(Protocol):
+    """Where :func:`read_headers` takes headers from instead of parsing each file
+    (:class:`mvi_node.select.headers.HeaderCache`, which parses with :func:`read_header`)."""
+
+    def read(self, path: Path) -> Dataset: ...
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ EXTRACELLULAR_AGENT_RE = re.compile(
 _NO_AGENT_RE = re.compile(r"^\s*(none|no|nil|n/?a|without|keine?|ninguno|aucun|nessuno|0)\s*$", re.I)
 
 
-def read_headers(path: Path, cache: "HeaderCache | None" = None) -> list[tuple[Path, Dataset]]:
+def read_headers(path: Path, cache: HeaderSource | None = None) -> list[tuple[Path, Dataset]]:
     """Every DICOM header under ``path`` (recursive), pixel data not read.
 
     Non-DICOM files and DICOMDIR (Media Storage Directory) are skipped: a DICOMDIR read
