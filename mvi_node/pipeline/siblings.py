@@ -15,6 +15,7 @@ from pydicom import dcmread
 
 from mvi_node.select.engine import study_time
 from mvi_node.stage.index import StagingIndex, StudyKeys
+from mvi_node.stage.paths import instance_path
 
 #: only studies received within this many seconds of the job's study are candidates
 RELATED_WINDOW_S = 2 * 86400
@@ -39,8 +40,7 @@ def _read_keys(staging_dir: Path, index: StagingIndex, study_uid: str) -> StudyK
     if one is None:
         return None
     try:
-        ds = dcmread(staging_dir / study_uid / one[0] / f"{one[1]}.dcm", stop_before_pixels=True,
-                     specific_tags=_KEYS)
+        ds = dcmread(instance_path(staging_dir, study_uid, *one), stop_before_pixels=True, specific_tags=_KEYS)
     except Exception:  # noqa: BLE001 - an unreadable sibling is simply not related
         return None
     keys = keys_of(ds)

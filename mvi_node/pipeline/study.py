@@ -73,7 +73,7 @@ def selection_report(staging_dir: Path, study_uid: str, rules_file: str | Path |
     else:
         related = [(p.name, "complete") for p in sorted(staging_dir.iterdir())
                    if p.is_dir() and p.name != study_uid and not p.name.startswith(".")]
-    exams, rules = staged_exams(Path(staging_dir), study_uid, rules_file, related, window_seconds, headers, cache)
+    exams, rules = staged_exams(staging_dir, study_uid, rules_file, related, window_seconds, headers, cache)
     report = build_report(exams, f"staged study {study_uid}", needs)
     report["rules"] = rules.sources
     pending = sorted({s for e in exams for s in e.pending_studies})
