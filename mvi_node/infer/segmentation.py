@@ -200,6 +200,25 @@ class SegmentationRecipe(Recipe):
             out.append(x)
         return out, used
 
+    def reads_phase(self, geo: SeriesGeometry, target: SeriesGeometry) -> bool:
+        """Whether another series can feed a channel on ``target``'s grid (CT: one frame of
+        reference, read through patient coordinates; an MR recipe registers instead)."""
+        return usable_phase(geo, target)
+
+    def channel_inputs(self, target: SeriesGeometry, phases: Mapping[str, SeriesGeometry],
+                       channels: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """The network's input on the model grid ((channels,) z, y, x; 0..1) and, for more than
+        one channel, the segmentation info's ``channels`` (role and series of each)."""
+        hu = hu_volume(target)
+        x = self.model_input(hu, series_spacing(target))
+        del hu
+        if channels <= 1:
+            return x, {}
+        extra, used = self.extra_channels(target, phases, channels, x.shape)
+        return np.stack([x, *extra]), {"channels": [
+            {"role": (self.channel_roles or self.requires)[0],
+             "series_instance_uid": str(target.datasets[0].get("SeriesInstanceUID", ""))}, *used]}
+
     def segment(self, target: SeriesGeometry, model: ModelRunner, identity: Mapping[str, Any],
                 patch: Sequence[int] | None = None,
                 phases: Mapping[str, SeriesGeometry] | None = None) -> Segmentation:
@@ -208,18 +227,8 @@ class SegmentationRecipe(Recipe):
         ``phases``: the exam's other series by role, read when the model has more input
         channels than one (``channel_roles``)."""
         t0 = time.perf_counter()
-        hu = hu_volume(target)
         spacing = series_spacing(target)
-        x = self.model_input(hu, spacing)
-        del hu
-        channels = input_channels(model)
-        extra_info: dict[str, Any] = {}
-        if channels > 1:
-            extra, used = self.extra_channels(target, phases or {}, channels, x.shape)
-            x = np.stack([x, *extra])
-            extra_info["channels"] = [{"role": (self.channel_roles or self.requires)[0],
-                                       "series_instance_uid": str(target.datasets[0].get("SeriesInstanceUID", ""))},
-                                      *used]
+        x, extra_info = self.channel_inputs(target, phases or {}, input_channels(model))
 
         def tile(t: np.ndarray) -> np.ndarray:
             return model.run(VARIANT, {"image": t}, ["probabilities"])[0]
@@ -308,7 +317,7 @@ class SegmentationService:
                 ds = list((phases or {}).get(role) or ())
                 if ds and not (str(ds[0].get("SeriesInstanceUID", "")) == uid and len(ds) == len(geo.datasets)):
                     other = series_geometry(ds)
-                    if usable_phase(other, geo):
+                    if recipe.reads_phase(other, geo):
                         others[role] = other
             chosen_model = self.model_for(recipe, model, others)
             if chosen_model is not model:
