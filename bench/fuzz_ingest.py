@@ -54,6 +54,7 @@ from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
                          RLELossless)
 
 from hostile import RawStoreSCU  # noqa: E402
+from mvi_node.common.filepool import not_spare  # noqa: E402
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"
@@ -464,7 +465,7 @@ def run(seed: int, count: int, only: int | None = None, max_rss_growth_mb: int =
                     report.fail(sample, f"status 0x{status:04X}")
                 elif not rsp.comment:
                     report.fail(sample, f"status 0x{status:04X} without an ErrorComment")
-                leftovers = [p for p in incoming.iterdir()] if incoming.exists() else []
+                leftovers = not_spare(incoming)  # empty pool files are spares, not leftovers
                 if leftovers:
                     report.fail(sample, f"{len(leftovers)} files left in incoming/")
                 if not scu.alive:

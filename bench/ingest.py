@@ -166,7 +166,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default="bench/out/ingest.json")
     ap.add_argument("--append", help="append a Markdown section to this file (bench/RESULTS.md)")
+    ap.add_argument("--peers", help="comma-separated subset of the peers (a quick A/B); default all")
+    ap.add_argument("--assocs", default="1,4", help="association counts to run, e.g. 1")
     args = ap.parse_args()
+    assoc_counts = [int(a) for a in args.assocs.split(",")]
     root = Path(tempfile.mkdtemp(prefix="mvi-bench-"))
     series = [plain_ct_series(root / f"series{i}", slices=SLICES, matrix=512, seed=900 + i, patient_id=f"B{i}") for i in range(4)]
     folders = [s[0].parent for s in series]
@@ -178,10 +181,12 @@ def main() -> None:
         f"mvi-node-{cpus}proc": (lambda w: mvi_node(w, cpus), "MVI_NODE"),
         "mvi-node-batched": (lambda w: mvi_node(w, 1, "batched"), "MVI_NODE"),
     }
+    if args.peers:
+        peers = {name: peers[name] for name in args.peers.split(",")}
     results: dict[str, dict[str, list[float]]] = {}
     for run in range(args.runs):
         for name, (make, aet) in peers.items():
-            for assocs in (1, 4):
+            for assocs in assoc_counts:
                 work = root / f"{name}-{assocs}-{run}"
                 work.mkdir()
                 with make(work) as srv:
@@ -204,6 +209,8 @@ def main() -> None:
     medians = {n: {a: statistics.median(v) for a, v in by.items()} for n, by in results.items()}
     # Ratios are taken within each run (same load on the machine), then the median over runs.
     def ratio(num: str, den: str, a_num: str, a_den: str = "1") -> float:
+        if a_num not in results.get(num, {}) or a_den not in results.get(den, {}):
+            return float("nan")  # a peer or association count left out of this run
         return statistics.median(x / y for x, y in zip(results[num][a_num], results[den][a_den]))
 
     ratios = {

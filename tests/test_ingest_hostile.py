@@ -26,6 +26,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from conftest import NodeProcess, echoscu, free_port, storescu
 from hostile import NO_DATASET, RawStoreSCU, dataset_bytes
 from test_ingest_access import _tls_echo, pki  # noqa: F401  (pki: the access tests' PKI fixture)
+from mvi_node.common.filepool import not_spare
 from mvi_node.synth.plain_series import plain_ct_series
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -65,7 +66,7 @@ def _files(root: Path) -> list[Path]:
 def _nothing_kept(n: NodeProcess) -> None:
     """Nothing staged, no temporary file left, nothing in the receive spool."""
     assert _files(n.data_dir / "staging") == []
-    assert _files(n.data_dir / "incoming") == []
+    assert not_spare(n.data_dir / "incoming") == []
     assert n.status()["instances"] == 0
 
 
@@ -455,7 +456,7 @@ def test_a_large_instance_goes_to_disk_not_memory(node, tmp_path):
     assert _peak_rss(n) - before < 48 * MiB  # received to a file, copied by the kernel
     (staged,) = _files(n.data_dir / "staging")
     assert staged.stat().st_size > 160 * MiB and dcmread(staged, stop_before_pixels=True).SOPInstanceUID == sop
-    assert _files(n.data_dir / "incoming") == []
+    assert not_spare(n.data_dir / "incoming") == []
 
 
 def test_an_instance_over_max_instance_mb_is_refused_and_not_kept(node, tmp_path):

@@ -16,6 +16,7 @@ from pydicom import dcmread
 
 from conftest import DCMTK_ENV, STORESCU, echoscu
 from routed_objects import routed_extras
+from mvi_node.common.filepool import not_spare
 from mvi_node.synth.plain_series import plain_ct_series
 
 
@@ -81,7 +82,7 @@ def test_discard_acknowledges_unused_classes_without_keeping_them(node, tmp_path
     assert st["instances"] == 3 and st["jobs"]["done"] == 1
     staged = {p.stem for p in (n.data_dir / "staging").rglob("*.dcm")}
     assert staged == {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in ct}
-    assert [p for p in (n.data_dir / "incoming").rglob("*") if p.is_file()] == []
+    assert not_spare(n.data_dir / "incoming") == []
     assert _unused_metrics(n) == {
         ("discarded", "Secondary Capture Image Storage"): 1.0,
         ("discarded", "X-Ray Radiation Dose SR Storage"): 1.0,

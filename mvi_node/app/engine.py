@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -55,17 +56,21 @@ def build_engine(settings: Settings) -> Engine | None:
     return engine
 
 
-def warm_up(engine: Engine) -> float:
+def warm_up(engine: Engine, stop: threading.Event | None = None) -> float:
     """Pay at start what the first exam would otherwise pay inside its job; returns seconds.
 
     Every served ONNX graph gets its session (ONNX Runtime's graph optimisation, 0.1-0.3 s
     a graph on a CPU), and highdicom loads the DICOM standard's module tables it checks
     an annotation SEG and builds an SR against (about 0.6 s of JSON, once per process).
+    ``stop`` set: no further session is started (the node is shutting down; it waits
+    for the one being made, since exiting under ONNX Runtime's threads aborts the process).
     """
     started = time.monotonic()
     for name in engine.registry.models:
         model = engine.registry.get(name)
         for variant, info in (model.variants.items() if model is not None else ()):
+            if stop is not None and stop.is_set():
+                return time.monotonic() - started
             if info.kind == "onnx":
                 engine.session(model, variant)
     try:  # private to highdicom, hence guarded: without it the first exam loads them

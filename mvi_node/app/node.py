@@ -216,6 +216,8 @@ class Node:
             self.watcher.hold = self.replay.store.is_retrieving  # no job before the retrieve is complete
         self.admin = None
         self._stopped = False
+        self._warm_thread: threading.Thread | None = None
+        self._warm_stop = threading.Event()
         self._collector: NodeCollector | None = None
 
     def _storage_writable(self) -> tuple[bool, str]:
@@ -276,7 +278,8 @@ class Node:
                 self.children.append(proc)
         if self.engine is not None and self.settings.inference.warm_up:
             # a job that starts before it ends waits on the session being made, no longer
-            threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
+            self._warm_thread = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
+            self._warm_thread.start()
         if self.prefetch is not None:
             self.prefetch.start()
         self.watcher.start()
@@ -299,7 +302,7 @@ class Node:
 
     def _warm_up(self) -> None:
         try:
-            warm_up(self.engine)
+            warm_up(self.engine, self._warm_stop)
         except Exception:  # noqa: BLE001 - the first exam then loads what failed, and reports it
             log.exception("warm-up failed")
 
@@ -335,6 +338,10 @@ class Node:
             worker.stop()
         if self.syncer is not None:
             self.syncer.stop()
+        self._warm_stop.set()
+        if self._warm_thread is not None:
+            # the interpreter must not exit while ONNX Runtime builds a session: it aborts
+            self._warm_thread.join(timeout=120)
         self.lock.release()
         log.info("stopped")
 

@@ -186,7 +186,7 @@ class ListenerHandlers:
         if isinstance(incoming, IncomingFile) and incoming.meta == meta:
             # received behind this very file meta: checked there, renamed into staging
             outcome = self.stager.store_received(incoming.name, incoming.offset, transfer_syntax, sop_class, sop_uid,
-                                                 calling_ae=calling)
+                                                 calling_ae=calling, seal=incoming.seal if incoming.sealable else None)
         elif isinstance(incoming, IncomingFile):
             outcome = self.stager.store_file(meta, incoming.name, transfer_syntax, sop_class, sop_uid, calling_ae=calling,
                                              offset=incoming.offset)

@@ -26,12 +26,14 @@ import os
 import tempfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import dimse_messages
 
+from mvi_node.common import filepool
 from mvi_node.common.durable import TMP_PREFIX
 from mvi_node.stage.file_meta import encode_file_meta
 
@@ -48,6 +50,8 @@ class Spool:
 
     directory: Path
     max_bytes: int
+    #: files whose names are already durable (one fsync per instance instead of two)
+    pool: filepool.FilePool | None = None
 
 
 class IncomingFile:
@@ -60,17 +64,24 @@ class IncomingFile:
     """
 
     def __init__(self, spool: Spool, meta: bytes | None = None) -> None:
-        spool.directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}in-", dir=spool.directory)
-        os.fchmod(fd, 0o640)
+        pooled = spool.pool.take() if spool.pool is not None else None
+        if pooled is not None:
+            fd, name = os.open(pooled, os.O_WRONLY), pooled
+        else:  # no pool, or it ran dry in a burst: a new file, whose name staging makes durable
+            spool.directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}in-", dir=spool.directory)
+            os.fchmod(fd, 0o640)
         self._fd: int | None = fd
         self.name = name
+        self.pooled = pooled is not None
         self.file = self  # pynetdicom calls ``.file.flush()`` after each fragment
         self.meta = meta
         self.offset = 0  # where the dataset starts in the file
+        self._crc = 0  # CRC-32 of the file from byte 128 on (the seal's checksum)
         if meta:
             _write_all(fd, meta)
             self.offset = len(meta)
+            self._crc = zlib.crc32(memoryview(meta)[filepool.PREAMBLE_LENGTH:])
         self.max_bytes = spool.max_bytes
         self.created = time.monotonic()
         self._drop = _PREAMBLE_AND_PREFIX
@@ -94,7 +105,21 @@ class IncomingFile:
             os.ftruncate(self._fd, 0)  # give the disk back at once; the rest is not kept
             return n
         _write_all(self._fd, data)
+        if self.pooled:
+            self._crc = zlib.crc32(data, self._crc)  # releases the GIL for fragment-sized data
         return n
+
+    @property
+    def sealable(self) -> bool:
+        """Whether :meth:`seal` can make this file durable in place (see :mod:`mvi_node.common.filepool`)."""
+        return self.pooled and bool(self.meta) and not self.oversize
+
+    def seal(self) -> None:
+        """Make the complete file durable under its pool name with one ``fdatasync``."""
+        if not self.sealable:
+            raise ValueError("only a complete file taken from the pool can be sealed")
+        self.close()
+        filepool.seal(self.name, self.offset + self.size, self._crc)
 
     def flush(self) -> None:
         self.fragments += 1

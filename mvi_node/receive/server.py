@@ -12,6 +12,7 @@ from pynetdicom import AE, _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from mvi_node.common.filepool import FilePool
 from mvi_node.config import Settings
 from mvi_node.config.sop_classes import ALL_STORAGE_SOP_CLASSES
 from mvi_node.logs import shown
@@ -153,7 +154,10 @@ class Listener:
         # TLS is this server's own business (per connection, with a timeout), not pynetdicom's.
         self.server.tls_handshake_context = tls_context(settings)
         self.server.tls_handshake_timeout = cfg.tls.handshake_timeout_s
-        self.server.mvi_spool = incoming.Spool(settings.data_dir / "incoming", cfg.max_instance_mb << 20)
+        spool_dir = settings.data_dir / "incoming"
+        # Pool files only pay off where each instance is fsynced before it is acknowledged.
+        self.pool = FilePool(spool_dir) if settings.staging.durability == "fsync" else None
+        self.server.mvi_spool = incoming.Spool(spool_dir, cfg.max_instance_mb << 20, self.pool)
         # make_server() does not register the server; shutdown() expects it registered.
         self.ae._servers.append(self.server)
         self._thread: threading.Thread | None = None
@@ -165,6 +169,8 @@ class Listener:
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.server.serve_forever, name="listener", daemon=True)
+        if self.pool is not None:
+            self.pool.start()
         self._thread.start()
         self.watchdog.start()
         cfg = self.settings.listener
@@ -175,6 +181,8 @@ class Listener:
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting; give associations in flight ``grace_seconds`` to finish."""
         self.watchdog.stop()
+        if self.pool is not None:
+            self.pool.stop()
         self.server.shutdown()
         self.server.server_close()
         deadline = time.monotonic() + grace_seconds

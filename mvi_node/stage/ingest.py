@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from mvi_node.common.durable import FileRange, move_durably, write_durably
+from mvi_node.common.durable import FileRange, ensure_dir, move_durably, write_durably
 from mvi_node.stage.dataset_check import BytesReader, DatasetError, FileReader, InflatingReader, walk
 from mvi_node.stage.index import InstanceRecord, StagingIndex
 from mvi_node.stage.paths import InvalidUID, check_uid, instance_path
@@ -172,10 +173,15 @@ class Stager:
         command_sop_class: str,
         command_sop_instance: str,
         calling_ae: str | None = None,
+        seal: Callable[[], None] | None = None,
     ) -> StoreOutcome:
         """Stage a file received whole with the node's file meta in front of the dataset
         (``meta_length`` bytes): checked in place, then fsynced and renamed into staging
-        (no copy). ``source`` must be on staging's filesystem; otherwise it is copied."""
+        (no copy). ``source`` must be on staging's filesystem; otherwise it is copied.
+
+        ``seal``: makes ``source`` durable where it is, its name included (a file of a
+        :class:`mvi_node.common.filepool.FilePool`); the rename into staging then needs no
+        folder fsync, since a crash leaves the file sealed in the pool or staged."""
         source = Path(source)
         with open(source, "rb", buffering=1 << 16) as fh:
             total = os.fstat(fh.fileno()).st_size
@@ -184,7 +190,12 @@ class Stager:
 
         def place(path: Path) -> None:
             try:
-                move_durably(source, path, sync=self.sync)
+                if seal is not None and self.sync:
+                    ensure_dir(path.parent)  # a new study's or series' folder: durable before the rename
+                    seal()
+                    os.replace(source, path)
+                else:
+                    move_durably(source, path, sync=self.sync)
             except OSError as exc:
                 if exc.errno != 18:  # EXDEV: staging is another filesystem
                     raise

@@ -5,7 +5,10 @@ A crash can leave (a) temporary files from writes that were never acknowledged (
 was not committed (written and renamed, then killed before the acknowledgement). (a)
 are deleted; (b) are indexed, so a resend counts as a duplicate and nothing the sender
 may believe stored goes missing. A staged file that cannot be read (c) is moved to
-``quarantine/`` (same relative path), logged and counted, and start-up goes on.
+``quarantine/`` (same relative path), logged and counted, and start-up goes on. A
+sealed file of the listener's receive pool (d) was acknowledged and its rename into
+staging may not have reached the disk (:mod:`mvi_node.common.filepool`): it is staged
+now; an unsealed pool file was never acknowledged and is removed.
 
 Bounded by the index, not by the size of the archive: only study folders the index does
 not know, studies whose round is open, and studies that received an instance within
@@ -26,9 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
 
+from mvi_node.common.filepool import POOL_PREFIX, is_sealed
 from mvi_node.logs import shown
 from mvi_node.stage.index import InstanceRecord, StagingIndex
+from mvi_node.stage.ingest import RejectedInstance, Stager
 from mvi_node.stage.paths import TMP_PREFIX, check_uid
 
 log = logging.getLogger("mvi_node.stage")
@@ -50,17 +56,41 @@ class ReconcileReport:
     reopened: int = 0
     #: study folders walked (the others were known to the index and quiet)
     studies_scanned: int = 0
+    #: acknowledged instances found sealed in the receive pool and staged (d)
+    recovered: int = 0
 
 
-def _clear(folder: Path | None) -> int:
+def _clear_incoming(folder: Path | None, staging_dir: Path, index: StagingIndex, report: ReconcileReport) -> None:
+    """Stage the sealed pool files of ``incoming/`` (d); remove everything else in it (a)."""
     if folder is None or not folder.is_dir():
-        return 0
-    removed = 0
+        return
     for path in folder.iterdir():
-        if path.is_file() or path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
+        if not (path.is_file() or path.is_symlink()):
+            continue
+        if path.name.startswith(POOL_PREFIX) and not path.is_symlink() and is_sealed(path):
+            try:
+                _stage_sealed(path, staging_dir, index)
+            except (RejectedInstance, ValueError, OSError) as exc:
+                log.error("sealed receive file %s could not be staged (%s); removed",
+                          shown(path.name, 80), type(exc).__name__)
+            else:
+                path.unlink(missing_ok=True)  # still here when the instance was staged before (a duplicate)
+                report.recovered += 1
+                continue
+        # an empty pool file is a spare, not a write that was cut short: not counted
+        spare = path.name.startswith(POOL_PREFIX) and path.lstat().st_size == 0
+        path.unlink(missing_ok=True)
+        report.temporary_removed += not spare
+
+
+def _stage_sealed(path: Path, staging_dir: Path, index: StagingIndex) -> None:
+    """Stage a sealed pool file as the listener would have: its file meta says what it is."""
+    meta = read_file_meta_info(path)
+    meta_length = 132 + 12 + int(meta.FileMetaInformationGroupLength)
+    Stager(staging_dir, index).store_received(
+        path, meta_length, str(meta.TransferSyntaxUID), str(meta.MediaStorageSOPClassUID),
+        str(meta.MediaStorageSOPInstanceUID), calling_ae=str(meta.get("SourceApplicationEntityTitle", "")) or None,
+    )
 
 
 def _quarantine(path: Path, staging_dir: Path, quarantine_dir: Path) -> Path:
@@ -77,7 +107,7 @@ def _quarantine(path: Path, staging_dir: Path, quarantine_dir: Path) -> Path:
 def reconcile(staging_dir: Path, index: StagingIndex, quarantine_dir: Path | None = None,
               incoming_dir: Path | None = None) -> ReconcileReport:
     report = ReconcileReport()
-    report.temporary_removed += _clear(incoming_dir)
+    _clear_incoming(incoming_dir, staging_dir, index, report)
     if not staging_dir.is_dir():
         return report
     quarantine_dir = quarantine_dir or staging_dir.parent / "quarantine"
@@ -86,12 +116,14 @@ def reconcile(staging_dir: Path, index: StagingIndex, quarantine_dir: Path | Non
         _reconcile_folder(folder, staging_dir, index, quarantine_dir, report)
     # quiet periods count from start-up, not from before the crash (see restart_quiet)
     report.reopened = index.restart_quiet()
-    if report.temporary_removed or report.reindexed or report.unreadable:
+    if report.temporary_removed or report.reindexed or report.unreadable or report.recovered:
         log.info(
-            "reconciled staging: %d temporary files removed, %d files re-indexed, %d quarantined",
+            "reconciled staging: %d temporary files removed, %d files re-indexed, %d quarantined, "
+            "%d acknowledged instances staged from the receive pool",
             report.temporary_removed,
             report.reindexed,
             report.unreadable,
+            report.recovered,
         )
     return report
 
