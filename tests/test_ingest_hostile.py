@@ -182,6 +182,28 @@ def test_silent_tls_peer_blocks_no_one_and_shutdown_stays_prompt(node, tmp_path,
         again.close()
 
 
+def test_bare_tcp_connections_give_their_association_slots_back(node, tmp_path):
+    """A load balancer's TCP check connects and says nothing. Each such connection holds
+    one of max_associations until ARTIM ([listener] request_timeout_s) closes it; with
+    pynetdicom's 30 s ACSE timeout two checks would lock real senders out for 30 s."""
+    n = node(config=_config(tmp_path, "[listener]\nmax_associations = 2\nrequest_timeout_s = 1.0\n"))
+    probes = [socket.create_connection(("127.0.0.1", n.port)) for _ in range(2)]
+    try:
+        started = time.monotonic()
+        for probe in probes:
+            probe.settimeout(10)
+            try:
+                assert probe.recv(1) == b""  # closed by the node, not by the probe
+            except ConnectionResetError:
+                pass
+        assert time.monotonic() - started < 5
+        assert echoscu(n.port).returncode == 0
+        assert storescu(n.port, _one_ct(tmp_path)).returncode == 0
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 # -- 4. SOP class against its presentation context ------------------------------------
 
 def test_sop_class_must_match_its_presentation_context(node, tmp_path):

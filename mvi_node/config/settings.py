@@ -91,6 +91,10 @@ class ListenerSettings(_Section):
     #: a C-STORE whose command announces a dataset that does not start within this
     #: time is answered 0xC000 (a sender that sends an empty dataset otherwise waits forever)
     dataset_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    #: a connection that sends no A-ASSOCIATE-RQ within this time is closed (the ARTIM
+    #: timer, PS3.8 §9.1.5): a load balancer's bare TCP check or a silent peer would
+    #: otherwise hold one of max_associations for the 30 s ACSE timeout
+    request_timeout_s: float = Field(default=5.0, gt=0, le=300)
     #: Refuse new associations (and answer stores 0xA700) below this much free disk.
     min_free_disk_mb: int = Field(default=1024, ge=0)
     network_timeout_s: float = Field(default=60.0, gt=0)

@@ -13,6 +13,8 @@ handler (``__class__`` swapped on the objects pynetdicom built), so the node's S
   outgoing primitive pokes, and the association waits on its DIMSE queue. Idle, each
   wakes every :data:`IDLE_WAIT` seconds to check timers and release/abort, as before.
 - **A PDU longer than the limit** ends the connection instead of being buffered whole.
+- **A connection that sends no association request** is closed after ``request_timeout``
+  (a load balancer's TCP check), not after the ACSE timeout.
 - **A C-STORE naming a SOP class pynetdicom has no service for** is answered with a
   status by the node's handler instead of aborting the association.
 """
@@ -143,9 +145,23 @@ class NodeDUL(DULServiceProvider):
 class NodeAssociation(Association):
     """An association accepted by the node's listener (see the module docstring)."""
 
-    def adopt(self, max_read: int) -> None:
-        """Turn pynetdicom's freshly built acceptor objects into the node's."""
+    def adopt(self, max_read: int, request_timeout: float | None = None) -> None:
+        """Turn pynetdicom's freshly built acceptor objects into the node's.
+
+        ``request_timeout``: how long the peer may take to send its A-ASSOCIATE-RQ (the
+        ARTIM timer, PS3.8 §9.1.5). pynetdicom waits the ACSE timeout for it, in the DUL
+        and in the association's thread, and the connection holds a slot of
+        ``maximum_associations`` all that time; the ACSE timeout comes back once the
+        request is in, for the rest of the negotiation and the release."""
         self.__class__ = NodeAssociation
+        if request_timeout is not None:
+            after = self.acse_timeout
+
+            def restore(_event) -> None:
+                self.acse_timeout = after
+
+            self.acse_timeout = request_timeout  # pynetdicom's setter arms ARTIM with it too
+            self.bind(evt.EVT_REQUESTED, restore)
         sock = self.dul.socket
         if type(sock) is AssociationSocket:
             sock.__class__ = NodeSocket

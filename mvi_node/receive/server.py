@@ -44,7 +44,7 @@ class NodeRequestHandler(RequestHandler):
 
     def _create_association(self):
         assoc = super()._create_association()
-        NodeAssociation.adopt(assoc, self.server.ae.maximum_pdu_size + 64)
+        NodeAssociation.adopt(assoc, self.server.ae.maximum_pdu_size + 64, getattr(self.server, "request_timeout", None))
         return assoc
 
 
@@ -154,6 +154,7 @@ class Listener:
         # TLS is this server's own business (per connection, with a timeout), not pynetdicom's.
         self.server.tls_handshake_context = tls_context(settings)
         self.server.tls_handshake_timeout = cfg.tls.handshake_timeout_s
+        self.server.request_timeout = cfg.request_timeout_s
         spool_dir = settings.data_dir / "incoming"
         # Pool files only pay off where each instance is fsynced before it is acknowledged.
         self.pool = FilePool(spool_dir) if settings.staging.durability == "fsync" else None
