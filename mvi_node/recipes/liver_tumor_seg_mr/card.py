@@ -24,7 +24,7 @@ NOT_IN_DATA = """- real anatomy and texture, cirrhosis, ascites, iron or fat dep
   `realism="varied"` exists for CT only, so MR lesions all follow one enhancement
   pattern (arterial hyper-enhancement, portal/transitional washout, hepatobiliary defect);
 - lesions under 10 mm, exams without a lesion, non-axial acquisitions; the exams' hard
-  cases (split studies, multiphase series, Enhanced MR) were not in the training set."""
+  cases (split studies, multiphase series, Enhanced MR) were in neither the training nor the test set."""
 
 
 def write_manifest(out: Path, version: str, identity, recipe, training, tests, intended_use: str,
