@@ -126,7 +126,8 @@ def test_annotated_exam_still_uses_its_annotation_and_never_runs_the_segmenter(t
     make_exam(tmp_path / "seg", "ct", seed=777, index=0, hard_cases="none", matrix=128, annotations="seg",
               seg_on="arterial")
     engine = Engine(ModelRegistry([DEFAULT_ROOT]))
-    assert [r.name for r, _m in engine.segmentation.segmenters] == ["liver_tumor_seg"]
+    assert "liver_tumor_seg" in [r.name for r, _m in engine.segmentation.segmenters]
+    assert engine.segmentation.for_modality("CT")[0].name == "liver_tumor_seg"  # the MR one is liver_tumor_seg_mr
     assert "liver_tumor_seg" not in engine.recipes.names()  # never offered an exam to predict on
     calls = []
     original = engine.segmentation.segment
