@@ -167,8 +167,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         for precision in precisions:
             dst = out / src.name.replace(".onnx", f".{precision}.onnx")
             if precision == "int8":
-                q.quantize_int8(src, dst, groups)
-                made[precision] = (dst, q.INT8_METHOD)
+                done = q.quantize_int8(src, dst, groups, float_nodes=args.float_nodes or (),
+                                       float_first=not args.no_float_first, bias_correction=not args.no_bias_correction)
+                made[precision] = (dst, q.int8_method(done))
             else:
                 q.convert_fp16(src, dst)
                 made[precision] = (dst, q.FP16_METHOD)
@@ -258,6 +259,10 @@ def register(subparsers) -> None:
                                                          "sliding-window model: it runs one tile at a time)")
     p.add_argument("--reps", type=int, default=5, help="timed runs per graph and round")
     p.add_argument("--rounds", type=int, default=3, help="timing rounds, the graphs interleaved")
+    p.add_argument("--float-nodes", action="append", metavar="NODE",
+                   help="int8: keep this graph node in float (repeatable; the head after the last conv always is)")
+    p.add_argument("--no-float-first", action="store_true", help="int8: quantise the first convolution too")
+    p.add_argument("--no-bias-correction", action="store_true", help="int8: skip the empirical bias correction")
     p.add_argument("--models", action="append", help="extra model root (repeatable; the repository's models/ always)")
     p.add_argument("--calibration-note", help="how the calibration cohort was made, for the manifest")
     p.add_argument("--validation-note", help="how the validation cohort was made, for the manifest")
