@@ -273,10 +273,12 @@ def main(args: argparse.Namespace) -> int:
     elif previous:
         first = {k: v for k, v in previous.items() if k not in ("previous_phase",)}
         training["previous_phase"] = first
-        training["sgd_seconds_total"] = round(float(first.get("train_seconds", 0)) + train_seconds, 1)
-        training["steps_total"] = int(first.get("steps", 0)) + step
+        # the earlier folder's totals when it was itself continued (0.3.0 from 0.2.0's two phases)
+        training["sgd_seconds_total"] = round(float(previous.get("sgd_seconds_total", first.get("train_seconds", 0)))
+                                              + train_seconds, 1)
+        training["steps_total"] = int(previous.get("steps_total", first.get("steps", 0))) + step
     write_manifest(out, args.version, identity, recipe, training, tests, args.threshold)
-    write_card(out, args.version, recipe, training, tests, breakdown, compare)
+    write_card(out, args.version, recipe, training, tests, breakdown, compare, args.threshold)
     (out / "test_per_exam.json").write_text(json.dumps(per_exam, indent=1) + "\n", encoding="utf-8")
     _log(f"wrote {out} in {training['wall_seconds']} s")
     return 0
@@ -330,7 +332,7 @@ def write_manifest(out: Path, version: str, identity, recipe, training, tests, t
         "recipe": identity["recipe"], "version": version, "intended_use": INTENDED_USE, "training_data": TRAINING_DATA,
         "task": "segmentation", "paper": "Lin et al., J Cancer 2024 (seed 002)", "opset": 17,
         "threshold_note": "tumour where its probability (back on the series grid) reaches the variant threshold, "
-                          "elsewhere the likelier of background and liver",
+                          "elsewhere the likelier of background and liver" + THRESHOLD_NOTES.get(version, "").replace("\n", " "),
         "preprocessing": recipe.preprocessing(),
         "training": {k: v for k, v in training.items() if k != "loss_history"},
         "variants": {"segmentation": entry},
@@ -367,7 +369,14 @@ NOT_IN_DATA = """- real patient anatomy and texture, cirrhotic morphology, ascit
 - slice thickness other than 5 mm, non-axial acquisitions; MR (a separate model)."""
 
 
-def _phases(t: dict) -> str:
+#: the card's names of the earlier and the last training phase, by version
+PHASE_LABELS = {
+    "0.3.0": ("0.2.0's last phase (itself continued from 0.2.0's phase 1: 1439 steps, 160 exams; see its card)",
+              "0.3.0 (continued from 0.2.0's weights: lesion-balanced tumour patches, bf16 autocast, 200 exams)"),
+}
+
+
+def _phases(t: dict, version: str = "") -> str:
     def one(p: dict, label: str) -> str:
         return (f"- {label}: {p['loss']}, class weights {p.get('class_weights', '1,1,1')}; {p['optimizer']}; batch "
                 f"{p['batch']}; {p['steps']} steps; patch sampling: {p['patch_sampling']}; augmentation: "
@@ -377,8 +386,9 @@ def _phases(t: dict) -> str:
     tested = f" Command: `{t['evaluate_command']}`" if t.get("evaluate_command") else ""
     if "previous_phase" not in t:
         return one(t, "Training") + f"\n- Test (served path) {t['test_seconds']} s.{tested}"
-    return "\n".join([one(t["previous_phase"], "Phase 1 (from scratch)"),
-                      one(t, "Phase 2 (continued from phase 1, more tumour patches, tumour weighted)"),
+    first, last = PHASE_LABELS.get(version, ("Phase 1 (from scratch)",
+                                             "Phase 2 (continued from phase 1, more tumour patches, tumour weighted)"))
+    return "\n".join([one(t["previous_phase"], first), one(t, last),
                       f"- SGD in all: {t['sgd_seconds_total']} s, {t['steps_total']} steps; test (served path) "
                       f"{t['test_seconds']} s."])
 
@@ -411,6 +421,10 @@ and tumour-weighted Dice + CE.""",
 }
 
 
+#: how each version's threshold was chosen (the card's inputs section)
+THRESHOLD_NOTES: dict[str, str] = {}
+
+
 def _phase_text(training) -> str:
     if len(training.get("channels") or ()) < 2:
         return ""
@@ -441,7 +455,7 @@ def _results_rows(version: str, tests: dict) -> list[str]:
 
 
 def write_card(out: Path, version: str, recipe, training, tests, breakdown: str = "",
-               compare: dict | None = None) -> None:
+               compare: dict | None = None, threshold: float = 0.5) -> None:
     rows = []
     if compare and compare.get("tests"):
         rows += _results_rows(compare["version"], compare["tests"])
@@ -476,8 +490,8 @@ and sends the label map as a DICOM SEG (segment algorithm type AUTOMATIC) with t
   instead of the paper's 64 x 128 x 128, because training and serving run on a 2-core CPU. Sliding window with overlap {recipe.overlap},
   {recipe.blend} blending, volumes smaller than a tile padded; tiles halved in-plane
   when memory runs out.
-- Tumour where its probability reaches the variant threshold (0.5), elsewhere the
-  likelier of background and liver.
+- Tumour where its probability reaches the variant threshold ({threshold:g}), elsewhere the
+  likelier of background and liver.{THRESHOLD_NOTES.get(version, "")}
 - Post-processing: liver = largest connected component of liver + tumour (at least
   {recipe.min_liver_ml:g} mL); lesions = 26-connected tumour components inside it of at
   least {recipe.min_lesion_ml:g} mL, ranked by volume, each with volume (mL) and maximum
@@ -487,7 +501,7 @@ and sends the label map as a DICOM SEG (segment algorithm type AUTOMATIC) with t
 - {training['train_exams']} in-memory synthetic CT exams (seed {training['train_seed']}; vendors
   {', '.join(training['train_vendors'])}; matrices {', '.join(map(str, training['train_matrices']))}):
   {training['train_realism']['varied']} with `realism="varied"`, {training['train_realism']['basic']} basic phantoms.
-{_phases(training)}
+{_phases(training, version)}
 
 ### What the training data had (`mvi_node.synth.realism`, `realism="varied"`)
 {REALISM_TEXT}{_phase_text(training)}
