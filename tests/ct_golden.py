@@ -85,9 +85,9 @@ def outputs(root: Path, model_root: Path, version: str | None = None) -> dict[st
     from mvi_node.select.engine import select_path
 
     # ROI from annotations only, as in the code the reference was made with: the automatic
-    # segmentation (liver_tumor_seg) is pinned away
-    registry = ModelRegistry([model_root], pins={"liver_tumor_seg": "none", **({"ct_ap_resnet18": version} if version
-                                                                                else {})})
+    # segmentations (liver_tumor_seg, liver_tumor_seg_mr) are pinned away, so none is served
+    pins = {"liver_tumor_seg": "none", "liver_tumor_seg_mr": "none"}
+    registry = ModelRegistry([model_root], pins={**pins, **({"ct_ap_resnet18": version} if version else {})})
     out: dict[str, Any] = {}
     for name, _kwargs, clinical in EXAMS:
         folder = root / name

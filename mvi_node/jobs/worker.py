@@ -43,6 +43,9 @@ class JobWorker(Poller):
         self.name = name or f"{os.uname().nodename}:{os.getpid()}"
         # a job queued in this process starts at once; poll_seconds only finds the others
         store.on_enqueue(handlers, self.wake)
+        #: wall time this worker last became free (a job queued while it was busy waits for
+        #: that work, not for the hand-over)
+        self._idle_since = time.time()
 
     def run_one(self) -> Job | None:
         job = self.store.claim(list(self.handlers), worker=self.name)
@@ -50,7 +53,11 @@ class JobWorker(Poller):
             return None
         started = time.monotonic()
         # how long the job sat claimable before a worker took it (the hand-over gap)
-        waited = max(0.0, time.time() - max(job.created_at, job.not_before))
+        now = time.time()
+        claimable = max(job.created_at, job.not_before)
+        waited = max(0.0, now - claimable)
+        # the part of it this worker was free: what a polling interval would add
+        pickup = max(0.0, now - max(claimable, self._idle_since))
         token = CURRENT_JOB.set((job.id, job.payload.get("study_uid")))
         try:
             result = self.handlers[job.kind](job)
@@ -67,10 +74,12 @@ class JobWorker(Poller):
             result = dict(result or {})
             result.setdefault("seconds", round(time.monotonic() - started, 3))
             result.setdefault("waited_seconds", round(waited, 3))
+            result.setdefault("pickup_seconds", round(pickup, 3))
             self.store.complete(job.id, result)
             log.info("job %d (%s) done in %.2f s", job.id, job.kind, result["seconds"])
         finally:
             CURRENT_JOB.reset(token)
+            self._idle_since = time.time()
         return self.store.get(job.id)
 
     def poll(self) -> bool:
