@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max-minutes", type=float, help="wall-clock budget for training both variants")
     p.add_argument("--max-steps", type=int, help="stop each variant after this many SGD steps (smoke tests)")
+    p.add_argument("--qat-from", metavar="MODEL_DIR",
+                   help="quantisation-aware fine-tuning from this served model folder's fp32 graphs (int8 "
+                        "simulated in training; quantise the result with mvi-node quantize)")
 
 
 def _crops(examples: list[Any]) -> dict[str, list[PatientCrops]]:
@@ -113,7 +116,8 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(seed=args.seed, epochs=args.epochs, clinical_epochs=args.clinical_epochs,
                       slices_per_patient=args.slices_per_patient, lr=args.lr, patience=args.patience,
-                      max_minutes=args.max_minutes, max_steps=args.max_steps)
+                      max_minutes=args.max_minutes, max_steps=args.max_steps,
+                      qat_from=getattr(args, "qat_from", None))
     bar = tqdm(total=cfg.epochs + cfg.clinical_epochs, desc="epochs", unit="epoch", file=sys.stderr,
                dynamic_ncols=True)
 
@@ -174,6 +178,11 @@ def main(args: argparse.Namespace) -> int:
             "exams_train_with_all_clinical_factors": len(clinical_train),
             "optimizer": "SGD lr %g momentum 0.9 weight decay 1e-5 batch 8" % args.lr,
             "slices_per_patient_per_epoch": args.slices_per_patient,
+            **({"quantisation_aware_from": str(args.qat_from),
+                "quantisation_aware": "int8 simulated in training (mvi_node.recipes.fake_quant): per-channel "
+                                      "symmetric int8 weights, per-tensor uint8 activations, straight-through "
+                                      "gradients; first convolution and the last block's output float, as "
+                                      "mvi-node quantize serves them"} if getattr(args, "qat_from", None) else {}),
             "split": "by patient, seeded (--seed), stratified by label; a split column wins",
         },
         "cohort": cohort,

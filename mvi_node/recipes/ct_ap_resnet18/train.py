@@ -108,6 +108,9 @@ class TrainConfig:
     val_fraction: float = 0.2
     max_minutes: float | None = None
     max_steps: int | None = None  # tests: a few steps only
+    #: quantisation-aware fine-tuning: a served model folder whose fp32 graphs are the start
+    #: (each variant from its own graph), int8 simulated in training; None trains from scratch
+    qat_from: str | None = None
 
 
 @dataclass
@@ -200,6 +203,8 @@ def train_variants(patients: list[PatientCrops], cfg: TrainConfig, log: Callable
     def step(variant: str):
         return None if progress is None else (lambda entry: progress(variant, entry))
 
+    if cfg.qat_from:
+        return _fine_tune_quantisation_aware(train, val, cfg, log, share, deadline, step)
     img = fit(MviResNet18(clinical=False), train, val, cfg, cfg.epochs, log, share, step("image_only"))
     out = {"image_only": img}
     train_c = [p for p in train if p.clinical is not None]
@@ -219,5 +224,32 @@ def train_variants(patients: list[PatientCrops], cfg: TrainConfig, log: Callable
         clin_net.fc.weight[:, 512:] = 0.0
         clin_net.fc.bias[:] = img.net.fc.bias
     out["clinical"] = fit(clin_net, train_c, val_c, cfg, cfg.clinical_epochs, log, deadline, step("clinical"))
+    set_determinism(seed=None)
+    return out
+
+
+def _fine_tune_quantisation_aware(train, val, cfg: TrainConfig, log, share, deadline, step) -> dict[str, Trained]:
+    """Both variants from ``cfg.qat_from``'s graphs, int8 simulated, then the simulation
+    stripped: the returned nets are float, to be exported and quantised as usual."""
+    from pathlib import Path
+
+    from mvi_node.recipes.ct_ap_resnet18.qat import from_onnx, prepare_qat
+    from mvi_node.recipes.fake_quant import strip
+
+    folder = Path(cfg.qat_from)
+    out: dict[str, Trained] = {}
+    for variant, file, patients, budget in (
+            ("image_only", "model_image_only.onnx", (train, val), share),
+            ("clinical", "model.onnx", ([p for p in train if p.clinical is not None],
+                                        [p for p in val if p.clinical is not None]), deadline)):
+        if not (folder / file).is_file() or not patients[0]:
+            log(f"{variant}: not fine-tuned ({folder / file} missing or no patient has every factor)")
+            continue
+        net = from_onnx(folder / file)
+        log(f"{variant}: quantisation-aware from {folder / file}, {len(prepare_qat(net))} convolutions int8")
+        epochs = cfg.epochs if variant == "image_only" else cfg.clinical_epochs
+        tr = fit(net, *patients, cfg, epochs, log, budget, step(variant))
+        tr.net = strip(tr.net).eval()
+        out[variant] = tr
     set_determinism(seed=None)
     return out
