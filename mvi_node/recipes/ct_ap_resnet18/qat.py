@@ -44,7 +44,7 @@ def from_onnx(path: Path | str) -> MviResNet18:
     from onnx import numpy_helper
 
     graph = onnx.load(str(path)).graph
-    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    init = {i.name: np.array(numpy_helper.to_array(i)) for i in graph.initializer}  # writable copies
     clinical = any(i.name == "clinical" for i in graph.input)
     net = MviResNet18(clinical=clinical)
     modules = dict(net.named_modules())
@@ -63,14 +63,14 @@ def from_onnx(path: Path | str) -> MviResNet18:
         new = nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
                         old.dilation, old.groups, bias=True)
         with torch.no_grad():
-            new.weight.copy_(torch.from_numpy(np.array(w))), new.bias.copy_(torch.from_numpy(np.array(b)))
+            new.weight.copy_(torch.from_numpy(w)), new.bias.copy_(torch.from_numpy(b))
         _replace(net, name, new)
     for name, m in list(net.named_modules()):
         if isinstance(m, nn.BatchNorm2d):
             _replace(net, name, nn.Identity())  # folded into the convolution before it
     with torch.no_grad():
         net.fc.weight.copy_(torch.from_numpy(init["net.fc.weight"])), net.fc.bias.copy_(torch.from_numpy(init["net.fc.bias"]))
-        net.mean.copy_(torch.from_numpy(np.array(init["net.mean"]))), net.std.copy_(torch.from_numpy(np.array(init["net.std"])))
+        net.mean.copy_(torch.from_numpy(init["net.mean"])), net.std.copy_(torch.from_numpy(init["net.std"]))
         if clinical:
             lin = net.clin_fc[0]
             lin.weight.copy_(torch.from_numpy(init["net.clin_fc.0.weight"]))
