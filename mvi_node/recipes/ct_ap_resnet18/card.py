@@ -54,6 +54,10 @@ def model_card(manifest: dict[str, Any], cohort: dict[str, Any]) -> str:
             "cohort's exams is the prepare time; deterministic on one machine unless `--max-minutes` cuts an "
             "epoch short",
             "Slices per patient per epoch are tumour slices; early stop on validation AUC",
+            *([f"Quantisation-aware fine-tuning from {manifest['training']['quantisation_aware_from']} (both variants "
+               f"from that folder's fp32 graphs, batch norms folded): {manifest['training']['quantisation_aware']}. "
+               "The graphs here are plain fp32; `mvi-node quantize` makes and checks the int8 copy"]
+              if manifest.get("training", {}).get("quantisation_aware_from") else []),
         ],
         limitations=LIMITATIONS if synthetic else SITE_LIMITATIONS,
         sections={"Cohort": cohort_section(cohort)}, synthetic=synthetic)
