@@ -99,7 +99,8 @@ def prepare(net: nn.Module, skip: Iterable[str] = (), outputs: Iterable[str] = (
 def observe(net: nn.Module, momentum: float = 1.0) -> Iterator[None]:
     """Inside: forward passes record each activation's range on the float arithmetic (no
     rounding), as ORT's calibration does; ``momentum`` 1.0 keeps the last batch's range.
-    Used to start fine-tuning from the ranges the quantiser would pick."""
+    Gives the ranges the quantiser would pick (the fine-tune itself does not start from
+    them: its ranges follow the training batches, rounded upstream)."""
     fqs = [m for m in net.modules() if isinstance(m, ActivationFakeQuant)]
     saved = [m.momentum for m in fqs]
     for m in fqs:

@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = TrainConfig(seed=args.seed, epochs=args.epochs, clinical_epochs=args.clinical_epochs,
                       slices_per_patient=args.slices_per_patient, lr=args.lr, patience=args.patience,
                       max_minutes=args.max_minutes, max_steps=args.max_steps,
-                      qat_from=getattr(args, "qat_from", None))
+                      qat_from=args.qat_from)
     bar = tqdm(total=cfg.epochs + cfg.clinical_epochs, desc="epochs", unit="epoch", file=sys.stderr,
                dynamic_ncols=True)
 
@@ -182,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
                 "quantisation_aware": "int8 simulated in training (mvi_node.recipes.fake_quant): per-channel "
                                       "symmetric int8 weights, per-tensor uint8 activations, straight-through "
                                       "gradients; first convolution and the last block's output float, as "
-                                      "mvi-node quantize serves them"} if getattr(args, "qat_from", None) else {}),
+                                      "mvi-node quantize serves them"} if args.qat_from else {}),
             "split": "by patient, seeded (--seed), stratified by label; a split column wins",
         },
         "cohort": cohort,

@@ -88,6 +88,5 @@ def prepare_qat(net: MviResNet18) -> list[str]:
     """Simulate what ``mvi-node quantize`` serves: every convolution int8 but the first;
     outputs rounded where they enter a residual add, except the last block's (float)."""
     names = [k for k, m in net.named_modules() if isinstance(m, nn.Conv2d)]
-    before_add = [k for k in names if (k.endswith(".conv2") or k.endswith(".downsample.0")) and k != LAST_CONV
-                  and not k.startswith("backbone.layer4.1")]
+    before_add = [k for k in names if (k.endswith(".conv2") or k.endswith(".downsample.0")) and k != LAST_CONV]
     return prepare(net, skip=FLOAT_CONVS, outputs=before_add)

@@ -203,12 +203,12 @@ def train_variants(patients: list[PatientCrops], cfg: TrainConfig, log: Callable
     def step(variant: str):
         return None if progress is None else (lambda entry: progress(variant, entry))
 
-    if cfg.qat_from:
-        return _fine_tune_quantisation_aware(train, val, cfg, log, share, deadline, step)
-    img = fit(MviResNet18(clinical=False), train, val, cfg, cfg.epochs, log, share, step("image_only"))
-    out = {"image_only": img}
     train_c = [p for p in train if p.clinical is not None]
     val_c = [p for p in val if p.clinical is not None]
+    if cfg.qat_from:
+        return _fine_tune_quantisation_aware((train, val), (train_c, val_c), cfg, log, share, deadline, step)
+    img = fit(MviResNet18(clinical=False), train, val, cfg, cfg.epochs, log, share, step("image_only"))
+    out = {"image_only": img}
     if not train_c:
         log("clinical variant not trained: no training patient has every clinical factor")
         set_determinism(seed=None)
@@ -228,7 +228,8 @@ def train_variants(patients: list[PatientCrops], cfg: TrainConfig, log: Callable
     return out
 
 
-def _fine_tune_quantisation_aware(train, val, cfg: TrainConfig, log, share, deadline, step) -> dict[str, Trained]:
+def _fine_tune_quantisation_aware(image_only, clinical, cfg: TrainConfig, log, share, deadline,
+                                  step) -> dict[str, Trained]:
     """Both variants from ``cfg.qat_from``'s graphs, int8 simulated, then the simulation
     stripped: the returned nets are float, to be exported and quantised as usual."""
     from pathlib import Path
@@ -239,9 +240,8 @@ def _fine_tune_quantisation_aware(train, val, cfg: TrainConfig, log, share, dead
     folder = Path(cfg.qat_from)
     out: dict[str, Trained] = {}
     for variant, file, patients, budget in (
-            ("image_only", "model_image_only.onnx", (train, val), share),
-            ("clinical", "model.onnx", ([p for p in train if p.clinical is not None],
-                                        [p for p in val if p.clinical is not None]), deadline)):
+            ("image_only", "model_image_only.onnx", image_only, share),
+            ("clinical", "model.onnx", clinical, deadline)):
         if not (folder / file).is_file() or not patients[0]:
             log(f"{variant}: not fine-tuned ({folder / file} missing or no patient has every factor)")
             continue
