@@ -146,9 +146,7 @@ def test_a_one_channel_model_reads_the_arterial_phase_alone(exam):
 
 
 def test_the_served_model_declares_its_channels():
-    from mvi_node.infer.registry import DEFAULT_ROOT, ModelRegistry
-
-    from mvi_node.infer.registry import _version_key
+    from mvi_node.infer.registry import DEFAULT_ROOT, ModelRegistry, _version_key
 
     registry = ModelRegistry([DEFAULT_ROOT])
     served = registry.get("liver_tumor_seg")
