@@ -31,6 +31,9 @@ pytestmark = pytest.mark.orthanc
 LIVER = 4
 #: a liver CT exam: 7 CT series + SEG; what a CT recipe needs is the arterial phase + the SEG
 NEEDED_PER_EXAM = 41
+# ARCHIVE_SLOW's budget: 41 instances take 4 s, so one late request on a loaded 2-core CI
+# machine (0.6 s once: 15.5/s measured at 20/s over 2 s) stays inside the 20 % tolerance
+SLOW_RATE = 10
 
 
 def _not_liver(src: Path, out: Path, body_part: str, description: str, series: str) -> None:
@@ -89,7 +92,7 @@ def _storescu(port: int, aec: str, folder: Path) -> None:
 
 class Site:
     """An archive Orthanc (DIMSE and DICOMweb) and a node that knows it three ways: ARCHIVE
-    (C-MOVE), ARCHIVE_GET (C-GET) and ARCHIVE_SLOW (C-MOVE, 20 instances/s), and sends its
+    (C-MOVE), ARCHIVE_GET (C-GET) and ARCHIVE_SLOW (C-MOVE, SLOW_RATE instances/s), and sends its
     results to it."""
 
     def __init__(self, root: Path, quiet: float = 1.0) -> None:
@@ -106,7 +109,8 @@ class Site:
         pacs = "".join(
             f'[replay.pacs.{name}]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n'
             f'retrieve = "{how}"\ninstances_per_second = {rate}\nmax_concurrent = 2\n'
-            for name, how, rate in (("ARCHIVE", "move", 0), ("ARCHIVE_GET", "get", 0), ("ARCHIVE_SLOW", "move", 20)))
+            for name, how, rate in (("ARCHIVE", "move", 0), ("ARCHIVE_GET", "get", 0),
+                                    ("ARCHIVE_SLOW", "move", SLOW_RATE)))
         pacs += f'[replay.pacs.ARCHIVE_BUSY]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n' \
                 f'busy_hours = ["00:00-24:00"]\n'  # always busy: a replay waits
         pacs += f'[replay.pacs.ARCHIVE_ELSEWHERE]\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {port}\n' \
@@ -350,7 +354,12 @@ def test_throttle_of_n_instances_per_second_is_respected(site):
     times = site.received_times({r["studies"][0]["study_uid"]})
     assert len(times) == NEEDED_PER_EXAM
     rate = (len(times) - 1) / (times[-1] - times[0])
-    assert 16.0 <= rate <= 24.0, rate  # 20/s within 20 %
+    gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
+    assert 0.8 * SLOW_RATE <= rate <= 1.2 * SLOW_RATE, (rate, gaps)  # the budget within 20 %
+    # and no stretch runs ahead of it: one second holds at most its budget, one request's
+    # instances (half a second's) and the half second a late request may catch up on
+    most = max(sum(1 for u in times[i:] if u < t + 1.0) for i, t in enumerate(times))
+    assert most <= 2 * SLOW_RATE, (most, gaps)
 
 
 def test_a_budget_of_mb_per_second_is_respected(site):
