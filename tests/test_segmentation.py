@@ -343,3 +343,60 @@ def test_varied_realism_is_deterministic_keeps_truth_exact_and_leaves_basic_exam
     assert varied.variation.patterns and len(varied.variation.patterns) == len(varied.lesions)
     with pytest.raises(ValueError, match="realism"):
         simulate_exam("ct", 3, 0, realism="photographic")
+
+
+# --- the tumour threshold sweep (mvi_node.recipes.liver_tumor_seg.threshold) -------------------
+def test_threshold_sweep_runs_the_network_once_and_scores_each_threshold_as_served(auto_exam):
+    from mvi_node.infer.manifest import sha256_file
+    from mvi_node.recipes.liver_tumor_seg.recipe import LiverTumorSeg
+    from mvi_node.recipes.liver_tumor_seg.threshold import sweep
+    from mvi_node.recipes.seg_evaluate import OrtRunner, evaluate_exams
+
+    folder, entry = auto_exam
+    onnx = DEFAULT_ROOT / "liver_tumor_seg" / SERVED / "model.onnx"
+    runner, recipe = OrtRunner(onnx, threads=1), LiverTumorSeg()
+    calls = []
+    run = runner.run
+    runner.run = lambda *a, **k: calls.append(1) or run(*a, **k)
+    ident = {"recipe": recipe.name, "model_version": SERVED, "sha256": sha256_file(onnx)}
+    rows = sweep(folder, [entry], recipe, runner, ident, thresholds=(0.5, 0.999), log=lambda m: None)
+    tiles = len(calls)
+    served, _ = evaluate_exams(folder, [entry], recipe, runner, ident, log=lambda m: None)
+    assert len(calls) == 2 * tiles  # the sweep ran the window once for both thresholds
+    # at the served threshold the sweep scores exactly what the served path scores
+    assert rows[0.5][0]["tumour_dice"] == pytest.approx(served[0]["tumour_dice"])
+    assert rows[0.5][0]["lesions_found"] == served[0]["lesions_found"] >= 1
+    # a stricter threshold keeps no more tumour
+    assert (rows[0.999][0]["tumour_dice"] or 0.0) <= rows[0.5][0]["tumour_dice"]
+
+
+def test_threshold_choice_is_the_best_validation_dice_and_a_tie_keeps_the_higher_threshold():
+    from mvi_node.recipes.liver_tumor_seg.threshold import choose
+
+    assert choose({0.3: {"tumour_dice_mean": 0.71}, 0.5: {"tumour_dice_mean": 0.70}}) == 0.3
+    assert choose({0.3: {"tumour_dice_mean": 0.70}, 0.5: {"tumour_dice_mean": 0.70}}) == 0.5
+    assert choose({0.3: {"tumour_dice_mean": None}, 0.5: {"tumour_dice_mean": 0.1}}) == 0.5
+
+
+def test_a_lower_tumour_threshold_keeps_a_faint_lesion_the_served_one_drops():
+    from mvi_node.recipes.liver_tumor_seg.recipe import LiverTumorSeg
+    from mvi_node.roi.geometry import SeriesGeometry
+
+    recipe = LiverTumorSeg()
+    shape = (16, 64, 64)  # on the model's own 5 x 2.5 x 2.5 mm grid, so nothing is resampled
+    geo = SeriesGeometry(datasets=[], positions=np.zeros((16, 3)), orientation=np.array([1., 0, 0, 0, 1, 0]),
+                         spacing_rc=(2.5, 2.5), shape=shape, frame_uid=None)
+    geo.positions[:, 2] = np.arange(16) * 5.0
+    z, y, x = np.mgrid[0:16, 0:64, 0:64]
+    probs = np.zeros((3,) + shape, np.float32)
+    probs[0] = 1.0
+    liver = (x < 56) & (y < 56) & (z >= 2) & (z < 14)  # 140 x 140 x 60 mm
+    probs[:, liver] = np.array([0.2, 0.8, 0.0])[:, None]
+    clear = ((x - 15) ** 2 + (y - 15) ** 2 <= 5 ** 2) & (z >= 5) & (z < 9)
+    faint = ((x - 40) ** 2 + (y - 40) ** 2 <= 4 ** 2) & (z >= 6) & (z < 9)
+    probs[:, clear] = np.array([0.05, 0.25, 0.7])[:, None]
+    probs[:, faint] = np.array([0.05, 0.6, 0.35])[:, None]  # the liver is likelier, the tumour still 0.35
+    at = {t: recipe.from_probabilities(probs, {}, geo, {"recipe": recipe.name}, t) for t in (0.5, 0.3)}
+    assert len(at[0.5].lesions) == 1 and at[0.5].lesion_map[clear].all() and not at[0.5].lesion_map[faint].any()
+    assert len(at[0.3].lesions) == 2 and at[0.3].lesion_map[faint].all()
+    assert at[0.3].info["tumour_threshold"] == 0.3

@@ -227,19 +227,32 @@ class SegmentationRecipe(Recipe):
         ``phases``: the exam's other series by role, read when the model has more input
         channels than one (``channel_roles``)."""
         t0 = time.perf_counter()
-        spacing = series_spacing(target)
+        probs, info = self.model_probabilities(target, model, patch, phases)
+        threshold = float(model.threshold(VARIANT)) if VARIANT in getattr(model, "variants", {}) else 0.5
+        return self.from_probabilities(probs, info, target, identity, threshold, t0)
+
+    def model_probabilities(self, target: SeriesGeometry, model: ModelRunner, patch: Sequence[int] | None = None,
+                            phases: Mapping[str, SeriesGeometry] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """The network's per-class probabilities of ``target`` on the model grid (K, z, y, x)
+        and how they were made (tiles, channels, grids): the costly half of :meth:`segment`,
+        kept apart so that a threshold sweep runs the network once per exam."""
         x, extra_info = self.channel_inputs(target, phases or {}, input_channels(model))
 
         def tile(t: np.ndarray) -> np.ndarray:
             return model.run(VARIANT, {"image": t}, ["probabilities"])[0]
 
         probs, info = self.probabilities(x, tile, patch)
-        threshold = float(model.threshold(VARIANT)) if VARIANT in getattr(model, "variants", {}) else 0.5
-        labels = self.labels_on_series(probs, target.shape, spacing, threshold)
-        info["tumour_threshold"] = threshold
+        return probs, {**info, **extra_info, "spacing_mm": list(self.spacing_mm), "model_grid": list(x.shape[-3:]),
+                       "series_grid": list(target.shape)}
+
+    def from_probabilities(self, probs: np.ndarray, info: Mapping[str, Any], target: SeriesGeometry,
+                           identity: Mapping[str, Any], threshold: float, t0: float | None = None) -> Segmentation:
+        """Labels on the series grid at tumour ``threshold``, post-processed into liver and ranked lesions."""
+        labels = self.labels_on_series(probs, target.shape, series_spacing(target), threshold)
         liver, lesion_map, lesions, reasons = postprocess(labels, target, self.min_lesion_ml, self.min_liver_ml)
-        info = {**info, **extra_info, "spacing_mm": list(self.spacing_mm), "model_grid": list(x.shape[-3:]),
-                "series_grid": list(target.shape), "seconds": round(time.perf_counter() - t0, 2)}
+        info = {**info, "tumour_threshold": threshold}
+        if t0 is not None:
+            info["seconds"] = round(time.perf_counter() - t0, 2)
         return Segmentation(target, liver, lesion_map, lesions, dict(identity), info, reasons)
 
     def labels_on_series(self, probs: np.ndarray, shape: Sequence[int], spacing: Sequence[float],
