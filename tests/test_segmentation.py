@@ -370,12 +370,17 @@ def test_threshold_sweep_runs_the_network_once_and_scores_each_threshold_as_serv
     assert (rows[0.999][0]["tumour_dice"] or 0.0) <= rows[0.5][0]["tumour_dice"]
 
 
-def test_threshold_choice_is_the_best_validation_dice_and_a_tie_keeps_the_higher_threshold():
+def test_threshold_choice_moves_only_for_a_real_validation_gain_and_a_tie_keeps_the_higher_threshold():
     from mvi_node.recipes.liver_tumor_seg.threshold import choose
 
-    assert choose({0.3: {"tumour_dice_mean": 0.71}, 0.5: {"tumour_dice_mean": 0.70}}) == 0.3
-    assert choose({0.3: {"tumour_dice_mean": 0.70}, 0.5: {"tumour_dice_mean": 0.70}}) == 0.5
-    assert choose({0.3: {"tumour_dice_mean": None}, 0.5: {"tumour_dice_mean": 0.1}}) == 0.5
+    def s(**d):
+        return {float(k[1:].replace("_", ".")): {"tumour_dice_mean": v} for k, v in d.items()}
+
+    assert choose(s(t0_3=0.71, t0_5=0.70)) == 0.5  # +0.01: one exam's luck, the served threshold stays
+    assert choose(s(t0_2=0.75, t0_3=0.73, t0_5=0.70)) == 0.2  # the best of those that gain enough
+    assert choose(s(t0_2=0.73, t0_3=0.73, t0_5=0.70)) == 0.3  # a tie: the higher threshold
+    assert choose(s(t0_3=None, t0_5=0.1)) == 0.5
+    assert choose(s(t0_3=0.50, t0_4=0.40), served=0.4, margin=0.05) == 0.3
 
 
 def test_a_lower_tumour_threshold_keeps_a_faint_lesion_the_served_one_drops():
