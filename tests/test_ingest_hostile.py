@@ -565,3 +565,35 @@ def test_unexpected_errors_are_not_out_of_resources(tmp_path):
         assert node.index.counts()["instances"] == 0
     finally:
         node.stop()
+
+
+def test_a_command_set_pynetdicom_refuses_ends_the_association_and_leaves_no_spool_file(node, tmp_path):
+    """A C-STORE-RQ the node's hand-written decoder reads but pynetdicom's setters refuse
+    (priority 7, PS3.7 allows 0-2) ends the association as pynetdicom's own decoder does,
+    and its dataset, already spooled, is discarded."""
+    from hostile import encode_store_command
+
+    n = node()
+    src = _one_ct(tmp_path)
+    data, sop_class, sop_uid, _ts = dataset_bytes(src)
+    command = encode_store_command(sop_class, sop_uid)
+    bad = command.replace(struct.pack("<HHIH", 0, 0x0700, 2, 2), struct.pack("<HHIH", 0, 0x0700, 2, 7))
+    assert bad != command
+    scu = _scu(n)
+    cx_id = scu.context_id(CT)
+    scu._pause_reactor()
+    try:
+        scu._send_pdv(cx_id, 0x03, bad)
+        scu._send_pdv(cx_id, 0x02, data)
+    finally:
+        scu.assoc._reactor_checkpoint.set()  # the SCU's reactor sees the node's abort
+    deadline = time.monotonic() + 10
+    while scu.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not scu.alive and scu.assoc.is_aborted
+    scu.abort()
+    time.sleep(0.3)
+    _nothing_kept(n)
+    assert echoscu(n.port).returncode == 0
+    with _scu(n) as ok:  # the next sender is served
+        assert ok.store(data, sop_class, sop_uid).status == 0

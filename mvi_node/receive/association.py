@@ -212,6 +212,9 @@ class NodeDIMSE(DIMSEServiceProvider):
             request = msg.command_set.to_primitive()
         except Exception:  # as pynetdicom's message_to_primitive failing: the association ends
             log.error("received an invalid C-STORE request")
+            discard = getattr(msg._data_set_file, "discard", None)
+            if discard is not None:  # the node's spool file: nothing of it may stay
+                discard()
             self.dul.event_queue.put("Evt19")
             return
         request.DataSet = msg.data_set
