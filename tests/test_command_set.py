@@ -73,10 +73,19 @@ def _request_bytes(**fields) -> bytes:
 
 
 def _pynetdicom_request(raw: bytes):
+    """pynetdicom's own decoding of a command set (its dataset kept in memory: a node started
+    earlier in this process has switched pynetdicom to receiving datasets to file, which
+    needs an association)."""
+    from pynetdicom import _config
+
     msg = DIMSEMessage()
     pdata = P_DATA()
     pdata.presentation_data_value_list.append((1, b"\x03" + raw))
-    msg.decode_msg(pdata)
+    chunked, _config.STORE_RECV_CHUNKED_DATASET = _config.STORE_RECV_CHUNKED_DATASET, False
+    try:
+        msg.decode_msg(pdata)
+    finally:
+        _config.STORE_RECV_CHUNKED_DATASET = chunked
     return msg.message_to_primitive()
 
 
