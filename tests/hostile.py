@@ -148,8 +148,24 @@ class RawStoreSCU:
         self.assoc.dul.send_pdu(pdata)
 
     def echo(self) -> int | None:
-        status = self.assoc.send_c_echo()
-        return int(status.Status) if "Status" in status else None
+        """One C-ECHO, its response taken off the queue here (as :meth:`store`): pynetdicom's
+        ``send_c_echo`` pauses the reactor with the window :meth:`_pause_reactor` describes,
+        and a node that answers within it has its response dropped by the reactor."""
+        from pynetdicom.dimse_primitives import C_ECHO
+
+        self._message_id += 1
+        req = C_ECHO()
+        req.MessageID = self._message_id
+        req.AffectedSOPClassUID = Verification
+        cx_id = self.context_id(Verification)
+        assoc = self.assoc
+        self._pause_reactor()
+        try:
+            assoc.dimse.send_msg(req, cx_id)
+            _cx, rsp = assoc.dimse.get_msg(block=True)
+        finally:
+            assoc._reactor_checkpoint.set()
+        return int(rsp.Status) if rsp is not None and rsp.Status is not None else None
 
     @property
     def alive(self) -> bool:

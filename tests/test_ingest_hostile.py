@@ -530,8 +530,6 @@ def test_an_empty_dataset_gets_a_failure_status(node, tmp_path, variant):
 
 
 def test_unexpected_errors_are_not_out_of_resources(tmp_path):
-    from pynetdicom import AE
-
     from mvi_node.app.node import Node
     from mvi_node.config import load_settings
 
@@ -540,28 +538,27 @@ def test_unexpected_errors_are_not_out_of_resources(tmp_path):
     node = Node(settings)
     node.start()
     try:
-        src = dcmread(_one_ct(tmp_path))
+        data, sop_class, sop_uid, _ts = dataset_bytes(_one_ct(tmp_path))
         stager = node.listener.handlers.stager
-        ae = AE("SCU")
-        ae.add_requested_context(CT)
-        ae.add_requested_context("1.2.840.10008.1.1")
-        assoc = ae.associate("127.0.0.1", node.port, ae_title="MVI_NODE")
+        # RawStoreSCU takes each response off the queue itself: pynetdicom's send_c_* pause
+        # their reactor with a window in which a fast response is dropped (tests/hostile.py)
+        scu = RawStoreSCU(node.port, [(CT, ExplicitVRLittleEndian)])
 
         def boom(*a, **k):
             raise RuntimeError("a bug")
 
         stager.store_file = stager.store_received = boom
-        status = assoc.send_c_store(src)
-        assert status.Status == 0xC000 and "internal error" in status.ErrorComment
+        rsp = scu.store(data, sop_class, sop_uid)
+        assert rsp.status == 0xC000 and "internal error" in rsp.comment
 
         def disk_gone(*a, **k):
             raise OSError(5, "I/O error")
 
         stager.store_file = stager.store_received = disk_gone
-        status = assoc.send_c_store(src)
-        assert status.Status == 0xA700 and "storage error" in status.ErrorComment
-        assert assoc.send_c_echo().Status == 0
-        assoc.release()
+        rsp = scu.store(data, sop_class, sop_uid)
+        assert rsp.status == 0xA700 and "storage error" in rsp.comment
+        assert scu.echo() == 0
+        scu.release()
         assert node.index.counts()["instances"] == 0
     finally:
         node.stop()
