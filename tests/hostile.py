@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pydicom.uid import ExplicitVRLittleEndian
@@ -106,8 +107,7 @@ class RawStoreSCU:
         has_dataset = dataset is not NO_DATASET
         command = encode_store_command(sop_class, sop_instance, self._message_id, has_dataset)
         assoc = self.assoc
-        self._pause_reactor()
-        try:
+        with self.reactor_paused():
             self._send_pdv(cx_id, 0x03, command)
             if has_dataset:
                 data = memoryview(dataset)
@@ -120,11 +120,19 @@ class RawStoreSCU:
                     last = start + step >= len(data)
                     self._send_pdv(cx_id, 0x02 if last else 0x00, bytes(data[start:start + step]))
             _cx, rsp = assoc.dimse.get_msg(block=True)
-        finally:
-            assoc._reactor_checkpoint.set()
         if rsp is None:
             return Response(None)
         return Response(int(rsp.Status), str(getattr(rsp, "ErrorComment", "") or ""))
+
+    @contextmanager
+    def reactor_paused(self):
+        """The association's reactor kept off the DIMSE queue while the block sends and
+        takes its response (see :meth:`_pause_reactor`)."""
+        self._pause_reactor()
+        try:
+            yield
+        finally:
+            self.assoc._reactor_checkpoint.set()
 
     def _pause_reactor(self) -> None:
         """Stop the association's reactor thread from taking our response off the queue.
@@ -158,13 +166,9 @@ class RawStoreSCU:
         req.MessageID = self._message_id
         req.AffectedSOPClassUID = Verification
         cx_id = self.context_id(Verification)
-        assoc = self.assoc
-        self._pause_reactor()
-        try:
-            assoc.dimse.send_msg(req, cx_id)
-            _cx, rsp = assoc.dimse.get_msg(block=True)
-        finally:
-            assoc._reactor_checkpoint.set()
+        with self.reactor_paused():
+            self.assoc.dimse.send_msg(req, cx_id)
+            _cx, rsp = self.assoc.dimse.get_msg(block=True)
         return int(rsp.Status) if rsp is not None and rsp.Status is not None else None
 
     @property

@@ -578,12 +578,10 @@ def test_a_command_set_pynetdicom_refuses_ends_the_association_and_leaves_no_spo
     assert bad != command
     scu = _scu(n)
     cx_id = scu.context_id(CT)
-    scu._pause_reactor()
-    try:
+    with scu.reactor_paused():
         scu._send_pdv(cx_id, 0x03, bad)
         scu._send_pdv(cx_id, 0x02, data)
-    finally:
-        scu.assoc._reactor_checkpoint.set()  # the SCU's reactor sees the node's abort
+    # the SCU's reactor runs again, and sees the node's abort
     deadline = time.monotonic() + 10
     while scu.alive and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -169,15 +169,13 @@ class NodeDIMSE(DIMSEServiceProvider):
             if self._start_store_request(primitive):
                 return
         elif isinstance(msg.command_set, command_set.StoreCommand):
-            if any(data and data[0] & 1 for _cid, data in primitive.presentation_data_value_list):
-                # another command set before the dataset ended: pynetdicom's decoder goes on
-                # from the same state, with the command as its own dataset
-                msg.command_set = msg.command_set.to_dataset()
-            elif msg.decode_msg(primitive, self.assoc):
-                self._complete_store_request(msg)
+            if not any(data and data[0] & 1 for _cid, data in primitive.presentation_data_value_list):
+                if msg.decode_msg(primitive, self.assoc):  # dataset fragments only
+                    self._complete_store_request(msg)
                 return
-            else:
-                return
+            # another command set before the dataset ended: pynetdicom's decoder goes on
+            # from the same state, with the command as its own dataset
+            msg.command_set = msg.command_set.to_dataset()
         super().receive_primitive(primitive)
 
     def _start_store_request(self, primitive: P_DATA) -> bool:

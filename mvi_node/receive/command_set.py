@@ -1,11 +1,13 @@
-"""C-STORE-RSP command sets encoded by hand (PS3.7 §9.3.1.2; Implicit VR Little Endian, PS3.7 §6.3.1).
+"""C-STORE command sets decoded and encoded by hand (PS3.7 §9.3.1; Implicit VR Little Endian, PS3.7 §6.3.1).
 
-pynetdicom builds every response as a pydicom ``Dataset``, encodes it twice to learn
-the group length and once more to send it: about a quarter of the listener's Python time
-per instance (bench/RESULTS.md, py-spy). A C-STORE-RSP is a handful of fixed elements,
-so the listener writes those bytes itself. Anything this encoder does not cover (a
-value that is not plain ASCII, a field it does not know) returns ``None`` and
-pynetdicom encodes the message as before; tests compare the bytes with pynetdicom's.
+pynetdicom turns every command set into a pydicom ``Dataset``: it decodes each C-STORE-RQ
+through pydicom's reader and builds each C-STORE-RSP as a Dataset that it encodes twice
+to learn the group length and once more to send. That was about a quarter of the
+listener's Python time per instance (bench/RESULTS.md, py-spy). Both are a handful of
+fixed elements, so :func:`store_request` reads a plain request's bytes and
+:func:`store_response` writes a response's. Whatever they do not cover (an element they
+do not know, a repeated one, a value that is not plain ASCII) returns ``None`` and
+pynetdicom handles the message as before; tests compare both with pynetdicom's.
 """
 
 from __future__ import annotations

@@ -96,23 +96,30 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "seconds_per_exam": mean("seconds")}
 
 
+def exam_series(root: Path, entry: Mapping[str, Any], recipe, phases: bool = True):
+    """(target geometry, other phases' geometries by role) of one generated exam, through
+    the node's own selection; the target is the SEG's source, the recipe's first role
+    (``phases`` False: no other phase, as for an exam that has the target series alone)."""
+    from mvi_node.roi import series_geometry
+    from mvi_node.select.engine import select_path
+
+    [exam] = select_path(root / entry["dicom_dir"])
+    winners = exam.winners()
+    geo = series_geometry(list(winners[recipe.requires[0]].datasets))
+    others = {r: series_geometry(list(winners[r].datasets)) for r in recipe.channel_roles[1:]
+              if r in winners and phases}
+    return geo, others
+
+
 def evaluate_exams(root: Path, entries: list[Mapping[str, Any]], recipe, runner, identity: Mapping[str, Any],
                    log=print, phases: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each exam under ``root`` through selection and the served segmentation, scored
     (``phases`` False: the model's extra phase channels left blank, as for an exam that
     has the target series alone)."""
-    from mvi_node.roi import series_geometry
-    from mvi_node.select.engine import select_path
-
     rows = []
     for entry in entries:
         t0 = time.perf_counter()
-        [exam] = select_path(root / entry["dicom_dir"])
-        unit = exam.winners()[recipe.requires[0]]  # the SEG's source: the recipe's target series
-        geo = series_geometry(list(unit.datasets))
-        winners = exam.winners()
-        others = {r: series_geometry(list(winners[r].datasets)) for r in recipe.channel_roles[1:]
-                  if r in winners and phases}
+        geo, others = exam_series(root, entry, recipe, phases)
         seg = recipe.segment(geo, runner, identity, phases=others)
         liver, lesions = truth_on_series(root, entry, geo)
         row = exam_metrics(seg, liver, lesions, entry)

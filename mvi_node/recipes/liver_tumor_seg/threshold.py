@@ -11,9 +11,9 @@ least :data:`MARGIN` (24 exams: one exam's lesion found or lost moves the mean b
 so a smaller gain is one exam's luck); among those that do, the best, ties to the higher
 threshold (fewer false positives). The test exams are scored at every threshold only to
 be reported, never to choose.
-A threshold below 0.5 matters because the tumour class competes with liver and
-background: a small or iso-enhancing lesion whose tumour probability peaks at 0.3-0.45
-is lost at 0.5 although no other class is likelier by much.
+Why sweep below 0.5: the tumour class competes with liver and background, so a faint
+lesion whose tumour probability peaks at 0.3-0.45 is lost at 0.5 (for 0.3.0 it made no
+difference: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -24,25 +24,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mvi_node.recipes.seg_evaluate import OrtRunner, exam_metrics, summarize, truth_on_series
+from mvi_node.recipes.seg_evaluate import OrtRunner, exam_metrics, exam_series, summarize, truth_on_series
 
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 #: the least gain in validation mean tumour Dice that moves the served threshold
 MARGIN = 0.02
-
-
-def exam_probabilities(root: Path, entry: Mapping[str, Any], recipe, runner, phases: bool = True):
-    """(target geometry, probabilities, info) of one exam through selection and the served window."""
-    from mvi_node.roi import series_geometry
-    from mvi_node.select.engine import select_path
-
-    [exam] = select_path(root / entry["dicom_dir"])
-    winners = exam.winners()
-    geo = series_geometry(list(winners[recipe.requires[0]].datasets))
-    others = {r: series_geometry(list(winners[r].datasets)) for r in recipe.channel_roles[1:]
-              if r in winners and phases}
-    probs, info = recipe.model_probabilities(geo, runner, phases=others)
-    return geo, probs, info
 
 
 def sweep(root: Path, entries: Sequence[Mapping[str, Any]], recipe, runner, identity: Mapping[str, Any],
@@ -51,7 +37,8 @@ def sweep(root: Path, entries: Sequence[Mapping[str, Any]], recipe, runner, iden
     rows: dict[float, list[dict[str, Any]]] = {t: [] for t in thresholds}
     for entry in entries:
         t0 = time.perf_counter()
-        geo, probs, info = exam_probabilities(root, entry, recipe, runner)
+        geo, others = exam_series(root, entry, recipe)
+        probs, info = recipe.model_probabilities(geo, runner, phases=others)
         liver, lesions = truth_on_series(root, entry, geo)
         for t in thresholds:
             seg = recipe.from_probabilities(probs, info, geo, identity, t)
@@ -72,24 +59,10 @@ def choose(summaries: Mapping[float, Mapping[str, Any]], served: float = 0.5, ma
     return max(better, key=lambda t: (dice(t), t)) if better else served
 
 
-def manifest_threshold(model: Path) -> float:
-    import tomllib
-
-    manifest = tomllib.loads((model / "manifest.toml").read_text(encoding="utf-8"))
-    return float(manifest["variants"]["segmentation"]["threshold"])
-
-
-def make_set(root: Path, n: int, seed: int, vendors: Sequence[str], matrices: Sequence[int], realism: str = "varied"):
-    from mvi_node.synth import make_exam
-
-    return [make_exam(root, "ct", seed, i, vendor=vendors[i % len(vendors)], matrix=matrices[i % len(matrices)],
-                      hard_cases="none", annotations="none", realism=realism) for i in range(n)]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    from mvi_node.infer.manifest import sha256_file
+    from mvi_node.infer.manifest import load_model
     from mvi_node.recipes.liver_tumor_seg.recipe import LiverTumorSeg
-    from mvi_node.recipes.liver_tumor_seg.train import TEST_MATRICES, TEST_VENDORS
+    from mvi_node.recipes.liver_tumor_seg.train import write_test_exams
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="a liver_tumor_seg model folder (model.onnx, manifest.toml)")
@@ -103,22 +76,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--served", type=float, help="the threshold served now (default: the model manifest's)")
     args = p.parse_args(argv)
     thresholds = tuple(float(t) for t in args.thresholds.split(","))
-    work, model = Path(args.work), Path(args.model)
-    recipe = LiverTumorSeg()
-    onnx = model / "model.onnx"
-    runner = OrtRunner(onnx, threads=args.threads)
-    identity = {"recipe": recipe.name, "model_version": model.name, "sha256": sha256_file(onnx)}
-    result: dict[str, Any] = {"model": str(model), "thresholds": list(thresholds)}
+    work, model = Path(args.work), load_model(args.model)
+    recipe, variant = LiverTumorSeg(), model.variants["segmentation"]
+    runner = OrtRunner(variant.path, threads=args.threads)
+    identity = model.identity("segmentation")
+    result: dict[str, Any] = {"model": str(model.folder), "thresholds": list(thresholds)}
     for name, n, seed in (("validation", args.val_exams, args.val_seed), ("test", args.test_exams, args.test_seed)):
         root = work / f"{name}-{seed}"
         print(f"{name}: {n} varied exams of seed {seed}", flush=True)
-        entries = make_set(root, n, seed, TEST_VENDORS, TEST_MATRICES)
+        entries = write_test_exams(root, n, seed)
         rows = sweep(root, entries, recipe, runner, identity, thresholds)
         result[name] = {"seed": seed, "exams": n, "vendors": sorted({e["vendor"] for e in entries}),
                         "by_threshold": {str(t): summarize(r) for t, r in rows.items()},
                         "per_exam": {str(t): r for t, r in rows.items()}}
     val = {float(t): s for t, s in result["validation"]["by_threshold"].items()}
-    served = args.served if args.served is not None else manifest_threshold(model)
+    served = args.served if args.served is not None else variant.threshold
     result["served"], result["margin"] = served, MARGIN
     result["chosen"] = choose(val, served)
     (work / "threshold_sweep.json").write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -116,19 +116,25 @@ def _val_dice(net, vols, recipe) -> dict[str, float]:
             "liver_dice": round(float(np.mean(lv)), 4) if lv else float("nan")}
 
 
-def _test_sets(work: Path, args) -> list[tuple[str, Path, list[dict], bool]]:
-    """(name, root, manifest entries, whether the extra phases are read) per test set."""
+def write_test_exams(root: Path, n: int, seed: int, realism: str = "varied") -> list[dict]:
+    """``n`` test exams of ``seed`` written as DICOM under ``root`` (the test vendor mix and
+    matrices, no annotation): the card's test sets, and the threshold sweep's validation set."""
     from mvi_node.synth import make_exam
 
+    return [make_exam(root, "ct", seed, i, vendor=TEST_VENDORS[i % len(TEST_VENDORS)],
+                      matrix=TEST_MATRICES[i % len(TEST_MATRICES)], hard_cases="none", annotations="none",
+                      realism=realism) for i in range(n)]
+
+
+def _test_sets(work: Path, args) -> list[tuple[str, Path, list[dict], bool]]:
+    """(name, root, manifest entries, whether the extra phases are read) per test set."""
     sets = []
     for name, n, realism, seed in (("varied", args.test_exams, "varied", args.test_seed),
                                    ("basic", args.basic_test_exams, "basic", args.test_seed + 1)):
         if n <= 0:
             continue
         root = work / name
-        entries = [make_exam(root, "ct", seed, i, vendor=TEST_VENDORS[i % len(TEST_VENDORS)],
-                             matrix=TEST_MATRICES[i % len(TEST_MATRICES)], hard_cases="none", annotations="none",
-                             realism=realism) for i in range(n)]
+        entries = write_test_exams(root, n, seed, realism)
         sets.append((name, root, entries, True))
         if name == "varied" and args.without_extra_phases and args.channels > 1:
             sets.append(("varied, arterial phase only", root, entries, False))
