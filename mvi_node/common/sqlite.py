@@ -5,6 +5,11 @@ processes. WAL lets readers run beside the one writer; a 60 s busy wait rides ou
 writer in another process; explicit ``BEGIN IMMEDIATE`` transactions take the write
 lock up front so a read-then-write never fails half way. Only ``synchronous`` differs
 between the stores (the index can be repaired from the files, jobs cannot).
+
+Writers of one process queue on a lock of their own before ``BEGIN IMMEDIATE``: SQLite's
+busy handler otherwise sleeps 1, 2, 5, 10 ... ms between retries, and with four
+associations indexing instances at once that sleep was most of an instance's index time
+(bench/RESULTS.md, #15). Other processes still meet the busy wait.
 """
 
 from __future__ import annotations
@@ -16,6 +21,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+_writer_locks: dict[str, threading.Lock] = {}
+_writer_locks_guard = threading.Lock()
+
+
+def writer_lock(path: Path) -> threading.Lock:
+    """The lock this process's writers of the database at ``path`` take in turn."""
+    key = str(Path(path).resolve())
+    with _writer_locks_guard:
+        return _writer_locks.setdefault(key, threading.Lock())
 
 
 def connect(
@@ -46,6 +61,7 @@ class SqliteDatabase:
         self._synchronous: Synchronous = synchronous
         self._row_factory = row_factory
         self._local = threading.local()
+        self._writer = writer_lock(self.path)
         if schema:
             self._conn().executescript(schema)
 
@@ -61,13 +77,14 @@ class SqliteDatabase:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: ``BEGIN IMMEDIATE``, committed unless the block raises."""
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._writer:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""
