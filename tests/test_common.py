@@ -106,3 +106,42 @@ def test_sqlite_writers_of_one_process_take_turns_without_the_busy_wait(tmp_path
         t.join()
     assert errors == []
     assert stores[0]._conn().execute("SELECT COUNT(*), COUNT(DISTINCT k) FROM t").fetchone() == (240, 4)
+
+
+_OTHER_PROCESS_WRITER = """
+import sys, time
+from pathlib import Path
+from mvi_node.common.sqlite import SqliteDatabase
+db = SqliteDatabase(Path(sys.argv[1]))
+db._conn().execute("PRAGMA busy_timeout=0")
+print("ready", flush=True)
+sys.stdin.readline()
+for v in range(80):
+    with db._tx() as conn:
+        conn.execute("INSERT INTO t VALUES (1, ?)", (v,))
+        time.sleep(0.0005)
+"""
+
+
+def test_sqlite_writers_of_two_processes_take_turns_without_the_busy_wait(tmp_path):
+    """Listener processes sharing the port write one index: the writer lock's flock makes
+    them take turns too (busy wait off in both: a collision would fail at once)."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "x.sqlite3"
+    db = SqliteDatabase(path, "CREATE TABLE t (k INTEGER, v INTEGER);")
+    db._conn().execute("PRAGMA busy_timeout=0")
+    other = subprocess.Popen([sys.executable, "-c", _OTHER_PROCESS_WRITER, str(path)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "ready"
+    other.stdin.write("go\n")
+    other.stdin.flush()
+    for v in range(80):
+        with db._tx() as conn:
+            conn.execute("INSERT INTO t VALUES (0, ?)", (v,))
+            time.sleep(0.0005)
+    _, err = other.communicate(timeout=60)
+    assert other.returncode == 0, err
+    assert db._conn().execute("SELECT k, COUNT(*) FROM t GROUP BY k ORDER BY k").fetchall() == [(0, 80), (1, 80)]

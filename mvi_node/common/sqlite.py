@@ -6,14 +6,19 @@ writer in another process; explicit ``BEGIN IMMEDIATE`` transactions take the wr
 lock up front so a read-then-write never fails half way. Only ``synchronous`` differs
 between the stores (the index can be repaired from the files, jobs cannot).
 
-Writers of one process queue on a lock of their own before ``BEGIN IMMEDIATE``: SQLite's
-busy handler otherwise sleeps 1, 2, 5, 10 ... ms between retries, and with four
-associations indexing instances at once that sleep was most of an instance's index time
-(bench/RESULTS.md, #15). Other processes still meet the busy wait.
+Writers queue on a lock of their own before ``BEGIN IMMEDIATE`` (:class:`WriterLock`: a
+thread lock, then ``flock`` on ``<database>-writer.lock`` for the other processes, such as
+listener processes sharing the port). SQLite's busy handler otherwise sleeps 1, 2, 5,
+10 ... ms between retries, and with four associations indexing instances at once those
+sleeps were a large part of an instance's index time (bench/RESULTS.md, #15). A writer
+blocks on the lock as long as another holds it (a process that dies lets go of it);
+SQLite's own 60 s busy wait stays for connections that do not take it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -22,15 +27,52 @@ from typing import Any, Callable, Iterator, Literal
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
-_writer_locks: dict[str, threading.Lock] = {}
+
+
+class WriterLock:
+    """Writers of one database take turns: the threads of this process on a thread lock,
+    the processes on ``flock`` of a lock file beside the database (one open file per
+    process; after a fork the child opens its own, since a shared one would not exclude)."""
+
+    def __init__(self, database: Path) -> None:
+        self.path = Path(f"{database}-writer.lock")
+        self._thread = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            self._pid = os.getpid()
+        return self._fd
+
+    def __enter__(self) -> "WriterLock":
+        self._thread.acquire()
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
+
+
+_writer_locks: dict[str, WriterLock] = {}
 _writer_locks_guard = threading.Lock()
 
 
-def writer_lock(path: Path) -> threading.Lock:
-    """The lock this process's writers of the database at ``path`` take in turn."""
+def writer_lock(path: Path) -> WriterLock:
+    """The lock writers of the database at ``path`` take in turn (one per database and process)."""
     key = str(Path(path).resolve())
     with _writer_locks_guard:
-        return _writer_locks.setdefault(key, threading.Lock())
+        if key not in _writer_locks:
+            _writer_locks[key] = WriterLock(Path(key))
+        return _writer_locks[key]
 
 
 def connect(
