@@ -12,14 +12,14 @@ Used by the hostile-input tests and by ``bench/fuzz_ingest.py``.
 from __future__ import annotations
 
 import struct
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from mvi_node.common.scu import reactor_paused
 
 NO_DATASET = object()  #: send the command with CommandDataSetType 0x0101 (no dataset)
 
@@ -124,31 +124,10 @@ class RawStoreSCU:
             return Response(None)
         return Response(int(rsp.Status), str(getattr(rsp, "ErrorComment", "") or ""))
 
-    @contextmanager
     def reactor_paused(self):
         """The association's reactor kept off the DIMSE queue while the block sends and
-        takes its response (see :meth:`_pause_reactor`)."""
-        self._pause_reactor()
-        try:
-            yield
-        finally:
-            self.assoc._reactor_checkpoint.set()
-
-    def _pause_reactor(self) -> None:
-        """Stop the association's reactor thread from taking our response off the queue.
-
-        pynetdicom's own pattern (clear the checkpoint, wait for ``_is_paused``) has a
-        window: just after the previous ``set()`` the reactor still shows the old
-        ``_is_paused = True`` while it goes on to poll the queue once more, and takes (and
-        drops) a response that arrives then; a fast loop of stores hit it about once in
-        10,000. So the flag is reset here and must be raised again by the reactor's next
-        pass; if it does not come within 50 ms the reactor is already blocked."""
-        assoc = self.assoc
-        assoc._reactor_checkpoint.clear()
-        assoc._is_paused = False
-        deadline = time.monotonic() + 0.05
-        while not assoc._is_paused and time.monotonic() < deadline:
-            time.sleep(0.0001)
+        takes its response (the node's own senders do the same: mvi_node.common.scu)."""
+        return reactor_paused(self.assoc)
 
     def _send_pdv(self, cx_id: int, header: int, payload: bytes) -> None:
         pdata = P_DATA()

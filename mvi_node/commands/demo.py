@@ -23,6 +23,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from mvi_node.common.scu import reactor_paused
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -75,7 +77,8 @@ def _send_folder(folder: Path, port: int) -> int:
         for ds in datasets:
             if str(ds.SOPClassUID) not in accepted:  # e.g. a dose screen save: the node takes no SC
                 continue
-            status = assoc.send_c_store(ds)
+            with reactor_paused(assoc):
+                status = assoc.send_c_store(ds)
             ok += getattr(status, "Status", 1) == 0
     finally:
         assoc.release()

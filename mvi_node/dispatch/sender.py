@@ -12,6 +12,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from mvi_node.common.scu import reactor_paused
 from mvi_node.config.destination import Destination
 
 log = logging.getLogger("mvi_node.dispatch")
@@ -66,7 +67,8 @@ def send_files(
     warnings = 0
     try:
         for ds in datasets:
-            status = assoc.send_c_store(ds)
+            with reactor_paused(assoc):
+                status = assoc.send_c_store(ds)
             code = getattr(status, "Status", None)
             if code is None:
                 raise DispatchError(f"{dest}: no response to C-STORE of {ds.SOPInstanceUID} (association lost)")
@@ -89,7 +91,8 @@ def echo(dest: Destination, calling_ae: str = "MVI_NODE", tls_context: ssl.SSLCo
     if not assoc.is_established:
         return False
     try:
-        status = assoc.send_c_echo()
+        with reactor_paused(assoc):
+            status = assoc.send_c_echo()
         return getattr(status, "Status", None) == 0x0000
     finally:
         assoc.release()

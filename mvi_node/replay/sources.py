@@ -19,6 +19,8 @@ from typing import Callable, Iterable, Iterator
 
 from pydicom.dataset import Dataset
 
+from mvi_node.common.scu import reactor_paused
+
 log = logging.getLogger("mvi_node.replay")
 
 #: attributes asked of every study answer (PS3.4 C.6.2.1.2 Study Root keys)
@@ -133,17 +135,18 @@ class DimseArchive:
         assoc = self._associate(FIND)
         out = Answers()
         try:
-            for status, identifier in assoc.send_c_find(query, FIND):
-                if not status:
-                    raise ArchiveError(f"archive {self.name}: C-FIND got no answer")
-                code = int(status.Status)
-                if code in (0xFF00, 0xFF01) and identifier is not None:
-                    out.append(identifier)
-                elif code == 0xFE00:
-                    # matching ended by the SCP (PS3.4 C.4.1.1.4): Orthanc's answer at its cap
-                    out.truncated = True
-                elif code != 0x0000:
-                    raise ArchiveError(f"archive {self.name}: C-FIND status 0x{code:04X}")
+            with reactor_paused(assoc):  # the loop takes the responses (mvi_node.common.scu)
+                for status, identifier in assoc.send_c_find(query, FIND):
+                    if not status:
+                        raise ArchiveError(f"archive {self.name}: C-FIND got no answer")
+                    code = int(status.Status)
+                    if code in (0xFF00, 0xFF01) and identifier is not None:
+                        out.append(identifier)
+                    elif code == 0xFE00:
+                        # matching ended by the SCP (PS3.4 C.4.1.1.4): Orthanc's answer at its cap
+                        out.truncated = True
+                    elif code != 0x0000:
+                        raise ArchiveError(f"archive {self.name}: C-FIND status 0x{code:04X}")
         finally:
             assoc.release()
         return out
@@ -191,9 +194,10 @@ class DimseArchive:
                                SeriesInstanceUID=series_uid)
                 if sops is not None:
                     query.SOPInstanceUID = sops if len(sops) > 1 else sops[0]
-                responses = (assoc.send_c_get(query, GET, msg_id=msg_id) if get else
-                             assoc.send_c_move(query, self.move_destination, MOVE, msg_id=msg_id))
-                total.add(self._drain(assoc, responses, msg_id, GET if get else MOVE, cancel))
+                with reactor_paused(assoc):  # _drain takes the responses (mvi_node.common.scu)
+                    responses = (assoc.send_c_get(query, GET, msg_id=msg_id) if get else
+                                 assoc.send_c_move(query, self.move_destination, MOVE, msg_id=msg_id))
+                    total.add(self._drain(assoc, responses, msg_id, GET if get else MOVE, cancel))
                 if total.cancelled:
                     break
         finally:
