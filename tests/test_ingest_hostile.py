@@ -183,9 +183,9 @@ def test_silent_tls_peer_blocks_no_one_and_shutdown_stays_prompt(node, tmp_path,
 
 
 def test_bare_tcp_connections_give_their_association_slots_back(node, tmp_path):
-    """A load balancer's TCP check connects and says nothing. Each such connection holds
-    one of max_associations until ARTIM ([listener] request_timeout_s) closes it; with
-    pynetdicom's 30 s ACSE timeout two checks would lock real senders out for 30 s."""
+    """A load balancer's TCP check connects and says nothing. Each such connection holds a
+    thread until ARTIM ([listener] request_timeout_s) closes it, not pynetdicom's 30 s
+    ACSE timeout (and no association place: see the next test)."""
     n = node(config=_config(tmp_path, "[listener]\nmax_associations = 2\nrequest_timeout_s = 1.0\n"))
     probes = [socket.create_connection(("127.0.0.1", n.port)) for _ in range(2)]
     try:
@@ -203,6 +203,31 @@ def test_bare_tcp_connections_give_their_association_slots_back(node, tmp_path):
         for probe in probes:
             probe.close()
 
+
+
+def test_bare_tcp_connections_take_no_association_slot(node, tmp_path):
+    """The limit counts peers that asked for an association: with both of two places
+    "taken" by silent TCP connections (a load balancer's checks), a sender still gets in
+    at once, long before ARTIM would close them; a third real association is refused
+    "local limit exceeded" and counted."""
+    n = node(config=_config(tmp_path, "[listener]\nmax_associations = 2\nrequest_timeout_s = 20.0\n"))
+    probes = [socket.create_connection(("127.0.0.1", n.port)) for _ in range(2)]
+    try:
+        time.sleep(0.3)  # the node has accepted them
+        started = time.monotonic()
+        assert echoscu(n.port).returncode == 0
+        assert storescu(n.port, _one_ct(tmp_path)).returncode == 0
+        assert time.monotonic() - started < 10  # the probes are still open (20 s ARTIM)
+        with _scu(n) as first, _scu(n) as second:
+            assert first.alive and second.alive
+            third = echoscu(n.port)
+            assert third.returncode != 0 and "Local Limit Exceeded" in third.stdout + third.stderr
+        assert echoscu(n.port).returncode == 0  # the places came back with the releases
+        metrics = httpx.get(f"http://127.0.0.1:{n.admin_port}/metrics", timeout=10).text
+        assert 'mvi_associations_rejected_total{reason="limit"} 1.0' in metrics
+    finally:
+        for probe in probes:
+            probe.close()
 
 # -- 4. SOP class against its presentation context ------------------------------------
 

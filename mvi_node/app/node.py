@@ -50,6 +50,7 @@ def _listener_count(settings: Settings) -> int:
 def _make_listener(settings: Settings, index: StagingIndex, shared_port: bool,
                    syncer: BatchSyncer | None = None) -> Listener:
     cfg = settings.listener
+    per_process = max(1, -(-cfg.max_associations // _listener_count(settings)))
     stager = Stager(settings.staging_dir, index, sync=settings.staging.durability == "fsync",
                     max_inflated=cfg.max_inflated_mb << 20, syncer=syncer)
     handlers = ListenerHandlers(
@@ -58,8 +59,8 @@ def _make_listener(settings: Settings, index: StagingIndex, shared_port: bool,
         DiskGuard(settings.data_dir, cfg.min_free_disk_mb * 1024 * 1024),
         unused=cfg.unused_sop_classes,
         max_instance_bytes=cfg.max_instance_mb << 20,
+        max_associations=per_process,
     )
-    per_process = max(1, -(-settings.listener.max_associations // _listener_count(settings)))
     return Listener(settings, handlers, per_process, shared_port)
 
 

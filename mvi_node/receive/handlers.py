@@ -19,7 +19,7 @@ from pynetdicom import evt
 from mvi_node.config.sop_classes import USED_SOP_CLASSES, sop_class_name
 from mvi_node.logs import shown
 from mvi_node.receive.incoming import IncomingFile
-from mvi_node.receive.policy import REJECT_CALLING_AE, REJECT_CONGESTION, CallerPolicy, DiskGuard
+from mvi_node.receive.policy import REJECT_CALLING_AE, REJECT_CONGESTION, REJECT_LOCAL_LIMIT, CallerPolicy, DiskGuard
 from mvi_node.stage.file_meta import encode_file_meta
 from mvi_node.stage.paths import InvalidUID, check_uid
 from mvi_node.stage.ingest import (STATUS_CANNOT_UNDERSTAND, STATUS_DATASET_MISMATCH, STATUS_OUT_OF_RESOURCES, STATUS_SOP_CLASS_NOT_SUPPORTED,
@@ -49,6 +49,13 @@ def _calling(event) -> str:
     return event.assoc.requestor.primitive.calling_ae_title.strip()
 
 
+def _requesting_peers(assoc) -> int:
+    """Associations of ``assoc``'s AE (this one included) whose peer has sent its
+    A-ASSOCIATE-RQ and that have not ended."""
+    return sum(1 for a in list(assoc.ae.active_associations)
+               if a.requestor.primitive is not None and not (a.is_released or a.is_aborted or a.is_rejected))
+
+
 def _uid_text(value) -> str:
     return str(value or "").rstrip("\x00 ")
 
@@ -58,16 +65,23 @@ class ListenerHandlers:
 
     ``unused``: what to do with an instance of a class no recipe reads ("store" or
     "discard"; see :data:`mvi_node.config.sop_classes.USED_SOP_CLASSES`).
+
+    ``max_associations``: how many peers of this process may have asked for an association
+    at once (sent an A-ASSOCIATE-RQ and not yet gone). A connection that has not asked is
+    not counted: a load balancer's TCP check or a port scan holds a thread until ARTIM
+    closes it ([listener] request_timeout_s), never a sender's place.
     """
 
     def __init__(self, stager: Stager, callers: CallerPolicy, disk: DiskGuard, on_stored=None,
-                 unused: str = "store", max_instance_bytes: int | None = None) -> None:
+                 unused: str = "store", max_instance_bytes: int | None = None,
+                 max_associations: int | None = None) -> None:
         self.stager = stager
         self.callers = callers
         self.disk = disk
         self.on_stored = on_stored or (lambda outcome: None)
         self.unused = unused
         self.max_instance_bytes = max_instance_bytes
+        self.max_associations = max_associations
         self._active: set[int] = set()
 
     def handlers(self) -> list:
@@ -89,6 +103,10 @@ class ListenerHandlers:
         elif self.disk.low():
             log.error("association rejected: free disk below the floor (calling AE '%s')", shown(calling))
             self._reject(event, REJECT_CONGESTION, "disk_floor")
+        elif self.max_associations is not None and _requesting_peers(event.assoc) > self.max_associations:
+            log.warning("association rejected: %d associations in progress, the limit (calling AE '%s')",
+                        self.max_associations, shown(calling))
+            self._reject(event, REJECT_LOCAL_LIMIT, "limit")
 
     def _count(self, name: str) -> None:
         try:

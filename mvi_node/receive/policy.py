@@ -12,6 +12,7 @@ from pathlib import Path
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 §9.3.4
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
 REJECT_CONGESTION = (0x02, 0x03, 0x01)  # transient, service provider, temporary congestion
+REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider, local limit exceeded
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,11 @@ def build_ae(settings: Settings, max_associations: int) -> AE:
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     cfg = settings.listener
     ae = AE(ae_title=cfg.ae_title)
-    ae.maximum_associations = max_associations
+    # pynetdicom counts every connection, also one that never asks for an association;
+    # the node's own limit (ListenerHandlers.max_associations) counts only those that
+    # asked. This one bounds the threads: as many again, at least 16, for connections
+    # that stay silent (each closed by ARTIM within request_timeout_s).
+    ae.maximum_associations = max_associations + max(16, max_associations)
     ae.maximum_pdu_size = cfg.max_pdu
     ae.require_called_aet = cfg.require_called_ae
     ae.network_timeout = cfg.network_timeout_s
