@@ -42,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-exams", type=int, default=24, help="varied test exams written as DICOM")
     p.add_argument("--basic-test-exams", type=int, default=6, help="basic-phantom test exams written as DICOM")
     p.add_argument("--train-seed", type=int, default=5000)
+    p.add_argument("--train-vendors", default=",".join(TRAIN_VENDORS),
+                   help="vendors of the training exams in turn (exam i gets the (i mod n)-th)")
+    p.add_argument("--train-matrices", default=",".join(map(str, TRAIN_MATRICES)),
+                   help="matrices of the training exams in turn (exam i gets the (i mod n)-th)")
     p.add_argument("--test-seed", type=int, default=9100)
     p.add_argument("--basic-fraction", type=float, default=0.2)
     p.add_argument("--max-minutes", type=float, default=18.0, help="wall-clock budget of the SGD loop")
@@ -174,8 +178,10 @@ def main(args: argparse.Namespace) -> int:
         previous = tomllib.loads(Path(args.init_manifest).read_text(encoding="utf-8")).get("training")
     t0 = time.time()
     n_train = 0 if args.evaluate_only else args.train_exams
-    train = _volumes(n_train, args.train_seed, TRAIN_VENDORS, TRAIN_MATRICES, args.basic_fraction, channels=channels)
-    val = _volumes(args.val_exams, args.train_seed, TRAIN_VENDORS, (256,), 0.0, offset=args.train_exams,
+    vendors = tuple(v.strip() for v in args.train_vendors.split(",") if v.strip())
+    matrices = tuple(int(m) for m in args.train_matrices.split(",") if m.strip())
+    train = _volumes(n_train, args.train_seed, vendors, matrices, args.basic_fraction, channels=channels)
+    val = _volumes(args.val_exams, args.train_seed, vendors, (256,), 0.0, offset=args.train_exams,
                    channels=channels)
     data_seconds = round(time.time() - t0, 1)
     if train:
@@ -261,7 +267,8 @@ def main(args: argparse.Namespace) -> int:
         "data_seconds": data_seconds, "train_seconds": train_seconds, "test_seconds": test_seconds,
         "wall_seconds": round(time.time() - t_all, 1), "seed": args.seed,
         "train_exams": len(train), "train_seed": args.train_seed, "train_realism": realism_counts,
-        "train_vendors": list(TRAIN_VENDORS), "train_matrices": sorted(set(TRAIN_MATRICES)),
+        "train_vendors": list(vendors), "train_matrices": sorted(set(matrices)),
+        "train_mix": {"vendors": list(vendors), "matrices": list(matrices)},
         "patch_sampling": f"{args.p_tumour:.0%} centred on a tumour voxel"
                           + (" (of a lesion drawn uniformly among the exam's lesions)" if args.lesion_balanced else "")
                           + f", {min(0.25, 1 - args.p_tumour):.0%} on a "
