@@ -204,7 +204,6 @@ def test_bare_tcp_connections_give_their_association_slots_back(node, tmp_path):
             probe.close()
 
 
-
 def test_bare_tcp_connections_take_no_association_slot(node, tmp_path):
     """The limit counts peers that asked for an association: with both of two places
     "taken" by silent TCP connections (a load balancer's checks), a sender still gets in
@@ -228,6 +227,7 @@ def test_bare_tcp_connections_take_no_association_slot(node, tmp_path):
     finally:
         for probe in probes:
             probe.close()
+
 
 # -- 4. SOP class against its presentation context ------------------------------------
 

@@ -28,7 +28,6 @@ from typing import Any, Callable, Iterator, Literal
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
-
 class WriterLock:
     """Writers of one database take turns: the threads of this process on a thread lock,
     the processes on ``flock`` of a lock file beside the database (one open file per

@@ -267,8 +267,8 @@ def main(args: argparse.Namespace) -> int:
         "data_seconds": data_seconds, "train_seconds": train_seconds, "test_seconds": test_seconds,
         "wall_seconds": round(time.time() - t_all, 1), "seed": args.seed,
         "train_exams": len(train), "train_seed": args.train_seed, "train_realism": realism_counts,
-        "train_vendors": list(vendors), "train_matrices": sorted(set(matrices)),
-        "train_mix": {"vendors": list(vendors), "matrices": list(matrices)},
+        # the vendor list is the cycle exam i is drawn from; the matrices' cycle is kept beside their set
+        "train_vendors": list(vendors), "train_matrices": sorted(set(matrices)), "train_matrix_cycle": list(matrices),
         "patch_sampling": f"{args.p_tumour:.0%} centred on a tumour voxel"
                           + (" (of a lesion drawn uniformly among the exam's lesions)" if args.lesion_balanced else "")
                           + f", {min(0.25, 1 - args.p_tumour):.0%} on a "
