@@ -10,6 +10,9 @@ feeds for a phase or sequence the exam lacks.
 The MR segmenter (``liver_tumor_seg_mr``) uses it; it is the CT recipe's sampler
 (``liver_tumor_seg.data.patch_batch``, lesion-balanced sampling included) made shareable,
 so no recipe imports another.
+
+:class:`HardLesions` is online hard-lesion mining: the lesions the network currently misses
+centre tumour patches more often than those it already finds (liver_tumor_seg 0.6.0).
 """
 
 from __future__ import annotations
@@ -46,31 +49,74 @@ def volume_of(x: np.ndarray, y: np.ndarray, key: str) -> Volume:
                   np.flatnonzero(y == 1), lesion_components(y))
 
 
+class HardLesions:
+    """Each training lesion's chance to centre a tumour patch, from how much of it the network missed.
+
+    Why: three models trained on different data, steps and mixes missed the same faint lesions
+    (bench/RESULTS.md, #11); uniform lesion sampling shows them as rarely as the lesions the
+    network already finds. A lesion's weight is ``floor`` plus a running mean of the fraction
+    of its patch's tumour voxels the network's last forward passes did not call tumour (0.5
+    before it was seen), so a lesion that is never found is drawn at most ``(floor + 1) /
+    floor`` times as often as one that is always found, and an invisible lesion (label noise
+    for the network) cannot take over the batches."""
+
+    def __init__(self, vols: list[Volume], floor: float = 0.25, keep: float = 0.7) -> None:
+        self.keys = [(vi, li) for vi, v in enumerate(vols) for li in range(len(v.lesion_idx))]
+        self.miss = np.full(len(self.keys), 0.5)
+        self.floor, self.keep = float(floor), float(keep)
+        #: per patch of the last :func:`patch_batch`: the index into ``keys`` it was centred on, else -1
+        self.last: list[int] = []
+
+    def draw(self, rng: np.random.Generator) -> int:
+        w = self.floor + self.miss
+        return int(rng.choice(len(w), p=w / w.sum()))
+
+    def update(self, labels: np.ndarray, predicted: np.ndarray) -> None:
+        """Labels and predicted classes (batch, 1 or none, *patch) of the last batch drawn."""
+        labels, predicted = labels.reshape(len(labels), -1), predicted.reshape(len(predicted), -1)
+        for b, k in enumerate(self.last):
+            truth = labels[b] == 2
+            if k < 0 or not truth.any():
+                continue
+            missed = 1.0 - float((predicted[b][truth] == 2).mean())
+            self.miss[k] = self.keep * self.miss[k] + (1.0 - self.keep) * missed
+
+
 def patch_batch(vols: list[Volume], rng: np.random.Generator, patch: tuple[int, int, int], batch: int,
                 p_tumour: float = 0.6, p_liver: float = 0.25, p_blank: float = 0.0,
                 shift: tuple[int, int, int] = (0, 0, 0),
-                lesion_balanced: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                lesion_balanced: bool = False, hard: HardLesions | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(batch, channels, *patch) inputs with intensity augmentation, (batch, 1, *patch) labels.
 
     Each extra channel (after the first) is read ``shift`` voxels or fewer off (z, y, x),
     drawn per patch, and blanked to 0 with probability ``p_blank``. ``lesion_balanced``: a
     tumour patch is centred on a voxel of a lesion drawn uniformly among the volume's
     lesions (a 15 mm satellite as often as a 50 mm lesion). A channel that is already all
-    zeros (the exam lacked it) stays exactly zero."""
+    zeros (the exam lacked it) stays exactly zero. ``hard``: a tumour patch is centred on a
+    lesion drawn by :class:`HardLesions` weight among all volumes' lesions; ``hard.last`` says
+    which, for :meth:`HardLesions.update` after the forward pass."""
     xs, ys = [], []
+    picks: list[int] = []
     for _ in range(batch):
         v = vols[int(rng.integers(len(vols)))]
-        shape = v.y.shape
         u = rng.random()
-        if u < p_tumour and len(v.tumour_idx):
+        picks.append(-1)
+        if hard is not None and hard.keys and u < p_tumour:
+            picks[-1] = hard.draw(rng)
+            vi, li = hard.keys[picks[-1]]
+            v = vols[vi]
+            pool = v.lesion_idx[li]
+            c = np.unravel_index(int(pool[int(rng.integers(len(pool)))]), v.y.shape)
+        elif u < p_tumour and len(v.tumour_idx):
             pool = v.tumour_idx
             if lesion_balanced and v.lesion_idx:
                 pool = v.lesion_idx[int(rng.integers(len(v.lesion_idx)))]
-            c = np.unravel_index(int(pool[int(rng.integers(len(pool)))]), shape)
+            c = np.unravel_index(int(pool[int(rng.integers(len(pool)))]), v.y.shape)
         elif u < p_tumour + p_liver and len(v.liver_idx):
-            c = np.unravel_index(int(v.liver_idx[int(rng.integers(len(v.liver_idx)))]), shape)
+            c = np.unravel_index(int(v.liver_idx[int(rng.integers(len(v.liver_idx)))]), v.y.shape)
         else:
-            c = tuple(int(rng.integers(n)) for n in shape)
+            c = tuple(int(rng.integers(n)) for n in v.y.shape)
+        shape = v.y.shape
         c = [int(ci) + int(rng.integers(-p // 4, p // 4 + 1)) for ci, p in zip(c, patch)]
         x, y = v.x, v.y
         pads = [(max(0, (p - n + 1) // 2), max(0, p - n - (p - n + 1) // 2)) for n, p in zip(shape, patch)]
@@ -93,4 +139,6 @@ def patch_batch(vols: list[Volume], rng: np.random.Generator, patch: tuple[int, 
         px[blank] = 0.0  # a missing phase stays exactly what serving feeds
         xs.append(px)
         ys.append(y[sl][None])
+    if hard is not None:
+        hard.last = picks
     return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int64)

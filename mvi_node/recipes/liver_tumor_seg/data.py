@@ -17,7 +17,7 @@ import numpy as np
 
 from mvi_node.infer.segmentation import resample
 from mvi_node.recipes.liver_tumor_seg.recipe import LiverTumorSeg
-from mvi_node.recipes.seg_patches import Volume, lesion_components, patch_batch
+from mvi_node.recipes.seg_patches import HardLesions, Volume, lesion_components, patch_batch
 from mvi_node.synth import simulate_exam
 from mvi_node.synth.anatomy import L
 
@@ -46,4 +46,4 @@ def training_volume(seed: int, index: int, vendor: str, realism: str, matrix: in
     return Volume(x, y, f"ct|{seed}|{index}|{vendor}|{realism}|{matrix}", np.flatnonzero(y == 2),
                   np.flatnonzero(y == 1), lesion_components(y))
 
-__all__ = ["PHASE_OF_ROLE", "Volume", "lesion_components", "patch_batch", "target_labels", "training_volume"]
+__all__ = ["PHASE_OF_ROLE", "HardLesions", "Volume", "lesion_components", "patch_batch", "target_labels", "training_volume"]

@@ -77,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lesion-balanced", action="store_true",
                    help="a tumour patch is centred on a lesion drawn uniformly among the exam's lesions, not on a "
                         "tumour voxel drawn uniformly (small satellites are drawn as often as large lesions)")
+    p.add_argument("--hard-lesions", type=float, metavar="FLOOR",
+                   help="online hard-lesion mining: a tumour patch is centred on a lesion drawn with weight FLOOR + "
+                        "the running fraction of it the network missed (seg_patches.HardLesions; e.g. 0.25)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="the tumour probability threshold the variant is tested and shipped with")
     p.add_argument("--evaluate-only", action="store_true",
@@ -150,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
     from monai.losses import DiceCELoss
 
     from mvi_node.infer.manifest import sha256_file, variant_entry
-    from mvi_node.recipes.liver_tumor_seg.data import patch_batch
+    from mvi_node.recipes.liver_tumor_seg.data import HardLesions, patch_batch
     from mvi_node.recipes.liver_tumor_seg.evaluate import OrtRunner, evaluate_exams
     from mvi_node.recipes.liver_tumor_seg.export import export_onnx
     from mvi_node.recipes.liver_tumor_seg.network import build, describe
@@ -199,6 +202,7 @@ def main(args: argparse.Namespace) -> int:
     budget = args.max_minutes * 60.0
     t0 = time.time()
     step, losses, history = 0, [], []
+    hard = HardLesions(train, floor=args.hard_lesions) if args.hard_lesions else None
     net.train()
     while True:
         elapsed = time.time() - t0
@@ -210,10 +214,12 @@ def main(args: argparse.Namespace) -> int:
             g["lr"] = lr
         xb, yb = patch_batch(train, rng, train_patch, args.batch, p_tumour=args.p_tumour,
                              p_liver=min(0.25, 1.0 - args.p_tumour), p_blank=args.p_blank, shift=shift,
-                             lesion_balanced=args.lesion_balanced)
+                             lesion_balanced=args.lesion_balanced, hard=hard)
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             logits = net(torch.from_numpy(xb))
+        if hard is not None:
+            hard.update(yb, logits.detach().argmax(1).numpy())
         loss = loss_fn(logits.float(), torch.from_numpy(yb))
         loss.backward()
         opt.step()
@@ -222,7 +228,9 @@ def main(args: argparse.Namespace) -> int:
         if step % 50 == 0:
             history.append({"step": step, "seconds": round(elapsed, 1), "loss": round(float(np.mean(losses[-50:])), 4),
                             "lr": round(lr, 6)})
-            _log(f"step {step} {elapsed / 60:.1f} min loss {np.mean(losses[-50:]):.4f} lr {lr:.5f}")
+            _log(f"step {step} {elapsed / 60:.1f} min loss {np.mean(losses[-50:]):.4f} lr {lr:.5f}"
+                 + (f" hard-lesion miss mean {hard.miss.mean():.3f}, >0.5: {int((hard.miss > 0.5).sum())}/"
+                    f"{len(hard.miss)}" if hard is not None else ""))
     train_seconds = round(time.time() - t0, 1)
     val_metrics = _val_dice(net, val, recipe) if val else {}
     _log(f"trained {step} steps in {train_seconds} s; validation {val_metrics}")
@@ -270,7 +278,10 @@ def main(args: argparse.Namespace) -> int:
         # the vendor list is the cycle exam i is drawn from; the matrices' cycle is kept beside their set
         "train_vendors": list(vendors), "train_matrices": sorted(set(matrices)), "train_matrix_cycle": list(matrices),
         "patch_sampling": f"{args.p_tumour:.0%} centred on a tumour voxel"
-                          + (" (of a lesion drawn uniformly among the exam's lesions)" if args.lesion_balanced else "")
+                          + (f" (of a lesion drawn among all training lesions with weight {args.hard_lesions} + "
+                             "the running mean (0.7 kept per update) of the fraction of its patch's tumour the "
+                             "network missed: online hard-lesion mining)" if hard is not None else
+                             " (of a lesion drawn uniformly among the exam's lesions)" if args.lesion_balanced else "")
                           + f", {min(0.25, 1 - args.p_tumour):.0%} on a "
                           "liver voxel, the rest anywhere (+-1/4 patch jitter)",
         "augmentation": "intensity x U(0.9, 1.1) + U(-0.05, 0.05), Gaussian noise sd U(0, 0.03)"
