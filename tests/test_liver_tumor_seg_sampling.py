@@ -89,3 +89,42 @@ def test_hard_lesions_leave_other_patches_unmarked_and_ignore_patches_without_tu
     hard.update(np.zeros((1, 1, 8, 16, 16), np.int64), np.zeros((1, 8, 16, 16), np.int64))
     assert np.array_equal(hard.miss, before)
 
+
+
+# Fainter lesions (0.7.0): training shows lesions with less contrast than the generator drew.
+
+def test_fainter_lesions_shrink_contrast_to_the_patch_liver_and_keep_the_rest():
+    from mvi_node.recipes.seg_patches import fainter_lesions
+
+    lab = np.zeros((4, 8, 8), np.uint8)
+    lab[:, :, :4] = 1
+    lab[1:3, 2:6, 5:7] = 2
+    px = np.stack([np.where(lab == 2, 0.9, np.where(lab == 1, 0.5, 0.1)).astype(np.float32),
+                   np.where(lab == 2, 0.2, np.where(lab == 1, 0.4, 0.0)).astype(np.float32),
+                   np.zeros(lab.shape, np.float32)])  # a missing phase
+    out = fainter_lesions(px, lab, 0.25)
+    assert np.allclose(out[0][lab == 2], 0.5 + 0.4 * 0.25) and np.allclose(out[1][lab == 2], 0.4 - 0.2 * 0.25)
+    assert np.array_equal(out[:, lab != 2], px[:, lab != 2])  # liver and background untouched
+    assert not out[2].any()  # a missing channel stays zero
+    assert np.array_equal(fainter_lesions(px, np.where(lab == 2, 0, lab), 0.25), px)  # no tumour: unchanged
+    assert np.array_equal(px[0][lab == 2], np.full(int((lab == 2).sum()), 0.9, np.float32))  # input not modified
+
+
+def test_patch_batch_makes_lesions_fainter_with_the_given_probability():
+    vol = _two_lesion_volume()
+    vol.y[vol.y == 0] = 1  # the whole volume liver (0.2) around the lesions (0.8)
+    vol = Volume(vol.x, vol.y, "f", vol.tumour_idx, np.flatnonzero(vol.y == 1), vol.lesion_idx)
+    rng = np.random.default_rng(3)
+    contrasts = []
+    for _ in range(200):
+        x, lab = patch_batch([vol], rng, (8, 16, 16), 1, p_tumour=1.0, fainter=(0.5, 0.4))
+        t, l = lab[0, 0] == 2, lab[0, 0] == 1
+        if t.any() and l.any():
+            # the intensity augmentation scales both alike, so the ratio to the undisturbed 0.6 contrast is k
+            a = x[0, 0]
+            contrasts.append((np.median(a[t]) - np.median(a[l])) / (0.6 * 1.0))
+    k = np.asarray(contrasts)
+    assert len(k) > 100
+    unchanged = np.mean(k > 0.92)  # the x0.9-1.1 intensity factor alone keeps k >= ~0.9 (plus noise)
+    assert 0.35 < unchanged < 0.75
+    assert k.min() > 0.3 and np.mean(k < 0.7) > 0.15  # fainter ones reach down to ~0.4
