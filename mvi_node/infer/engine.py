@@ -306,6 +306,7 @@ class Engine:
             exam=tuple(ds for u in exam.units for ds in u.datasets), clinical=self.clinical,
             patient_id=exam.patient_id, study_uids=tuple(exam.study_uids), auto_roi=auto,
         )
+        mark = auto.mark() if auto is not None else 0
         try:
             prepared = recipe.prepare(inputs)
             out = prepared if isinstance(prepared, NotEvaluated) else recipe.predict(prepared, _Runner(self, model))
@@ -318,7 +319,7 @@ class Engine:
                 out = calibrated(out, calibration)
             seg = None
             if auto is not None and str(out.roi.get("source", "")).startswith(AUTOMATIC):
-                seg = auto.segmentation(out.series_uid)
+                seg = auto.segmentation(out.series_uid, since=mark)  # the one this recipe's ROI came from
             return RecipeResult(**common, model=self.identity(recipe.name, out.variant), prediction=out,
                                 segmentation=seg)
         return RecipeResult(**common, model=ident, not_evaluated=out)

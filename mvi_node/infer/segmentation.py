@@ -354,12 +354,16 @@ class SegmentationService:
 class ExamSegmentations:
     """``ExamInputs.auto_roi`` of one exam: each series segmented once, results kept.
 
-    ``phases``: the exam's selected series by role, for a model that reads other phases."""
+    ``phases``: the exam's selected series by role, for a model that reads other phases.
+    ``asked``: each call's key in order, so the engine can tell which segmentation a recipe's
+    ROI came from (:meth:`mark`, then :meth:`segmentation` with ``since``): in a series that
+    holds several phases, two recipes may segment two of them."""
 
     def __init__(self, service: SegmentationService, phases: Mapping[str, Sequence[Dataset]] | None = None) -> None:
         self.service = service
         self.phases = dict(phases or {})
         self.results: dict[tuple[str, str, int], Segmentation | NoRoi] = {}
+        self.asked: list[tuple[str, str, int]] = []
 
     def __call__(self, target: SeriesGeometry | Sequence[Dataset]) -> Roi | NoRoi:
         geo = target if isinstance(target, SeriesGeometry) else series_geometry(list(target))
@@ -368,12 +372,19 @@ class ExamSegmentations:
         key = (str(geo.datasets[0].SeriesInstanceUID), view_key(geo.datasets[0]), len(geo.datasets))
         if key not in self.results:
             self.results[key] = self.service.segment(geo, self.phases)
+        self.asked.append(key)
         found = self.results[key]
         return found.roi() if isinstance(found, Segmentation) else found
 
-    def segmentation(self, series_uid: str) -> Segmentation | None:
-        """The segmentation that found lesions on ``series_uid`` (None: none did)."""
-        for (uid, _sop, _n), found in self.results.items():
-            if uid == series_uid and isinstance(found, Segmentation) and found.found:
+    def mark(self) -> int:
+        """Where the calls from now on start, for :meth:`segmentation`'s ``since``."""
+        return len(self.asked)
+
+    def segmentation(self, series_uid: str, since: int = 0) -> Segmentation | None:
+        """The segmentation that found lesions on ``series_uid`` among the calls from ``since``
+        on, the latest first (None: none did)."""
+        for key in reversed(self.asked[since:]):
+            found = self.results[key]
+            if key[0] == series_uid and isinstance(found, Segmentation) and found.found:
                 return found
         return None
