@@ -11,7 +11,6 @@ from pydicom.dataset import Dataset
 
 from mvi_node.infer.segmentation import ExamSegmentations, SegmentationService
 from mvi_node.roi.automatic import LesionStats, Segmentation
-from mvi_node.roi.geometry import series_geometry
 
 SERIES = "1.2.826.0.1.3680043.8.498.1"
 
@@ -56,8 +55,7 @@ def test_the_segmentation_of_the_phase_a_recipe_used_is_the_one_returned():
     auto(portal)  # recipe 2's ROI: the portal phase of the same series
     seg = auto.segmentation(SERIES, since=mark)
     assert seg is not None and seg.geometry.datasets[0].SOPInstanceUID == portal[0].SOPInstanceUID
-    # before the fix the engine asked for the series alone and got the arterial phase's
-    # over all calls the latest is returned too (the old lookup gave the first: arterial)
+    # without a mark the latest call of the series counts too (the old lookup gave the first: arterial)
     assert auto.segmentation(SERIES).geometry.datasets[0].SOPInstanceUID == portal[0].SOPInstanceUID
 
 

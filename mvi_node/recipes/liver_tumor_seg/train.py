@@ -283,7 +283,7 @@ def main(args: argparse.Namespace) -> int:
         "train_vendors": list(vendors), "train_matrices": sorted(set(matrices)), "train_matrix_cycle": list(matrices),
         "patch_sampling": f"{args.p_tumour:.0%} centred on a tumour voxel"
                           + (f" (of a lesion drawn among all training lesions with weight {args.hard_lesions} + "
-                             "the running mean (0.7 kept per update) of the fraction of its patch's tumour the "
+                             f"the running mean ({hard.keep} kept per update) of the fraction of its patch's tumour the "
                              "network missed: online hard-lesion mining)" if hard is not None else
                              " (of a lesion drawn uniformly among the exam's lesions)" if args.lesion_balanced else "")
                           + f", {min(0.25, 1 - args.p_tumour):.0%} on a "
