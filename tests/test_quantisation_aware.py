@@ -117,3 +117,91 @@ def test_train_fine_tunes_quantisation_aware_from_a_served_model(tmp_path):
     before = ort.InferenceSession(str(SERVED / "model_image_only.onnx")).run(["probability"], {"image": x})[0]
     after = ort.InferenceSession(str(out / "model_image_only.onnx")).run(["probability"], {"image": x})[0]
     assert np.abs(before - after).max() < 0.05
+
+
+def test_percentile_ranges_are_where_the_quantiser_puts_them_and_stay_while_training(tmp_path):
+    """The distillation trains against the grid of the int8 copy: ranges from the same
+    percentile as ``mvi-node quantize`` (ONNX Runtime, non-symmetric), frozen afterwards."""
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from mvi_node.recipes.fake_quant import ActivationFakeQuant, percentile_ranges
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1)).eval()
+    # a heavy tail: a few outliers that a min-max range would follow and a percentile cuts off
+    x = torch.randn(16, 3, 32, 32)
+    x[0, 0, 0, :4] = 40.0
+    fp32 = tmp_path / "fp32.onnx"
+    torch.onnx.export(net, (x,), str(fp32), input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
+    int8 = tmp_path / "int8.onnx"
+    quantize_static(str(fp32), str(int8), _Feed([{"x": x.numpy()}]), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.9})
+    graph = onnx.load(str(int8)).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    q_input = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+    ort_scale, ort_zero = float(init[q_input.input[1]]), int(init[q_input.input[2]])
+
+    prepare(net)
+    with percentile_ranges(net, 99.9):
+        net(x)
+    first = net[0].input_fq
+    assert isinstance(first, ActivationFakeQuant) and first.frozen
+    scale = (float(first.hi) - float(first.lo)) / 255
+    assert float(first.hi) < 10.0  # the outliers (40) were cut off, as the quantiser cuts them
+    assert abs(scale - ort_scale) / ort_scale < 0.05
+    assert abs(round(-float(first.lo) / scale) - ort_zero) <= 2
+    lo, hi = float(first.lo), float(first.hi)
+    net.train()
+    net(x * 3.0)  # a training batch of another range leaves the frozen range alone
+    assert (float(first.lo), float(first.hi)) == (lo, hi)
+
+
+def test_distillation_loss_is_zero_for_the_teacher_and_stays_finite_on_empty_maps():
+    from mvi_node.recipes.ct_ap_resnet18.distill import loss, outputs
+    from mvi_node.recipes.ct_ap_resnet18.qat import from_onnx
+
+    torch.manual_seed(2)
+    teacher = from_onnx(SERVED / "model_image_only.onnx")
+    x = torch.rand(4, 3, 256, 256)
+    with torch.no_grad():
+        target = outputs(teacher, x, None)
+    total, parts = loss(target, target)
+    assert float(total) == pytest.approx(0.0, abs=1e-4)  # float32 r of a map with itself: 1 +- 3e-5
+    # a student off the teacher: every term positive, and the gradient bounded although one
+    # map is nearly empty (1e-7 after the ReLU) in both, where Pearson r's gradient is ~1 / spread
+    feats, d, cam, pre = (t.clone() for t in target)
+    cam[0] = 1e-7 * torch.rand_like(cam[0])
+    student = [t.clone().requires_grad_(True) for t in (feats, d, cam, pre)]
+    noise = torch.rand_like(cam) * cam.flatten(1).amax(1)[:, None, None] * 0.05
+    off = (student[0] * 1.1, student[1] + 0.3, student[2] + noise, student[3] * 0.9)
+    total, parts = loss(off, (feats, d, cam, pre))
+    assert all(v > 0 for v in parts.values()), parts
+    total.backward()
+    assert all(torch.isfinite(s.grad).all() and s.grad.abs().max() < 1e3 for s in student)
+
+
+def test_train_distils_an_int8_student_from_the_served_model(tmp_path):
+    from mvi_node.commands.main import main
+    from mvi_node.infer import ModelRegistry
+    from mvi_node.synth import generate_ct
+
+    generate_ct(tmp_path / "data", 4, seed=5, matrix=128, hard_cases="none")
+    out = tmp_path / "models" / "ct_ap_resnet18" / "9.9.6"
+    rc = main(["train", "ct_ap_resnet18", "--cohort", str(tmp_path / "data"), "--out", str(out), "--seed", "1",
+               "--epochs", "1", "--clinical-epochs", "1", "--max-steps", "1", "--version", "9.9.6",
+               "--qat-from", str(SERVED), "--distill", "--int8-first-conv", "--lr", "1e-5"])
+    assert rc == 0
+    model = ModelRegistry([tmp_path / "models"]).get("ct_ap_resnet18")
+    training = model.raw["training"]
+    assert "distilled from the served graph" in training["quantisation_aware"]
+    assert "first convolution" not in training["quantisation_aware"]  # simulated in int8 too
+    assert "no weight decay" in training["optimizer"]
+    history = __import__("json").loads(model.raw["variants"]["image_only"]["metrics"]["history"])
+    assert {"logit", "cam", "cam_pre_relu", "val_gradcam_r_mean"} <= set(history[0])
+    x = np.random.default_rng(1).random((4, 3, 256, 256), np.float32)
+    before = ort.InferenceSession(str(SERVED / "model_image_only.onnx")).run(["probability"], {"image": x})[0]
+    after = ort.InferenceSession(str(out / "model_image_only.onnx")).run(["probability"], {"image": x})[0]
+    assert np.abs(before - after).max() < 0.05

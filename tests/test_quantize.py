@@ -354,3 +354,93 @@ def test_segmentation_exams_are_prepared_with_the_phases_the_model_reads(cohort)
         assert list(phases) == ["ct_portal_venous"]
         assert str(phases["ct_portal_venous"].datasets[0].SeriesInstanceUID) != \
             str(target.datasets[0].SeriesInstanceUID)
+
+
+def test_int8_from_a_student_is_checked_against_the_served_fp32_graph(cohort, tmp_path, capsys):
+    """``--int8-from``: the int8 copies come from the student's graphs, the fp32 graphs and
+    the check stay the model's. A student that drifted from the model (its classifier's
+    bias moved) gives copies that fail, although they match the student's own fp32."""
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+
+    from mvi_node.commands.main import main
+    from mvi_node.infer import load_model
+    from mvi_node.infer.manifest import sha256_file
+
+    c = cohort[0]
+    student = tmp_path / "student"
+    student.mkdir()
+    for file in ("model.onnx", "model_image_only.onnx"):
+        m = onnx.load(str(SHIPPED / file))
+        for init in m.graph.initializer:
+            if init.name == "net.fc.bias":  # +-1.5 on the logits: the probabilities move by far more than 0.02
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32([-0.75, 0.75]),
+                                                      init.name))
+        onnx.save(m, str(student / file))
+    (student / "manifest.toml").write_text(tomli_w.dumps({"training": {"command": "mvi-node train test-student"}}),
+                                           encoding="utf-8")
+    out = tmp_path / "ct_ap_resnet18" / "0.2.0-int8"
+    assert main(["quantize", "--model", "ct_ap_resnet18@0.2.0", "--calibration", str(c.location),
+                 "--validation", str(c.location), "--out", str(out), "--version", "0.2.0-int8",
+                 "--precisions", "int8", "--samples", "16", "--reps", "1", "--rounds", "1", "--no-bias-correction",
+                 "--int8-from", str(student)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    model, shipped = load_model(out), load_model(SHIPPED)
+    for name, v in model.variants.items():
+        assert v.sha256 == shipped.variants[name].sha256  # fp32 served as before
+        p = v.precisions["int8"]
+        assert sha256_file(student / v.path.name) in p.info["method"] and "test-student" in p.info["method"]
+        assert not p.passed and not report["variants"][name]["int8"]["passed"]
+        assert any("probability" in f for f in p.check["failures"]), p.check
+    with pytest.raises(SystemExit, match="missing"):
+        main(["quantize", "--model", "ct_ap_resnet18@0.2.0", "--calibration", str(c.location), "--validation",
+              str(c.location), "--out", str(tmp_path / "other"), "--version", "x", "--precisions", "int8",
+              "--int8-from", str(tmp_path)])
+
+
+def test_input_scaling_folds_into_the_first_quantisation(tmp_path):
+    """``(x - mean) / std`` before an int8 first convolution becomes the quantisation's own
+    scale and zero point: two element-wise ops fewer, the convolution reads the same
+    integers (up to the nudged scale), and a chain it cannot fold is left alone."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from torch import nn
+
+    from mvi_node.infer import quantize as q
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, image):
+            return self.conv((image - 0.45) / 0.25)
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).integers(0, 256, (8, 3, 32, 32)).astype(np.float32) / 255.0
+    src = tmp_path / "fp32.onnx"
+    torch.onnx.export(Net().eval(), (torch.from_numpy(x),), str(src), input_names=["image"], output_names=["y"],
+                      opset_version=17, dynamo=False)
+    q.quantize_int8(src, tmp_path / "int8.onnx", [{"image": x}], float_first=False, bias_correction=False,
+                    fold_input=False)
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    assert {"Sub", "Div"} <= {n.op_type for n in model.graph.node}
+    assert q.fold_input_scaling(model)
+    onnx.checker.check_model(model)
+    assert not {"Sub", "Div"} & {n.op_type for n in model.graph.node}
+    onnx.save(model, str(tmp_path / "folded.onnx"))
+    run = lambda f: ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    y_fp32, y_int8, y_folded = run("fp32.onnx"), run("int8.onnx"), run("folded.onnx")
+    err_int8, err_folded = np.abs(y_int8 - y_fp32).mean(), np.abs(y_folded - y_fp32).mean()
+    assert err_folded < 1.5 * err_int8 + 1e-6, (err_int8, err_folded)  # int8 as before, not a new error
+    assert not q.fold_input_scaling(model)  # nothing left to fold
+    done = q.quantize_int8(src, tmp_path / "default.onnx", [{"image": x}], float_first=False, bias_correction=False)
+    assert done["input_scaling_folded"] and "folded" in q.int8_method(done)
+    assert not {"Sub", "Div"} & {n.op_type for n in onnx.load(str(tmp_path / "default.onnx")).graph.node}
+    # a calibration that never saw the low end: the folded zero point would leave uint8
+    q.quantize_int8(src, tmp_path / "high.onnx", [{"image": 0.6 + 0.4 * x}], float_first=False,
+                    bias_correction=False)
+    assert not q.fold_input_scaling(onnx.load(str(tmp_path / "high.onnx")))

@@ -17,6 +17,12 @@ was made, the calibration set and the accuracy check (:mod:`mvi_node.infer.accur
 
 Variants with clinical inputs see the exams with every clinical factor, the others the
 exams with the factors withheld, as ``mvi-node calibrate`` does.
+
+``--int8-from DIR``: the int8 copy of each variant is quantised from DIR's graph of the
+same file (a student distilled from this model with int8 simulated, ``mvi-node train
+ct_ap_resnet18 --qat-from THIS --distill``), not from this model's own. The fp32 graphs,
+the calibration and the thresholds stay this model's, and the check compares the copy
+with this model's fp32 graph, the one the node serves: a student that drifted fails it.
 """
 
 from __future__ import annotations
@@ -105,6 +111,26 @@ def _outcome(recipe, prepared, runner, model, ident, variant: str):
     return calibrated(out, cal) if cal is not None else out
 
 
+def _int8_source(folder: str, file: str) -> Path:
+    path = Path(folder) / file
+    if not path.is_file():
+        raise SystemExit(f"--int8-from: {path} missing (the student folder needs every variant's graph)")
+    return path
+
+
+def _student_text(path: Path) -> str:
+    """Where an int8 copy's weights came from, for the manifest: the student graph's sha256
+    and the command that trained it (from the student folder's manifest)."""
+    from mvi_node.infer.manifest import sha256_file
+
+    command = ""
+    manifest = path.parent / "manifest.toml"
+    if manifest.is_file():
+        command = tomllib.loads(manifest.read_text(encoding="utf-8")).get("training", {}).get("command", "")
+    return (f"weights of the distilled int8 student {path.name} (sha256 {sha256_file(path)}"
+            + (f", made by `{command}`" if command else "") + "), checked against this model's fp32 graph")
+
+
 def _passes(model) -> list[tuple[str, bool]]:
     """(variant, with clinical factors) per ONNX variant."""
     return [(n, v.needs_clinical) for n, v in model.variants.items() if v.kind == "onnx"]
@@ -160,6 +186,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             continue
         src = model.folder / entry["file"]
+        int8_src = _int8_source(args.int8_from, entry["file"]) if args.int8_from else src
         groups = q.batches(feeds, args.batch)
         probe = groups[0]
         entry["precisions"] = {}
@@ -167,9 +194,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         for precision in precisions:
             dst = out / src.name.replace(".onnx", f".{precision}.onnx")
             if precision == "int8":
-                done = q.quantize_int8(src, dst, groups, float_nodes=args.float_nodes or (),
-                                       float_first=not args.no_float_first, bias_correction=not args.no_bias_correction)
-                made[precision] = (dst, q.int8_method(done))
+                done = q.quantize_int8(int8_src, dst, groups, float_nodes=args.float_nodes or (),
+                                       float_first=not args.no_float_first, bias_correction=not args.no_bias_correction,
+                                       fold_input=not args.no_fold_input)
+                method = q.int8_method(done)
+                if int8_src != src:
+                    method += "; " + _student_text(int8_src)
+                made[precision] = (dst, method)
             else:
                 q.convert_fp16(src, dst)
                 made[precision] = (dst, q.FP16_METHOD)
@@ -263,6 +294,12 @@ def register(subparsers) -> None:
                    help="int8: keep this graph node in float (repeatable; the head after the last conv always is)")
     p.add_argument("--no-float-first", action="store_true", help="int8: quantise the first convolution too")
     p.add_argument("--no-bias-correction", action="store_true", help="int8: skip the empirical bias correction")
+    p.add_argument("--no-fold-input", action="store_true",
+                   help="int8 with --no-float-first: keep the input's scaling as separate float ops")
+    p.add_argument("--int8-from", metavar="DIR",
+                   help="int8: quantise the graphs of DIR (a student distilled from --model with int8 simulated: "
+                        "mvi-node train ct_ap_resnet18 --qat-from MODEL --distill); fp32, calibration and the "
+                        "check stay --model's")
     p.add_argument("--models", action="append", help="extra model root (repeatable; the repository's models/ always)")
     p.add_argument("--calibration-note", help="how the calibration cohort was made, for the manifest")
     p.add_argument("--validation-note", help="how the validation cohort was made, for the manifest")

@@ -43,6 +43,8 @@ def int8_method(done: Mapping[str, Any]) -> str:
     text = INT8_METHOD
     if done.get("float_nodes"):
         text += "; also float: " + ", ".join(done["float_nodes"])
+    if done.get("input_scaling_folded"):
+        text += "; the input's constant scaling folded into its quantisation"
     if done.get("bias_correction"):
         text += (f"; empirical bias correction conv by conv on {done.get('bias_correction_samples')} calibration "
                  f"inputs (mean |shift| {done.get('bias_shift_mean')})")
@@ -154,7 +156,7 @@ def first_conv(graph: Any) -> list[str]:
 def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str, np.ndarray]],
                   exclude_ops: Sequence[str] = (), float_head: bool = True, float_nodes: Sequence[str] = (),
                   float_first: bool = True, bias_correction: bool = True,
-                  correction_samples: int = 128) -> dict[str, Any]:
+                  correction_samples: int = 128, fold_input: bool = True) -> dict[str, Any]:
     """Static int8 QDQ copy of ``src`` calibrated on ``feeds`` (dicts input name -> array);
     returns what was done, for the manifest (``float_nodes``, ``bias_correction``).
 
@@ -165,7 +167,8 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
     ``bias_correction`` the convolutions' biases absorb the int8 copy's mean output error,
     measured on the first ``correction_samples`` calibration inputs
     (:mod:`mvi_node.infer.bias_correction`); the activation ranges are calibrated once, on
-    the fp32 graph, and reused."""
+    the fp32 graph, and reused. With ``fold_input`` (and the first convolution in int8) a
+    constant scaling of the input is folded into its quantisation (:func:`fold_input_scaling`)."""
     import inspect
 
     import onnx
@@ -224,7 +227,68 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
             static(work, dst, None)
             done["bias_shift_mean"] = round(float(np.mean(list(shifts.values()))) if shifts else 0.0, 5)
             done["bias_correction_samples"] = n
+    if fold_input and not float_first:
+        model = onnx.load(str(dst))
+        if fold_input_scaling(model):
+            onnx.save(model, str(dst))
+            done["input_scaling_folded"] = True
     return done
+
+
+def fold_input_scaling(model: Any) -> bool:
+    """In an int8 graph whose input is scaled by constants before its first quantisation
+    (``Sub(x, mean)``, ``Div(., std)``, then ``QuantizeLinear``: seed 000's "grey/255 ->
+    roughly zero-mean"), quantise the raw input instead, with the scaling folded into the
+    quantisation's scale and zero point. Two element-wise passes over the whole input
+    batch go (about 4 % of ct_ap_resnet18's int8 run on 2 cores); the integers the first
+    convolution reads are the same up to rounding ties, because the scale is nudged (by
+    under 0.5 / zero point, 0.4 % here) so that ``mean / (scale * std)`` is a whole number.
+    Returns whether it folded (False: no such chain, scalars not constant, or the folded
+    zero point would leave uint8)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    init = {i.name: i for i in graph.initializer}
+    users: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+
+    def only_user(tensor: str, op: str) -> Any:
+        u = users.get(tensor, [])
+        return u[0] if len(u) == 1 and u[0].op_type == op else None
+
+    def scalar(name: str) -> float | None:
+        if name not in init:
+            return None
+        v = numpy_helper.to_array(init[name])
+        return float(v) if v.size == 1 else None
+
+    for x in graph.input:
+        sub = only_user(x.name, "Sub")
+        div = sub is not None and sub.input[0] == x.name and only_user(sub.output[0], "Div")
+        q = div and div.input[0] == sub.output[0] and only_user(div.output[0], "QuantizeLinear")
+        if not q or len(q.input) < 3:
+            continue
+        mean, std, scale = scalar(sub.input[1]), scalar(div.input[1]), scalar(q.input[1])
+        zero = scalar(q.input[2])
+        dqs = users.get(q.output[0], [])
+        if None in (mean, std, scale, zero) or std == 0 or not dqs or any(
+                d.op_type != "DequantizeLinear" or d.input[1] != q.input[1] for d in dqs):
+            continue
+        k = round(mean / (scale * std))
+        if k == 0 or not 0 <= int(zero) - k <= 255:
+            continue
+        nudged = np.float32(mean / (k * std))
+        dtype = numpy_helper.to_array(init[q.input[2]]).dtype
+        init[q.input[1]].CopyFrom(numpy_helper.from_array(np.array(nudged, np.float32), q.input[1]))  # the DQs' too
+        raw_scale, raw_zero = q.input[1] + "_raw_input", q.input[2] + "_raw_input"
+        graph.initializer.extend([numpy_helper.from_array(np.array(nudged * np.float32(std), np.float32), raw_scale),
+                                  numpy_helper.from_array(np.array(int(zero) - k, dtype), raw_zero)])
+        q.input[0], q.input[1], q.input[2] = x.name, raw_scale, raw_zero
+        graph.node.remove(sub), graph.node.remove(div)
+        return True
+    return False
 
 
 def convert_fp16(src: Path | str, dst: Path | str) -> Path:

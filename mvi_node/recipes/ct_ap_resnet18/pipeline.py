@@ -70,6 +70,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qat-from", metavar="MODEL_DIR",
                    help="quantisation-aware fine-tuning from this served model folder's fp32 graphs (int8 "
                         "simulated in training; quantise the result with mvi-node quantize)")
+    p.add_argument("--distill", action="store_true",
+                   help="with --qat-from: train the int8 student to give the served graph's outputs (probability, "
+                        "Grad-CAM, features) instead of fitting the labels; quantise it with "
+                        "mvi-node quantize --int8-from")
+    p.add_argument("--int8-first-conv", action="store_true",
+                   help="with --qat-from: simulate the first convolution in int8 too (quantize --no-float-first)")
 
 
 def _crops(examples: list[Any]) -> dict[str, list[PatientCrops]]:
@@ -117,7 +123,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = TrainConfig(seed=args.seed, epochs=args.epochs, clinical_epochs=args.clinical_epochs,
                       slices_per_patient=args.slices_per_patient, lr=args.lr, patience=args.patience,
                       max_minutes=args.max_minutes, max_steps=args.max_steps,
-                      qat_from=args.qat_from)
+                      qat_from=args.qat_from, distill=args.distill, int8_first_conv=args.int8_first_conv)
     bar = tqdm(total=cfg.epochs + cfg.clinical_epochs, desc="epochs", unit="epoch", file=sys.stderr,
                dynamic_ncols=True)
 
@@ -176,13 +182,17 @@ def main(args: argparse.Namespace) -> int:
             "patients_test": _patients(test),
             "exams_train": len(train_set), "exams_validation": len(val_set), "exams_test": len(test),
             "exams_train_with_all_clinical_factors": len(clinical_train),
-            "optimizer": "SGD lr %g momentum 0.9 weight decay 1e-5 batch 8" % args.lr,
+            "optimizer": ("SGD lr %g momentum 0.9 batch 8, no weight decay (distillation)" if args.distill
+                          else "SGD lr %g momentum 0.9 weight decay 1e-5 batch 8") % args.lr,
             "slices_per_patient_per_epoch": args.slices_per_patient,
             **({"quantisation_aware_from": str(args.qat_from),
                 "quantisation_aware": "int8 simulated in training (mvi_node.recipes.fake_quant): per-channel "
                                       "symmetric int8 weights, per-tensor uint8 activations, straight-through "
-                                      "gradients; first convolution and the last block's output float, as "
-                                      "mvi-node quantize serves them"} if args.qat_from else {}),
+                                      "gradients; " + ("" if args.int8_first_conv else "first convolution and ")
+                                      + "the last block's output float, as mvi-node quantize serves them"
+                                      + ("; distilled from the served graph (its probability, Grad-CAM and "
+                                         "features; labels unused), activation ranges frozen at the quantiser's "
+                                         "percentile" if args.distill else "")} if args.qat_from else {}),
             "split": "by patient, seeded (--seed), stratified by label; a split column wins",
         },
         "cohort": cohort,

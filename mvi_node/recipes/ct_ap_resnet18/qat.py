@@ -84,9 +84,10 @@ def _replace(net: nn.Module, dotted: str, module: nn.Module) -> None:
     setattr(parent, leaf, module)
 
 
-def prepare_qat(net: MviResNet18) -> list[str]:
-    """Simulate what ``mvi-node quantize`` serves: every convolution int8 but the first;
-    outputs rounded where they enter a residual add, except the last block's (float)."""
+def prepare_qat(net: MviResNet18, first_conv: bool = False) -> list[str]:
+    """Simulate what ``mvi-node quantize`` serves: every convolution int8 but the first
+    (that one too with ``first_conv``, as ``--no-float-first`` serves it); outputs rounded
+    where they enter a residual add, except the last block's (float)."""
     names = [k for k, m in net.named_modules() if isinstance(m, nn.Conv2d)]
     before_add = [k for k in names if (k.endswith(".conv2") or k.endswith(".downsample.0")) and k != LAST_CONV]
-    return prepare(net, skip=FLOAT_CONVS, outputs=before_add)
+    return prepare(net, skip=() if first_conv else FLOAT_CONVS, outputs=before_add)

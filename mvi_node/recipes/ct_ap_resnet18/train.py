@@ -111,6 +111,13 @@ class TrainConfig:
     #: quantisation-aware fine-tuning: a served model folder whose fp32 graphs are the start
     #: (each variant from its own graph), int8 simulated in training; None trains from scratch
     qat_from: str | None = None
+    #: with ``qat_from``: distil the int8 student from the served graph instead of fitting the
+    #: labels (:mod:`mvi_node.recipes.ct_ap_resnet18.distill`)
+    distill: bool = False
+    #: with ``qat_from``: simulate the first convolution in int8 too (``mvi-node quantize --no-float-first``)
+    int8_first_conv: bool = False
+    #: with ``distill``: calibration slices for the frozen activation ranges
+    range_samples: int = 256
 
 
 @dataclass
@@ -171,6 +178,12 @@ def fit(net: MviResNet18, train: list[PatientCrops], val: list[PatientCrops], cf
             break
     if best is not None:
         net.load_state_dict(best)
+    return _finish(net, val, history)
+
+
+def _finish(net: MviResNet18, val: list[PatientCrops], history: list[dict]) -> Trained:
+    """The threshold (Youden's J) and the validation figures of a trained ``net``."""
+    labels = np.array([p.label for p in val])
     scores = patient_scores(net, val)
     if 0 < labels.sum() < len(labels):
         threshold = ev.youden_threshold(labels, scores)
@@ -246,10 +259,39 @@ def _fine_tune_quantisation_aware(image_only, clinical, cfg: TrainConfig, log, s
             log(f"{variant}: not fine-tuned ({folder / file} missing or no patient has every factor)")
             continue
         net = from_onnx(folder / file)
-        log(f"{variant}: quantisation-aware from {folder / file}, {len(prepare_qat(net))} convolutions int8")
+        simulated = prepare_qat(net, first_conv=cfg.int8_first_conv)
+        log(f"{variant}: quantisation-aware from {folder / file}, {len(simulated)} convolutions int8"
+            + (", distilled from it" if cfg.distill else ""))
         epochs = cfg.epochs if variant == "image_only" else cfg.clinical_epochs
-        tr = fit(net, *patients, cfg, epochs, log, budget, step(variant))
+        if cfg.distill:
+            from mvi_node.recipes.ct_ap_resnet18.distill import distil
+            from mvi_node.recipes.fake_quant import percentile_ranges
+            from mvi_node.infer.quantize import PERCENTILE
+
+            with percentile_ranges(net, PERCENTILE):  # where mvi-node quantize will put them
+                _range_pass(net, patients[0], cfg)
+            net, history = distil(net, from_onnx(folder / file), *patients, cfg, epochs, augmenter(cfg.seed), log,
+                                  budget, step(variant))
+            tr = _finish(net, patients[1], history)
+        else:
+            tr = fit(net, *patients, cfg, epochs, log, budget, step(variant))
         tr.net = strip(tr.net).eval()
         out[variant] = tr
     set_determinism(seed=None)
     return out
+
+
+@torch.no_grad()
+def _range_pass(net: MviResNet18, patients: list[PatientCrops], cfg: TrainConfig, batch: int = 16) -> None:
+    """Float passes over ``cfg.range_samples`` training slices, spread over the patients
+    (seeded), unaugmented as served: what :func:`~mvi_node.recipes.fake_quant.percentile_ranges` collects."""
+    rng = np.random.default_rng([cfg.seed, 7])
+    items = [(p, z) for p in patients for z in range(len(p.grey))]
+    pick = rng.permutation(len(items))[:cfg.range_samples]
+    chosen = [items[i] for i in pick]
+    net.eval()
+    for i in range(0, len(chosen), batch):
+        part = chosen[i:i + batch]
+        x = to_input(np.stack([p.grey[z] for p, z in part]))
+        c = torch.as_tensor(np.stack([p.clinical for p, _ in part])) if net.clinical else None
+        net(x, c)
