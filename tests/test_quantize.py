@@ -400,6 +400,19 @@ def test_int8_from_a_student_is_checked_against_the_served_fp32_graph(cohort, tm
               "--int8-from", str(tmp_path)])
 
 
+def test_a_card_made_from_a_quantised_folder_keeps_one_precision_section_and_its_own_title():
+    from mvi_node.commands.quantize import _card
+
+    source = ("# Model card: ct_ap_resnet18 0.2.0\n\n## Intended use\nresearch\n\n## Reduced-precision graphs\n\n"
+              "| old | table |\n\n## Calibration\nplatt\n")
+    manifest = {"recipe": "ct_ap_resnet18", "version": "0.3.0", "quantized_from": "ct_ap_resnet18 0.2.1",
+                "training": {"quantize_command": "mvi-node quantize ..."}, "variants": {}}
+    card = _card(source, manifest)
+    assert card.startswith("# Model card: ct_ap_resnet18 0.3.0\n")
+    assert card.count("## Reduced-precision graphs") == 1 and "| old | table |" not in card
+    assert "## Calibration" in card and "platt" in card and "research" in card
+
+
 def test_input_scaling_folds_into_the_first_quantisation(tmp_path):
     """``(x - mean) / std`` before an int8 first convolution becomes the quantisation's own
     scale and zero point: two element-wise ops fewer, the convolution reads the same

@@ -253,10 +253,25 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     (out / "manifest.toml").write_text(tomli_w.dumps(manifest), encoding="utf-8")
     card = model.folder / "MODEL_CARD.md"
     if card.is_file():
-        (out / "MODEL_CARD.md").write_text(card.read_text(encoding="utf-8") + _card_section(manifest), encoding="utf-8")
+        (out / "MODEL_CARD.md").write_text(_card(card.read_text(encoding="utf-8"), manifest), encoding="utf-8")
     load_model(out)  # what the node checks at start
     print(json.dumps({"out": str(out), "version": args.version, "variants": report}, indent=2, default=float))
     return 0
+
+
+def _card(source: str, manifest: dict[str, Any]) -> str:
+    """The source model's card under this folder's title, its own reduced-precision section
+    (a copy made from an already quantised folder had one) replaced by this folder's."""
+    lines = source.splitlines()
+    if lines and lines[0].startswith("# Model card:"):
+        lines[0] = f"# Model card: {manifest['recipe']} {manifest['version']}"
+    kept, skipping = [], False
+    for line in lines:
+        if line.startswith("## "):
+            skipping = line.strip() == "## Reduced-precision graphs"
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept).rstrip("\n") + "\n" + _card_section(manifest)
 
 
 def _card_section(manifest: dict[str, Any]) -> str:

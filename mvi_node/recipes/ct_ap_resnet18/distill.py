@@ -10,11 +10,15 @@ are not used at all. The student starts as the teacher (the served graph rebuilt
 (:mod:`mvi_node.recipes.fake_quant`, ranges frozen where the quantiser will put them) and
 is trained to give, slice by slice, the teacher's outputs:
 
-- the logit difference that the probability is a function of (squared error; the Platt
-  calibration is a monotone map of it, so the same error bounds the served probability);
+- the probability as served (the teacher's Platt calibration applied; squared error, weighted
+  so that the check's 0.02 weighs like a Grad-CAM r 0.05 short) and the logit difference it
+  is a function of (squared error: keeps confident slices, where the probability is flat,
+  from drifting);
 - the Grad-CAM map, as the graph computes it before its per-slice min-max (1 - Pearson r,
   which min-max does not change), and before its ReLU (squared error per slice over the
-  slice's variance: a nearly empty map is decided by where that sum crosses 0);
+  slice's variance: a nearly empty map is decided by where that sum crosses 0), and, where
+  the teacher's map is empty, its largest pixel held below 0 (else the served map, stretched
+  per slice, shows a spot where the teacher's shows nothing);
 - the last block's features, scaled by their variance (keeps the rest from drifting).
 
 Its float weights are then exported and quantised (``mvi-node quantize --int8-from``); the
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,11 +42,15 @@ from mvi_node.recipes.ct_ap_resnet18.network import POSITIVE, MviResNet18
 from mvi_node.recipes.gradcam import normalise_map
 from mvi_node.recipes.ct_ap_resnet18.preprocess import SIZE
 
-#: loss weights: Grad-CAM (1 - r) and features against the logit's squared error
+#: loss weights: served probability, Grad-CAM (1 - r and before the ReLU) and features
+#: against the logit's squared error; 0.02 ** 2 * PROBABILITY_WEIGHT = 0.05
+PROBABILITY_WEIGHT = 125.0
 CAM_WEIGHT = 1.0
 FEATURE_WEIGHT = 0.1
 #: a teacher map with a spread under this share of the batch's largest is "flat" (see :func:`loss`)
 MIN_CAM_SPREAD = 0.05
+#: how far below 0 (in the slice's own spread) the student keeps an empty teacher map's largest pixel
+EMPTY_MARGIN = 0.1
 #: gradient norm clip: the straight-through rounding makes single steps spiky
 MAX_GRAD_NORM = 1.0
 
@@ -67,10 +75,21 @@ def pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
 
 
-def loss(student_out, teacher_out) -> tuple[torch.Tensor, dict[str, float]]:
+def served(d: torch.Tensor, calibration: Any = None) -> torch.Tensor:
+    """The probability the node shows for logit difference ``d``: softmax's sigmoid, then
+    a Platt calibration on the logit when the model has one (an isotonic one is a
+    piecewise-linear map of the same value; it is left out here, so the raw value stands in)."""
+    params = getattr(calibration, "params", {}) if getattr(calibration, "method", "") == "platt" else {}
+    if params and params.get("on_logit", True):
+        return torch.sigmoid(float(params["a"]) * d + float(params["b"]))
+    return torch.sigmoid(d)
+
+
+def loss(student_out, teacher_out, calibration: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
     fs, ds, cs, ps = student_out
     ft, dt, ct, pt = teacher_out
     logit = F.mse_loss(ds, dt)
+    prob = F.mse_loss(served(ds, calibration), served(dt, calibration))
     # a slice whose teacher map is (nearly) flat has no shape to copy, and r's gradient there
     # grows as 1 / its spread: such slices are left to the logit and feature terms
     spread = ct.flatten(1).std(1)
@@ -79,17 +98,28 @@ def loss(student_out, teacher_out) -> tuple[torch.Tensor, dict[str, float]]:
     # before the ReLU, every slice has a shape, the nearly empty maps too: where it crosses 0
     # decides what their min-max-stretched map shows; error as a share of each slice's variance
     pre = (((ps - pt) ** 2).flatten(1).mean(1) / pt.flatten(1).var(1).clamp(min=1e-12)).mean()
+    # the teacher's map is empty (nothing above 0): the served map is flat, and a student
+    # map with any pixel above 0 is stretched to a full-scale spot, which the check counts as
+    # r = 0; so the student's largest pixel is held a margin below 0 there
+    empty = pt.flatten(1).amax(1) <= 0
+    if bool(empty.any()):
+        scale = pt[empty].flatten(1).std(1).clamp(min=1e-12)
+        flat = (F.relu(ps[empty].flatten(1).amax(1) + EMPTY_MARGIN * scale) / scale).sum() / len(pt)
+    else:
+        flat = ds.sum() * 0
     feat = F.mse_loss(fs, ft) / ft.var().clamp(min=1e-8)
-    total = logit + CAM_WEIGHT * (cam + pre) + FEATURE_WEIGHT * feat
-    return total, {"logit": float(logit.detach()), "cam": float(cam.detach()), "cam_pre_relu": float(pre.detach()),
+    total = logit + PROBABILITY_WEIGHT * prob + CAM_WEIGHT * (cam + pre + flat) + FEATURE_WEIGHT * feat
+    return total, {"logit": float(logit.detach()), "probability": float(prob.detach()), "cam": float(cam.detach()),
+                   "cam_pre_relu": float(pre.detach()), "cam_empty": float(flat.detach()),
                    "feature": float(feat.detach())}
 
 
 @torch.no_grad()
-def agreement(student: MviResNet18, teacher: MviResNet18, patients, batch: int = 16) -> dict[str, float]:
+def agreement(student: MviResNet18, teacher: MviResNet18, patients, batch: int = 16,
+              calibration: Any = None) -> dict[str, float]:
     """How close the simulated int8 student is to the teacher on ``patients``' slices, in
     the check's own terms: the largest difference of the patient score (max over slices of
-    the uncalibrated probability) and the mean Grad-CAM r over slices."""
+    the served probability) and the mean Grad-CAM r over slices."""
     student.eval(), teacher.eval()
     deltas, rs = [], []
     for p in patients:
@@ -99,7 +129,7 @@ def agreement(student: MviResNet18, teacher: MviResNet18, patients, batch: int =
             c = torch.as_tensor(p.clinical[None].repeat(len(x), 0)) if student.clinical else None
             _, ds, cs, _ = outputs(student, x, c)
             _, dt, ct, _ = outputs(teacher, x, c)
-            ps.append(torch.sigmoid(ds)), pt.append(torch.sigmoid(dt))
+            ps.append(served(ds, calibration)), pt.append(served(dt, calibration))
             # the check's own r, on the maps as served (min-max per slice; two flat maps agree)
             rs += [correlation(a, b) for a, b in zip(normalise_map(cs).numpy(), normalise_map(ct).numpy())]
         deltas.append(abs(float(torch.cat(ps).max()) - float(torch.cat(pt).max())))
@@ -115,15 +145,16 @@ def _badness(a: dict[str, float]) -> float:
 
 def distil(student: MviResNet18, teacher: MviResNet18, train, val, cfg, epochs: int, augment,
            log: Callable[[str], None] = print, deadline: float | None = None,
-           progress: Callable[[dict], None] | None = None):
+           progress: Callable[[dict], None] | None = None, calibration: Any = None):
     """SGD on :func:`loss`; the epoch whose :func:`agreement` on ``val`` is best is kept.
+    ``calibration``: the teacher variant's (:class:`~mvi_node.infer.calibration.Calibration`).
     Returns (student, history)."""
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=cfg.lr,
                           momentum=cfg.momentum)
-    start = agreement(student, teacher, val)
+    start = agreement(student, teacher, val, calibration=calibration)
     log(f"before distillation: {start}")
     best, best_bad, history, steps = copy.deepcopy(student.state_dict()), _badness(start), [], 0
     for epoch in range(epochs):
@@ -132,7 +163,8 @@ def distil(student: MviResNet18, teacher: MviResNet18, train, val, cfg, epochs: 
                  for z in rng.choice(len(p.grey), min(cfg.slices_per_patient, len(p.grey)), replace=False)]
         items = [items[i] for i in rng.permutation(len(items))]
         student.train()
-        t0, totals, n = time.perf_counter(), {"logit": 0.0, "cam": 0.0, "cam_pre_relu": 0.0, "feature": 0.0}, 0
+        t0, totals, n = time.perf_counter(), dict.fromkeys(("logit", "probability", "cam", "cam_pre_relu", "cam_empty", "feature"),
+                                                           0.0), 0
         for i in range(0, len(items), cfg.batch):
             chunk = items[i:i + cfg.batch]
             x = torch.stack([torch.as_tensor(augment(torch.as_tensor(p.grey[z][None], dtype=torch.float32)))
@@ -142,7 +174,7 @@ def distil(student: MviResNet18, teacher: MviResNet18, train, val, cfg, epochs: 
             with torch.no_grad():
                 target = outputs(teacher, x, c)
             opt.zero_grad()
-            total, parts = loss(outputs(student, x, c), target)
+            total, parts = loss(outputs(student, x, c), target, calibration)
             total.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), MAX_GRAD_NORM)
             opt.step()
@@ -154,7 +186,7 @@ def distil(student: MviResNet18, teacher: MviResNet18, train, val, cfg, epochs: 
                 break
             if deadline and time.time() > deadline:
                 break
-        got = agreement(student, teacher, val)
+        got = agreement(student, teacher, val, calibration=calibration)
         history.append({"epoch": epoch + 1, **{k: round(v / max(n, 1), 5) for k, v in totals.items()},
                         **{f"val_{k}": v for k, v in got.items()}, "seconds": round(time.perf_counter() - t0, 1)})
         log(f"distillation epoch {epoch + 1}: {history[-1]}")

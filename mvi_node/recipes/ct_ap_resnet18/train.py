@@ -264,14 +264,16 @@ def _fine_tune_quantisation_aware(image_only, clinical, cfg: TrainConfig, log, s
             + (", distilled from it" if cfg.distill else ""))
         epochs = cfg.epochs if variant == "image_only" else cfg.clinical_epochs
         if cfg.distill:
+            from mvi_node.infer.manifest import load_model
             from mvi_node.recipes.ct_ap_resnet18.distill import distil
             from mvi_node.recipes.fake_quant import percentile_ranges
             from mvi_node.infer.quantize import PERCENTILE
 
             with percentile_ranges(net, PERCENTILE):  # where mvi-node quantize will put them
                 _range_pass(net, patients[0], cfg)
+            calibration = load_model(folder).variants[variant].calibration
             net, history = distil(net, from_onnx(folder / file), *patients, cfg, epochs, augmenter(cfg.seed), log,
-                                  budget, step(variant))
+                                  budget, step(variant), calibration=calibration)
             tr = _finish(net, patients[1], history)
         else:
             tr = fit(net, *patients, cfg, epochs, log, budget, step(variant))
