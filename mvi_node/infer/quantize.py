@@ -147,9 +147,11 @@ def head_nodes(graph: Any, compute: Sequence[str] = ("Conv", "ConvTranspose", "M
 
 
 def first_conv(graph: Any) -> list[str]:
-    """The first convolution: it reads the image (3 channels, a 7 x 7 kernel here), where the
-    int8 kernels gain nothing (im2col of 3 channels; measured slower than fp32 on ct_ap_resnet18)
-    and 8-bit input steps would cost the image its own grey-level resolution."""
+    """The first convolution: it reads the image (3 channels, a 7 x 7 kernel here). Kept float
+    by default: on an AVX-512 VNNI CPU without AMX its int8 kernel measured slower than fp32 on
+    ct_ap_resnet18; on an AMX CPU it is 3x faster (10 vs 33 ms for 16 slices), so
+    ``--no-float-first`` pays there (bench/RESULTS.md, 2026-12-04). A grey image of 0..255
+    loses nothing to 8-bit input steps only when the range maps grey levels onto them."""
     return [n.name for n in graph.node if n.op_type == "Conv"][:1]
 
 
