@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mvi_node.infer.accuracy import correlation
-from mvi_node.recipes.ct_ap_resnet18.network import POSITIVE, MviResNet18
+from mvi_node.infer.accuracy import CLASSIFICATION_TOLERANCES, correlation
+from mvi_node.recipes.ct_ap_resnet18.batches import batch_inputs, epoch_slices, to_input
+from mvi_node.recipes.ct_ap_resnet18.network import POSITIVE, MviResNet18, gradcam
 from mvi_node.recipes.gradcam import normalise_map
-from mvi_node.recipes.ct_ap_resnet18.preprocess import SIZE
 
 #: loss weights: served probability, Grad-CAM (1 - r and before the ReLU) and features
 #: against the logit's squared error; 0.02 ** 2 * PROBABILITY_WEIGHT = 0.05
@@ -51,6 +51,8 @@ FEATURE_WEIGHT = 0.1
 MIN_CAM_SPREAD = 0.05
 #: how far below 0 (in the slice's own spread) the student keeps an empty teacher map's largest pixel
 EMPTY_MARGIN = 0.1
+#: the terms :func:`loss` reports, in the epochs' history
+LOSS_TERMS = ("logit", "probability", "cam", "cam_pre_relu", "cam_empty", "feature")
 #: gradient norm clip: the straight-through rounding makes single steps spiky
 MAX_GRAD_NORM = 1.0
 
@@ -61,11 +63,8 @@ def outputs(net: MviResNet18, image: torch.Tensor, clinical: torch.Tensor | None
     (``network.ExportWrapper``)."""
     feats = net.features(image)
     logits = net.head(feats, clinical)
-    z = feats.shape[2] * feats.shape[3]
-    w = net.fc.weight[POSITIVE, :512] / z
-    pre = torch.einsum("k,nkij->nij", w, feats)
-    cam = F.interpolate(F.relu(pre).unsqueeze(1), size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
-    return feats, logits[:, POSITIVE] - logits[:, 1 - POSITIVE], cam, pre
+    pre, cam = gradcam(net, feats)
+    return feats, logits[:, POSITIVE] - logits[:, 1 - POSITIVE], cam[:, 0], pre
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -125,7 +124,7 @@ def agreement(student: MviResNet18, teacher: MviResNet18, patients, batch: int =
     for p in patients:
         ps, pt = [], []
         for i in range(0, len(p.grey), batch):
-            x = torch.as_tensor(np.asarray(p.grey[i:i + batch], np.float32) / 255.0)[:, None].repeat(1, 3, 1, 1)
+            x = to_input(p.grey[i:i + batch])
             c = torch.as_tensor(p.clinical[None].repeat(len(x), 0)) if student.clinical else None
             _, ds, cs, _ = outputs(student, x, c)
             _, dt, ct, _ = outputs(teacher, x, c)
@@ -140,7 +139,8 @@ def agreement(student: MviResNet18, teacher: MviResNet18, patients, batch: int =
 
 def _badness(a: dict[str, float]) -> float:
     # both check criteria as a share of their tolerance (0.02, 1 - 0.95); the worse one counts
-    return max(a["probability_delta_max"] / 0.02, (1.0 - a["gradcam_r_mean"]) / 0.05)
+    tol = CLASSIFICATION_TOLERANCES
+    return max(a["probability_delta_max"] / tol["probability"], (1.0 - a["gradcam_r_mean"]) / (1.0 - tol["gradcam"]))
 
 
 def distil(student: MviResNet18, teacher: MviResNet18, train, val, cfg, epochs: int, augment,
@@ -158,19 +158,12 @@ def distil(student: MviResNet18, teacher: MviResNet18, train, val, cfg, epochs: 
     log(f"before distillation: {start}")
     best, best_bad, history, steps = copy.deepcopy(student.state_dict()), _badness(start), [], 0
     for epoch in range(epochs):
-        rng = np.random.default_rng([cfg.seed, 100 + epoch])
-        items = [(p, int(z)) for p in train
-                 for z in rng.choice(len(p.grey), min(cfg.slices_per_patient, len(p.grey)), replace=False)]
-        items = [items[i] for i in rng.permutation(len(items))]
+        items = epoch_slices(train, cfg.slices_per_patient, (cfg.seed, 100 + epoch))
         student.train()
-        t0, totals, n = time.perf_counter(), dict.fromkeys(("logit", "probability", "cam", "cam_pre_relu", "cam_empty", "feature"),
-                                                           0.0), 0
+        t0, totals, n = time.perf_counter(), dict.fromkeys(LOSS_TERMS, 0.0), 0
         for i in range(0, len(items), cfg.batch):
             chunk = items[i:i + cfg.batch]
-            x = torch.stack([torch.as_tensor(augment(torch.as_tensor(p.grey[z][None], dtype=torch.float32)))
-                             for p, z in chunk]) / 255.0
-            x = x.repeat(1, 3, 1, 1)
-            c = torch.as_tensor(np.stack([p.clinical for p, _ in chunk])) if student.clinical else None
+            x, c = batch_inputs(chunk, augment, student.clinical)
             with torch.no_grad():
                 target = outputs(teacher, x, c)
             opt.zero_grad()

@@ -56,6 +56,16 @@ class MviResNet18(nn.Module):
         return self.head(self.features(image), clinical)
 
 
+def gradcam(net: MviResNet18, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM of the MVI class from layer4's ``feats``: (the weighted sum before the ReLU,
+    (N, h, w); the map after it, upsampled to the input, (N, 1, SIZE, SIZE), before min-max)."""
+    z = feats.shape[2] * feats.shape[3]
+    w = net.fc.weight[POSITIVE, :512] / z
+    pre = torch.einsum("k,nkij->nij", w, feats)
+    cam = F.interpolate(F.relu(pre).unsqueeze(1), size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    return pre, cam
+
+
 class ExportWrapper(nn.Module):
     """What ONNX holds: ``probability`` (N,) of MVI and ``gradcam`` (N, 256, 256) in 0..1."""
 
@@ -66,11 +76,7 @@ class ExportWrapper(nn.Module):
     def _outputs(self, image: torch.Tensor, clinical: torch.Tensor | None):
         feats = self.net.features(image)
         prob = torch.softmax(self.net.head(feats, clinical), dim=1)[:, POSITIVE]
-        z = feats.shape[2] * feats.shape[3]
-        w = self.net.fc.weight[POSITIVE, :512] / z
-        cam = F.relu(torch.einsum("k,nkij->nij", w, feats)).unsqueeze(1)
-        cam = F.interpolate(cam, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-        return prob, normalise_map(cam)[:, 0]
+        return prob, normalise_map(gradcam(self.net, feats)[1])[:, 0]
 
 
 class ClinicalExport(ExportWrapper):

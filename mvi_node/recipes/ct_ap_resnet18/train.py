@@ -26,6 +26,7 @@ from monai.utils import set_determinism
 from torch import nn
 
 from mvi_node import evaluation as ev
+from mvi_node.recipes.ct_ap_resnet18.batches import batch_inputs, epoch_slices, to_input
 from mvi_node.recipes.ct_ap_resnet18.data import PatientCrops
 from mvi_node.recipes.ct_ap_resnet18.network import MviResNet18
 
@@ -57,12 +58,6 @@ def augmenter(seed: int) -> Compose:
     ])
     t.set_random_state(seed=seed)
     return t
-
-
-def to_input(grey: np.ndarray) -> torch.Tensor:
-    """(N, 256, 256) grey 0..255 -> (N, 3, 256, 256) float 0..1 (the ONNX ``image``)."""
-    x = torch.as_tensor(np.asarray(grey, dtype=np.float32) / 255.0)
-    return x[:, None].repeat(1, 3, 1, 1)
 
 
 def split_patients(patients: list[PatientCrops], val_fraction: float, seed: int):
@@ -139,18 +134,12 @@ def fit(net: MviResNet18, train: list[PatientCrops], val: list[PatientCrops], cf
     labels = np.array([p.label for p in val])
     best, best_auc, stale, history, steps = None, -1.0, 0, [], 0
     for epoch in range(epochs):
-        rng = np.random.default_rng([cfg.seed, epoch])
-        items = [(p, int(z)) for p in train
-                 for z in rng.choice(len(p.grey), min(cfg.slices_per_patient, len(p.grey)), replace=False)]
-        items = [items[i] for i in rng.permutation(len(items))]
+        items = epoch_slices(train, cfg.slices_per_patient, (cfg.seed, epoch))
         net.train()
         t0, total = time.perf_counter(), 0.0
         for i in range(0, len(items), cfg.batch):
             chunk = items[i:i + cfg.batch]
-            x = torch.stack([torch.as_tensor(aug(torch.as_tensor(p.grey[z][None], dtype=torch.float32)))
-                             for p, z in chunk]) / 255.0
-            x = x.repeat(1, 3, 1, 1)
-            c = torch.as_tensor(np.stack([p.clinical for p, _ in chunk])) if net.clinical else None
+            x, c = batch_inputs(chunk, aug, net.clinical)
             y = torch.as_tensor([p.label for p, _ in chunk])
             opt.zero_grad()
             loss = loss_fn(net(x, c), y)
@@ -265,9 +254,9 @@ def _fine_tune_quantisation_aware(image_only, clinical, cfg: TrainConfig, log, s
         epochs = cfg.epochs if variant == "image_only" else cfg.clinical_epochs
         if cfg.distill:
             from mvi_node.infer.manifest import load_model
+            from mvi_node.infer.quantize import PERCENTILE
             from mvi_node.recipes.ct_ap_resnet18.distill import distil
             from mvi_node.recipes.fake_quant import percentile_ranges
-            from mvi_node.infer.quantize import PERCENTILE
 
             with percentile_ranges(net, PERCENTILE):  # where mvi-node quantize will put them
                 _range_pass(net, patients[0], cfg)
