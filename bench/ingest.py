@@ -71,14 +71,33 @@ def send(port: int, folders: list[Path], called: str) -> float:
     return SLICES * len(folders) / (time.perf_counter() - start)
 
 
+def wait_listeners(admin_port: int, timeout: float = 60) -> None:
+    """Until the node's /readyz says every listener process accepts: a child listener
+    starts a second or two after the port opens, and a run begun before would time one
+    process (how the 2-process figures before 2026-12-04 were taken)."""
+    import httpx
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if httpx.get(f"http://127.0.0.1:{admin_port}/readyz", timeout=2).json()["checks"]["listeners"]["ok"]:
+                return
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("listener processes")
+
+
 class Server:
-    def __init__(self, cmd: list[str], port: int, workdir: Path, env=None):
-        self.cmd, self.port, self.workdir, self.env = cmd, port, workdir, env or ENV
+    def __init__(self, cmd: list[str], port: int, workdir: Path, env=None, admin_port: int | None = None):
+        self.cmd, self.port, self.workdir, self.env, self.admin_port = cmd, port, workdir, env or ENV, admin_port
 
     def __enter__(self):
         self.log = open(self.workdir / "server.log", "wb")
         self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         wait_port(self.port)
+        if self.admin_port is not None:
+            wait_listeners(self.admin_port)
         time.sleep(0.5)
         return self
 
@@ -118,12 +137,12 @@ def orthanc(workdir: Path) -> Server:
 
 
 def mvi_node(workdir: Path, workers: int, durability: str = "fsync") -> Server:
-    port = free_port()
+    port, admin = free_port(), free_port()
     # no model warm-up: it would load ONNX sessions on the CPUs while the first run is timed
     env = {**ENV, "MVI_LISTENER__WORKERS": str(workers), "MVI_STAGING__DURABILITY": durability, "MVI_LOG_LEVEL": "WARNING",
-           "MVI_INFERENCE__WARM_UP": "false"}
+           "MVI_INFERENCE__WARM_UP": "false", "MVI_ADMIN__PORT": str(admin)}
     cmd = [sys.executable, "-m", "mvi_node", "serve", "--data-dir", str(workdir / "var"), "--port", str(port), "--quiet-seconds", "3600"]
-    return Server(cmd, port, workdir, env)
+    return Server(cmd, port, workdir, env, admin)
 
 
 def fsync_floor(files: list[Path], workdir: Path, folder_sync: bool) -> float:

@@ -15,6 +15,9 @@ import pytest
 
 from mvi_node.synth.plain_series import plain_ct_series
 
+# One listener process unless a test asks for more: the default (one per core) would start
+# a second interpreter beside every node the suite starts.
+os.environ.setdefault("MVI_LISTENER__WORKERS", "1")
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 STORESCU = "/usr/bin/storescu"
 ECHOSCU = "/usr/bin/echoscu"

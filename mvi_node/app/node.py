@@ -9,6 +9,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import socket
 import threading
 from typing import Callable
 
@@ -30,6 +31,7 @@ from mvi_node.pipeline.lineage import ResultLineage
 from mvi_node.pipeline.prefetch import HeaderPrefetch
 from mvi_node.jobs.worker import JobWorker
 from mvi_node.logs import setup_logging
+from mvi_node.receive.balance import ConnectionBalance
 from mvi_node.receive.handlers import ListenerHandlers
 from mvi_node.receive.policy import CallerPolicy, DiskGuard
 from mvi_node.receive.server import Listener
@@ -43,12 +45,16 @@ from mvi_node.stage.reconcile import reconcile
 log = logging.getLogger("mvi_node")
 
 
+#: listener processes that ``[listener] workers = 0`` starts on a machine with many cores
+AUTO_LISTENERS_MAX = 4
+
+
 def _listener_count(settings: Settings) -> int:
-    return settings.listener.workers or os.cpu_count() or 1
+    return settings.listener.workers or min(os.cpu_count() or 1, AUTO_LISTENERS_MAX)
 
 
-def _make_listener(settings: Settings, index: StagingIndex, shared_port: bool,
-                   syncer: BatchSyncer | None = None) -> Listener:
+def _make_listener(settings: Settings, index: StagingIndex, syncer: BatchSyncer | None = None,
+                   balance: ConnectionBalance | None = None, listening: socket.socket | None = None) -> Listener:
     cfg = settings.listener
     per_process = max(1, -(-cfg.max_associations // _listener_count(settings)))
     stager = Stager(settings.staging_dir, index, sync=settings.staging.durability == "fsync",
@@ -61,7 +67,7 @@ def _make_listener(settings: Settings, index: StagingIndex, shared_port: bool,
         max_instance_bytes=cfg.max_instance_mb << 20,
         max_associations=per_process,
     )
-    return Listener(settings, handlers, per_process, shared_port)
+    return Listener(settings, handlers, per_process, balance, listening)
 
 
 def _dispatch_tls_context(settings: Settings):
@@ -88,12 +94,12 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _child_listener(settings_json: str, parent_pid: int) -> None:
+def _child_listener(settings_json: str, parent_pid: int, listening: socket.socket, balance: ConnectionBalance) -> None:
     _die_with_parent(parent_pid)
     settings = Settings.model_validate_json(settings_json)
     setup_logging(settings.log_level, settings.log_format)
     syncer = _batch_syncer(settings)
-    listener = _make_listener(settings, StagingIndex(settings.index_db), shared_port=True, syncer=syncer)
+    listener = _make_listener(settings, StagingIndex(settings.index_db), syncer, balance, listening)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
@@ -111,7 +117,7 @@ def _batch_syncer(settings: Settings) -> BatchSyncer | None:
 
 
 class IngestFirstPrefetch(HeaderPrefetch):
-    """The header prefetch, paused while this process's listener has associations open.
+    """The header prefetch, paused while any listener process has connections open.
 
     It runs in the listener's process and holds the GIL while pydicom parses: measured
     with four DCMTK senders on two cores (bench/RESULTS.md, #15), 211-225 instances/s with
@@ -189,6 +195,7 @@ class Node:
         self.readiness: dict[str, Callable[[], tuple[bool, str]]] = {
             "storage": self._storage_writable,
             "job_store": self._job_store_reachable,
+            "listeners": self._listeners_accepting,
             "model": model_readiness(self.engine),
         }
         for dest in self.destinations:
@@ -230,6 +237,27 @@ class Node:
             return False, "free disk below the floor"
         return True, "writable"
 
+    def _listeners_accepting(self) -> tuple[bool, str]:
+        """Every listener process accepts (a child takes a second or two to start)."""
+        count = _listener_count(self.settings)
+        balance = self.listener.server.balance if self.listener is not None else None
+        up = 0 if self.listener is None else (balance.accepting() if balance is not None else 1)
+        return up == count, f"{up} of {count} listener processes accepting"
+
+    def _watch_listeners(self, balance: ConnectionBalance) -> None:
+        """A listener process that dies (killed, out of memory) is logged and taken out of
+        the balance at once, so no new connection waits out its turn; the others go on."""
+        from multiprocessing.connection import wait
+
+        alive = {proc.sentinel: (slot, proc) for slot, proc in enumerate(self.children, start=1)}
+        while alive and not self._stopped:
+            for sentinel in wait(list(alive), timeout=1.0):
+                slot, proc = alive.pop(sentinel)
+                balance.for_slot(slot).leave()
+                if not self._stopped:
+                    log.error("listener process %d exited (code %s); the other %d take its connections",
+                              slot, proc.exitcode, balance.accepting())
+
     def _job_store_reachable(self) -> tuple[bool, str]:
         counts = self.jobs.counts()
         return True, f"{counts.get('queued', 0)} queued"
@@ -254,8 +282,12 @@ class Node:
         self.admin.start()
 
     def _receiving(self) -> bool:
-        """Associations open on this process's listener (a child listener's are not seen)."""
-        return self.listener is not None and self.listener.handlers.active > 0
+        """Connections open on any listener process (their shared counts), else associations
+        open on this process's listener."""
+        if self.listener is None:
+            return False
+        balance = self.listener.server.balance
+        return balance.open() > 0 if balance is not None else self.listener.handlers.active > 0
 
     def start(self) -> None:
         # Before anything that touches another process's work (temporary files, running
@@ -268,15 +300,19 @@ class Node:
             log.info("resumed %d jobs left running by the previous process", resumed)
         count = _listener_count(self.settings)
         self.syncer = _batch_syncer(self.settings)
-        self.listener = _make_listener(self.settings, self.index, shared_port=count > 1, syncer=self.syncer)
+        ctx = mp.get_context("spawn")
+        # several processes: one socket, bound here and inherited, each connection to the least busy
+        balance = ConnectionBalance.shared(count, ctx) if count > 1 else None
+        self.listener = _make_listener(self.settings, self.index, self.syncer, balance)
         self.listener.start()
-        if count > 1:
-            ctx = mp.get_context("spawn")
+        if balance is not None:
             payload = self.settings.model_dump_json()
-            for i in range(count - 1):
-                proc = ctx.Process(target=_child_listener, args=(payload, os.getpid()), name=f"listener-{i + 1}", daemon=True)
+            for i in range(1, count):
+                proc = ctx.Process(target=_child_listener, name=f"listener-{i}", daemon=True,
+                                   args=(payload, os.getpid(), self.listener.server.socket, balance.for_slot(i)))
                 proc.start()
                 self.children.append(proc)
+            threading.Thread(target=self._watch_listeners, args=(balance,), name="listener-watch", daemon=True).start()
         if self.engine is not None and self.settings.inference.warm_up:
             # a job that starts before it ends waits on the session being made, no longer
             self._warm_thread = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)

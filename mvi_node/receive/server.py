@@ -8,7 +8,7 @@ import ssl
 import threading
 import time
 
-from pynetdicom import AE, _config as pynetdicom_config
+from pynetdicom import AE, evt, _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
@@ -18,6 +18,7 @@ from mvi_node.config.sop_classes import ALL_STORAGE_SOP_CLASSES
 from mvi_node.logs import shown
 from mvi_node.receive import command_uids, incoming
 from mvi_node.receive.association import NodeAssociation
+from mvi_node.receive.balance import ConnectionBalance
 from mvi_node.receive.handlers import ListenerHandlers
 
 log = logging.getLogger("mvi_node.receive")
@@ -38,9 +39,17 @@ class NodeRequestHandler(RequestHandler):
         except (ssl.SSLError, OSError) as exc:
             log.warning("TLS handshake from %s failed: %s", self.client_address[0], shown(type(exc).__name__))
             raw.close()
+            self.server.connection_ended()
             raise _HandshakeFailed from None
         tls.settimeout(None)  # pynetdicom polls the socket itself
         self.request = tls
+
+    def handle(self) -> None:
+        try:
+            super().handle()  # the association built, EVT_CONN_OPEN, its thread started
+        except BaseException:
+            self.server.connection_ended()
+            raise
 
     def _create_association(self):
         assoc = super()._create_association()
@@ -54,22 +63,50 @@ class _HandshakeFailed(Exception):
 
 class NodeServer(ThreadedAssociationServer):
     """The listener's server: connection threads are daemons (a stuck peer never holds
-    shutdown), TLS is negotiated per connection (see :class:`NodeRequestHandler`)."""
+    shutdown), TLS is negotiated per connection (see :class:`NodeRequestHandler`).
+
+    With ``balance`` (several listener processes, :mod:`.balance`) it accepts from
+    ``listening``, the socket the processes share (None: its own, bound here, which the
+    other processes then inherit), non-blocking, and leaves a waiting connection to a
+    less busy process."""
 
     daemon_threads = True
     block_on_close = False
-    reuse_port = False
+
+    def __init__(self, *args, balance: ConnectionBalance | None = None, listening: socket.socket | None = None,
+                 **kw) -> None:
+        self.balance = balance
+        self._inherited = listening
+        super().__init__(*args, **kw)
+        if balance is not None:
+            self.socket.setblocking(False)  # the processes race for each connection
 
     def server_bind(self) -> None:
-        if self.reuse_port:
-            # several listener processes share one port (one per core)
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self._inherited is None:
+            super().server_bind()
+            return
+        self.socket.close()
+        self.socket = self._inherited
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self._inherited is None:
+            super().server_activate()
 
     def get_request(self):
         # The accepted socket as it is: wrapping it here would run the TLS handshake in
         # the accept loop, where one silent peer blocks every new association.
-        return self.socket.accept()
+        if self.balance is not None and not self.balance.claim(self.socket):
+            raise BlockingIOError("taken by another listener process")
+        request = self.socket.accept()  # BlockingIOError: another process was quicker
+        if self.balance is not None:
+            self.balance.opened()
+        return request
+
+    def connection_ended(self) -> None:
+        """A connection this process accepted ended before it became an association."""
+        if self.balance is not None:
+            self.balance.closed()
 
     def handle_error(self, request, client_address) -> None:
         import sys
@@ -77,12 +114,6 @@ class NodeServer(ThreadedAssociationServer):
         if isinstance(sys.exc_info()[1], _HandshakeFailed):
             return
         log.exception("connection from %s failed", client_address[0] if client_address else "?")
-
-
-class SharedPortServer(NodeServer):
-    """Sets SO_REUSEPORT so several listener processes share one port (one per core)."""
-
-    reuse_port = True
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -139,9 +170,12 @@ def _register(uid: str) -> None:
 
 
 class Listener:
-    """One listening socket served by threads (one per association)."""
+    """One listening socket served by threads (one per association); with ``balance``, one
+    of several listener processes on that socket (``listening``: the first process's, None
+    in the first process itself)."""
 
-    def __init__(self, settings: Settings, handlers: ListenerHandlers, max_associations: int, shared_port: bool) -> None:
+    def __init__(self, settings: Settings, handlers: ListenerHandlers, max_associations: int,
+                 balance: ConnectionBalance | None = None, listening: socket.socket | None = None) -> None:
         self.settings = settings
         self.handlers = handlers
         incoming.install()
@@ -151,9 +185,11 @@ class Listener:
         self.server = self.ae.make_server(
             (cfg.host, cfg.port),
             ae_title=cfg.ae_title,
-            evt_handlers=handlers.handlers(),
-            server_class=SharedPortServer if shared_port else NodeServer,
+            evt_handlers=handlers.handlers() + ([(evt.EVT_CONN_CLOSE, balance.closed)] if balance else []),
+            server_class=NodeServer,
             request_handler=NodeRequestHandler,
+            balance=balance,
+            listening=listening,
         )
         # TLS is this server's own business (per connection, with a timeout), not pynetdicom's.
         self.server.tls_handshake_context = tls_context(settings)
@@ -176,6 +212,8 @@ class Listener:
         self._thread = threading.Thread(target=self.server.serve_forever, name="listener", daemon=True)
         if self.pool is not None:
             self.pool.start()
+        if self.server.balance is not None:
+            self.server.balance.join()
         self._thread.start()
         self.watchdog.start()
         cfg = self.settings.listener
@@ -188,6 +226,8 @@ class Listener:
         self.watchdog.stop()
         if self.pool is not None:
             self.pool.stop()
+        if self.server.balance is not None:
+            self.server.balance.leave()
         self.server.shutdown()
         self.server.server_close()
         deadline = time.monotonic() + grace_seconds
