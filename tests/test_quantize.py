@@ -457,3 +457,41 @@ def test_input_scaling_folds_into_the_first_quantisation(tmp_path):
     q.quantize_int8(src, tmp_path / "high.onnx", [{"image": 0.6 + 0.4 * x}], float_first=False,
                     bias_correction=False)
     assert not q.fold_input_scaling(onnx.load(str(tmp_path / "high.onnx")))
+
+
+def test_weight_zero_points_move_off_zero_with_the_same_outputs(tmp_path):
+    """Zero point -1 and every int8 weight one lower: ONNX Runtime's general GEMM path in
+    place of its symmetric-weight kernels, the same dequantised weights and so the same
+    outputs to the bit; a 1 x 1 convolution and one named in ``skip`` keep zero point 0."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import numpy_helper
+    from torch import nn
+
+    from mvi_node.infer import quantize as q
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 7, stride=2, padding=3), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
+                        nn.ReLU(), nn.Conv2d(32, 8, 1)).eval()
+    x = np.random.default_rng(0).random((8, 3, 32, 32), dtype=np.float32)
+    src = tmp_path / "fp32.onnx"
+    torch.onnx.export(net, (torch.from_numpy(x),), str(src), input_names=["image"], output_names=["y"],
+                      opset_version=17, dynamo=False)
+    q.quantize_int8(src, tmp_path / "int8.onnx", [{"image": x}], float_first=False, bias_correction=False,
+                    offset_weights=False)
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    first, second, pointwise = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    assert q.offset_weight_zero_points(model, skip=[first]) == [second]
+    onnx.checker.check_model(model)
+    zeros = {n.name: numpy_helper.to_array(i) for n in model.graph.node if n.op_type == "DequantizeLinear"
+             for i in model.graph.initializer if i.name == n.input[2] and i.data_type == onnx.TensorProto.INT8}
+    assert sorted(int(z.min()) for z in zeros.values() if z.size > 1) == [-1, 0, 0]
+    assert q.offset_weight_zero_points(model) == [first]  # the moved one is not moved again
+    assert q.offset_weight_zero_points(model, pointwise=True) == [pointwise]
+    onnx.save(model, str(tmp_path / "offset.onnx"))
+    run = lambda f: ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert np.array_equal(run("int8.onnx"), run("offset.onnx"))
+    done = q.quantize_int8(src, tmp_path / "default.onnx", [{"image": x}], float_first=False, bias_correction=False)
+    assert done["weights_offset"] and "zero point -1" in q.int8_method(done)
+    assert np.array_equal(run("int8.onnx"), run("default.onnx"))
