@@ -196,7 +196,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             if precision == "int8":
                 done = q.quantize_int8(int8_src, dst, groups, float_nodes=args.float_nodes or (),
                                        float_first=not args.no_float_first, bias_correction=not args.no_bias_correction,
-                                       fold_input=not args.no_fold_input)
+                                       fold_input=not args.no_fold_input,
+                                       offset_weights={"auto": None, "yes": True, "no": False}[args.offset_weights])
                 method = q.int8_method(done)
                 if int8_src != src:
                     method += "; " + _student_text(int8_src)
@@ -311,6 +312,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-bias-correction", action="store_true", help="int8: skip the empirical bias correction")
     p.add_argument("--no-fold-input", action="store_true",
                    help="int8 with --no-float-first: keep the input's scaling as separate float ops")
+    p.add_argument("--offset-weights", choices=("auto", "yes", "no"), default="auto",
+                   help="int8: convolution weights at zero point -1, for ONNX Runtime's AMX GEMM path (same outputs); "
+                        "auto: when this CPU has AMX int8")
     p.add_argument("--int8-from", metavar="DIR",
                    help="int8: quantise the graphs of DIR (a student distilled from --model with int8 simulated: "
                         "mvi-node train ct_ap_resnet18 --qat-from MODEL --distill); fp32, calibration and the "

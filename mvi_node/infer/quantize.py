@@ -162,7 +162,7 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
                   exclude_ops: Sequence[str] = (), float_head: bool = True, float_nodes: Sequence[str] = (),
                   float_first: bool = True, bias_correction: bool = True,
                   correction_samples: int = 128, fold_input: bool = True,
-                  offset_weights: bool = True) -> dict[str, Any]:
+                  offset_weights: bool | None = None) -> dict[str, Any]:
     """Static int8 QDQ copy of ``src`` calibrated on ``feeds`` (dicts input name -> array);
     returns what was done, for the manifest (``float_nodes``, ``bias_correction``).
 
@@ -176,7 +176,8 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
     the fp32 graph, and reused. With ``fold_input`` (and the first convolution in int8) a
     constant scaling of the input is folded into its quantisation (:func:`fold_input_scaling`).
     With ``offset_weights`` the convolutions' weights move to zero point -1
-    (:func:`offset_weight_zero_points`; same outputs, ONNX Runtime's AMX-capable GEMM path)."""
+    (:func:`offset_weight_zero_points`; same outputs, ONNX Runtime's AMX-capable GEMM path);
+    None: where this CPU has AMX int8 (:func:`cpu_has_amx`), since only there was it measured."""
     import inspect
 
     import onnx
@@ -235,6 +236,8 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
             static(work, dst, None)
             done["bias_shift_mean"] = round(float(np.mean(list(shifts.values()))) if shifts else 0.0, 5)
             done["bias_correction_samples"] = n
+    if offset_weights is None:
+        offset_weights = cpu_has_amx()
     if (fold_input and not float_first) or offset_weights:
         model = onnx.load(str(dst))
         if fold_input and not float_first and fold_input_scaling(model):
@@ -299,6 +302,15 @@ def fold_input_scaling(model: Any) -> bool:
         graph.node.remove(sub), graph.node.remove(div)
         return True
     return False
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU advertises AMX int8 tiles (``amx_int8`` in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return any(line.startswith("flags") and " amx_int8" in line for line in f)
+    except OSError:
+        return False
 
 
 def offset_weight_zero_points(model: Any, skip: Sequence[str] = (), pointwise: bool = False) -> list[str]:
