@@ -184,3 +184,40 @@ def test_a_killed_listener_process_is_reported_and_no_longer_chosen(node):
     finally:
         for a in held:
             a.release()
+
+
+def test_admitted_peers_of_the_other_processes_count_towards_the_limit():
+    first = ConnectionBalance.shared(3, mp.get_context("spawn"))
+    second, third = first.for_slot(1), first.for_slot(2)
+    first.join(), second.join()  # the third never started
+    second.publish_admitted(3)
+    third.publish_admitted(5)
+    assert first.admitted_elsewhere() == 3  # a process that is not accepting holds nobody
+    second.leave()
+    assert first.admitted_elsewhere() == 0
+
+
+def test_the_association_limit_is_the_nodes_not_a_share_per_process(node):
+    """max_associations = 4 with 2 processes: 4 peers get in even when one process takes
+    them all (its partner stalled), and the 5th is refused; a per-process share of 2
+    refused the 3rd."""
+    n = node(env={**WORKERS, "MVI_LISTENER__MAX_ASSOCIATIONS": "4"})
+    _wait_listeners(n, True)
+    (child,) = _children(n.proc.pid)
+    os.kill(child, signal.SIGSTOP)  # accepts nothing, yet holds its slot as the least busy
+    held = []
+    try:
+        for _ in range(4):
+            held.append(_associate(n.port))
+        assert _held(n.proc.pid, _established(n.port)) == 4
+        ae = AE(ae_title="BALANCE")
+        ae.add_requested_context(Verification)
+        fifth = ae.associate("127.0.0.1", n.port, ae_title="MVI_NODE")
+        assert fifth.is_rejected
+        held[0].release()
+        held[0] = _associate(n.port)  # a place freed is a place again
+    finally:
+        os.kill(child, signal.SIGCONT)
+        for a in held:
+            if a.is_established:
+                a.release()

@@ -56,7 +56,6 @@ def _listener_count(settings: Settings) -> int:
 def _make_listener(settings: Settings, index: StagingIndex, syncer: BatchSyncer | None = None,
                    balance: ConnectionBalance | None = None, listening: socket.socket | None = None) -> Listener:
     cfg = settings.listener
-    per_process = max(1, -(-cfg.max_associations // _listener_count(settings)))
     stager = Stager(settings.staging_dir, index, sync=settings.staging.durability == "fsync",
                     max_inflated=cfg.max_inflated_mb << 20, syncer=syncer)
     handlers = ListenerHandlers(
@@ -65,9 +64,11 @@ def _make_listener(settings: Settings, index: StagingIndex, syncer: BatchSyncer 
         DiskGuard(settings.data_dir, cfg.min_free_disk_mb * 1024 * 1024),
         unused=cfg.unused_sop_classes,
         max_instance_bytes=cfg.max_instance_mb << 20,
-        max_associations=per_process,
+        # the node's limit, counted over every listener process (the balance shares the counts)
+        max_associations=cfg.max_associations,
+        peers=balance,
     )
-    return Listener(settings, handlers, per_process, balance, listening)
+    return Listener(settings, handlers, cfg.max_associations, balance, listening)
 
 
 def _dispatch_tls_context(settings: Settings):

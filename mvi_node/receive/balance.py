@@ -31,12 +31,15 @@ class ConnectionBalance:
     """This process's slot in the listener processes' shared connection counts.
 
     ``counts``: one int per listener process, in shared memory (``RawArray("i", n)``, made
-    by :meth:`shared`); each process writes only its own slot, under its own lock."""
+    by :meth:`shared`): its open connections; ``admitted``: its peers in an association
+    (sent an A-ASSOCIATE-RQ and admitted), so ``[listener] max_associations`` bounds the
+    node, not each process's share of it. Each process writes only its own slots."""
 
-    def __init__(self, counts: Any, slot: int) -> None:
+    def __init__(self, counts: Any, slot: int, admitted: Any = None) -> None:
         if not 0 <= slot < len(counts):
             raise ValueError(f"listener slot {slot} outside the {len(counts)} processes")
         self.counts = counts
+        self.admitted = admitted if admitted is not None else [0] * len(counts)
         self.slot = slot
         self._lock = threading.Lock()
 
@@ -46,13 +49,13 @@ class ConnectionBalance:
         multiprocessing context the other processes are started with), all absent."""
         counts = ctx.RawArray("i", processes)
         counts[:] = [ABSENT] * processes
-        return cls(counts, 0)
+        return cls(counts, 0, ctx.RawArray("i", processes))
 
     def __reduce__(self):  # to a listener process: the shared counts, not this process's lock
-        return ConnectionBalance, (self.counts, self.slot)
+        return ConnectionBalance, (self.counts, self.slot, self.admitted)
 
     def for_slot(self, slot: int) -> "ConnectionBalance":
-        return ConnectionBalance(self.counts, slot)
+        return ConnectionBalance(self.counts, slot, self.admitted)
 
     @property
     def mine(self) -> int:
@@ -64,9 +67,19 @@ class ConnectionBalance:
             self.counts[self.slot] = 0
 
     def leave(self) -> None:
-        """This process's listener accepts no more."""
+        """This process's listener accepts no more (and its associations count no more)."""
         with self._lock:
             self.counts[self.slot] = ABSENT
+            self.admitted[self.slot] = 0
+
+    def publish_admitted(self, n: int) -> None:
+        """This process now has ``n`` peers in an association."""
+        self.admitted[self.slot] = n
+
+    def admitted_elsewhere(self) -> int:
+        """Peers in an association on the other accepting listener processes."""
+        return sum(int(self.admitted[i]) for i in range(len(self.counts))
+                   if i != self.slot and self.counts[i] < ABSENT)
 
     def opened(self) -> None:
         with self._lock:

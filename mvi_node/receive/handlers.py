@@ -66,15 +66,16 @@ class ListenerHandlers:
     ``unused``: what to do with an instance of a class no recipe reads ("store" or
     "discard"; see :data:`mvi_node.config.sop_classes.USED_SOP_CLASSES`).
 
-    ``max_associations``: how many peers of this process may have asked for an association
-    at once (sent an A-ASSOCIATE-RQ and not yet gone). A connection that has not asked is
+    ``max_associations``: how many peers may have asked for an association at once (sent
+    an A-ASSOCIATE-RQ and not yet gone); with ``peers`` (several listener processes,
+    :class:`~mvi_node.receive.balance.ConnectionBalance`) those of the other processes count too. A connection that has not asked is
     not counted: a load balancer's TCP check or a port scan holds a thread until ARTIM
     closes it ([listener] request_timeout_s), never a sender's place.
     """
 
     def __init__(self, stager: Stager, callers: CallerPolicy, disk: DiskGuard, on_stored=None,
                  unused: str = "store", max_instance_bytes: int | None = None,
-                 max_associations: int | None = None) -> None:
+                 max_associations: int | None = None, peers=None) -> None:
         self.stager = stager
         self.callers = callers
         self.disk = disk
@@ -82,10 +83,12 @@ class ListenerHandlers:
         self.unused = unused
         self.max_instance_bytes = max_instance_bytes
         self.max_associations = max_associations
+        self.peers = peers
         self._active: set[int] = set()
 
     def handlers(self) -> list:
-        return [
+        extra = [(evt.EVT_CONN_CLOSE, self._publish_peers)] if self.peers is not None else []
+        return extra + [
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_RELEASED, self.on_closed),
@@ -103,10 +106,20 @@ class ListenerHandlers:
         elif self.disk.low():
             log.error("association rejected: free disk below the floor (calling AE '%s')", shown(calling))
             self._reject(event, REJECT_CONGESTION, "disk_floor")
-        elif self.max_associations is not None and _requesting_peers(event.assoc) > self.max_associations:
+        elif self.max_associations is not None and self._in_progress(event.assoc) > self.max_associations:
             log.warning("association rejected: %d associations in progress, the limit (calling AE '%s')",
                         self.max_associations, shown(calling))
             self._reject(event, REJECT_LOCAL_LIMIT, "limit")
+        else:
+            self._publish_peers(event)
+
+    def _in_progress(self, assoc) -> int:
+        """Peers in an association, this one included, on every listener process."""
+        return _requesting_peers(assoc) + (self.peers.admitted_elsewhere() if self.peers is not None else 0)
+
+    def _publish_peers(self, event) -> None:
+        if self.peers is not None:
+            self.peers.publish_admitted(_requesting_peers(event.assoc))
 
     def _count(self, name: str) -> None:
         try:
@@ -133,6 +146,7 @@ class ListenerHandlers:
 
     def on_closed(self, event) -> None:
         self._active.discard(id(event.assoc))
+        self._publish_peers(event)
 
     @property
     def active(self) -> int:
