@@ -72,7 +72,7 @@ class ListenerSettings(_Section):
     require_called_ae: bool = True
     #: Calling AE titles allowed to associate, as ``AE`` or ``AE@host``; empty allows all.
     allowed_callers: list[str] = Field(default_factory=list)
-    #: associations in progress at once (peers that sent an A-ASSOCIATE-RQ; a bare TCP
+    #: associations in progress at once, over all listener processes (peers that sent an A-ASSOCIATE-RQ; a bare TCP
     #: connection is not counted); one more is refused "local limit exceeded"
     max_associations: int = Field(default=16, ge=1, le=1024)
     max_pdu: int = Field(default=131072, ge=4096)
