@@ -319,10 +319,11 @@ def offset_weight_zero_points(model: Any, skip: Sequence[str] = (), pointwise: b
     (im2col, then MLAS's QGEMM, which uses AMX where the CPU has it) instead of its
     symmetric-weight kernels (AVX-512 VNNI only). The dequantised weights are the same
     numbers, so are the outputs: ``(q - 1) - (-1) = q``, and a symmetric int8 weight is
-    never -128. Measured on the AMX CPU (ct_ap_resnet18, 16 slices, bench/RESULTS.md): each
-    3 x 3 convolution 1.1-2.3x faster, the 7 x 7 first one the same, the 1 x 1 ones up to
-    1.7x slower; so 1 x 1 convolutions keep zero point 0 unless ``pointwise``, and so do
-    those whose name contains one of ``skip``. Returns the names of the convolutions changed."""
+    never -128. Measured on the AMX CPU (bench/RESULTS.md): ct_ap_resnet18's 3 x 3
+    convolutions 1.1-2.3x faster, its 7 x 7 first one the same, its 1 x 1 ones up to 1.7x
+    slower; liver_tumor_seg's 3D convolutions 1.24x slower. So only 2D convolutions move,
+    1 x 1 ones only with ``pointwise``, and none whose name contains one of ``skip``.
+    Returns the names of the convolutions changed."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -342,7 +343,7 @@ def offset_weight_zero_points(model: Any, skip: Sequence[str] = (), pointwise: b
         zero = numpy_helper.to_array(init[dq.input[2]])
         if w.dtype != np.int8 or zero.dtype != np.int8 or zero.any() or (w.size and int(w.min()) < -127):
             continue
-        if not pointwise and w.ndim > 2 and all(k == 1 for k in w.shape[2:]):
+        if w.ndim != 4 or (not pointwise and w.shape[2:] == (1, 1)):
             continue
         init[dq.input[0]].CopyFrom(numpy_helper.from_array((w.astype(np.int16) - 1).astype(np.int8), dq.input[0]))
         init[dq.input[2]].CopyFrom(numpy_helper.from_array(np.full_like(zero, -1), dq.input[2]))
