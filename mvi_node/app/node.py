@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from functools import partial
 
-import ctypes
 import logging
 import multiprocessing as mp
 import os
 import signal
-import socket
 import threading
 from typing import Callable
 
@@ -23,6 +21,7 @@ from mvi_node.dispatch.cstore import CStoreSink
 from mvi_node.dispatch.jobs import DISPATCH_JOB, make_dispatch_handler
 from mvi_node.dispatch.sender import echo
 from mvi_node.app.engine import build_engine, model_readiness, warm_up
+from mvi_node.app.listener_process import batch_syncer, child_listener, listener_count, make_listener, wait_for_signal
 from mvi_node.app.replay import build_replay, research_route
 from mvi_node.app.retention import Retention
 from mvi_node.jobs import open_job_store
@@ -32,43 +31,14 @@ from mvi_node.pipeline.prefetch import HeaderPrefetch
 from mvi_node.jobs.worker import JobWorker
 from mvi_node.logs import setup_logging
 from mvi_node.receive.balance import ConnectionBalance
-from mvi_node.receive.handlers import ListenerHandlers
-from mvi_node.receive.policy import CallerPolicy, DiskGuard
 from mvi_node.receive.server import Listener
 from mvi_node.report.outputs import build_results, save_outputs
 from mvi_node.select.headers import HeaderCache
 from mvi_node.stage.completion import STUDY_JOB, CompletionWatcher
 from mvi_node.stage.index import StagingIndex
-from mvi_node.stage.ingest import Stager
 from mvi_node.stage.reconcile import reconcile
 
 log = logging.getLogger("mvi_node")
-
-
-#: listener processes that ``[listener] workers = 0`` starts on a machine with many cores
-AUTO_LISTENERS_MAX = 4
-
-
-def _listener_count(settings: Settings) -> int:
-    return settings.listener.workers or min(os.cpu_count() or 1, AUTO_LISTENERS_MAX)
-
-
-def _make_listener(settings: Settings, index: StagingIndex, syncer: BatchSyncer | None = None,
-                   balance: ConnectionBalance | None = None, listening: socket.socket | None = None) -> Listener:
-    cfg = settings.listener
-    stager = Stager(settings.staging_dir, index, sync=settings.staging.durability == "fsync",
-                    max_inflated=cfg.max_inflated_mb << 20, syncer=syncer)
-    handlers = ListenerHandlers(
-        stager,
-        CallerPolicy(cfg.allowed_callers),
-        DiskGuard(settings.data_dir, cfg.min_free_disk_mb * 1024 * 1024),
-        unused=cfg.unused_sop_classes,
-        max_instance_bytes=cfg.max_instance_mb << 20,
-        # the node's limit, counted over every listener process (the balance shares the counts)
-        max_associations=cfg.max_associations,
-        peers=balance,
-    )
-    return Listener(settings, handlers, cfg.max_associations, balance, listening)
 
 
 def _dispatch_tls_context(settings: Settings):
@@ -80,41 +50,6 @@ def _dispatch_tls_context(settings: Settings):
     if settings.dispatch.tls_ca is not None:
         ctx.load_verify_locations(str(settings.dispatch.tls_ca))
     return ctx
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    # A listener child must not outlive a killed parent and keep the port. SIGKILL, not
-    # SIGTERM: a store in flight was never acknowledged, so the sender resends it and the
-    # start-up reconcile clears its temporary file.
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _child_listener(settings_json: str, parent_pid: int, listening: socket.socket, balance: ConnectionBalance) -> None:
-    _die_with_parent(parent_pid)
-    settings = Settings.model_validate_json(settings_json)
-    setup_logging(settings.log_level, settings.log_format)
-    syncer = _batch_syncer(settings)
-    listener = _make_listener(settings, StagingIndex(settings.index_db), syncer, balance, listening)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
-    listener.start()
-    _wait_for_signal(stop)
-    listener.stop()
-    if syncer is not None:
-        syncer.stop()
-
-
-def _batch_syncer(settings: Settings) -> BatchSyncer | None:
-    if settings.staging.durability != "batched":
-        return None
-    return BatchSyncer(settings.staging.batch_interval_s).start()
 
 
 class IngestFirstPrefetch(HeaderPrefetch):
@@ -240,7 +175,7 @@ class Node:
 
     def _listeners_accepting(self) -> tuple[bool, str]:
         """Every listener process accepts (a child takes a second or two to start)."""
-        count = _listener_count(self.settings)
+        count = listener_count(self.settings)
         balance = self.listener.server.balance if self.listener is not None else None
         up = 0 if self.listener is None else (balance.accepting() if balance is not None else 1)
         return up == count, f"{up} of {count} listener processes accepting"
@@ -299,17 +234,17 @@ class Node:
         resumed = self.jobs.recover()
         if resumed:
             log.info("resumed %d jobs left running by the previous process", resumed)
-        count = _listener_count(self.settings)
-        self.syncer = _batch_syncer(self.settings)
+        count = listener_count(self.settings)
+        self.syncer = batch_syncer(self.settings)
         ctx = mp.get_context("spawn")
         # several processes: one socket, bound here and inherited, each connection to the least busy
         balance = ConnectionBalance.shared(count, ctx) if count > 1 else None
-        self.listener = _make_listener(self.settings, self.index, self.syncer, balance)
+        self.listener = make_listener(self.settings, self.index, self.syncer, balance)
         self.listener.start()
         if balance is not None:
             payload = self.settings.model_dump_json()
             for i in range(1, count):
-                proc = ctx.Process(target=_child_listener, name=f"listener-{i}", daemon=True,
+                proc = ctx.Process(target=child_listener, name=f"listener-{i}", daemon=True,
                                    args=(payload, os.getpid(), self.listener.server.socket, balance.for_slot(i)))
                 proc.start()
                 self.children.append(proc)
@@ -384,14 +319,6 @@ class Node:
         log.info("stopped")
 
 
-def _wait_for_signal(stop: threading.Event) -> None:
-    # Not a bare stop.wait(): a signal the kernel hands to another thread (a listener
-    # thread blocked in recv, say) never interrupts the main thread's wait, and the
-    # Python handler runs only when the main thread next executes bytecode.
-    while not stop.wait(0.2):
-        pass
-
-
 def serve(settings: Settings) -> None:
     """Run in the foreground until SIGTERM or SIGINT."""
     setup_logging(settings.log_level, settings.log_format)
@@ -404,5 +331,5 @@ def serve(settings: Settings) -> None:
     except DataDirInUse as exc:
         log.error("%s", exc)
         raise SystemExit(3) from None
-    _wait_for_signal(stop)
+    wait_for_signal(stop)
     node.stop()

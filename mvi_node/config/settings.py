@@ -77,7 +77,7 @@ class ListenerSettings(_Section):
     max_associations: int = Field(default=16, ge=1, le=1024)
     max_pdu: int = Field(default=131072, ge=4096)
     #: Listener processes on the port, each new association to the least busy
-    #: (mvi_node.receive.balance); 0: one per CPU core, at most 4 (each holds about 200 MB).
+    #: (mvi_node.receive.balance); 0: one per CPU core, at most 4 (a child listener holds about 80 MB).
     #: Several pay off when PACS sends several associations at once (4 senders on 2
     #: cores: 1.14x Orthanc with 2, 0.76x with 1; bench/RESULTS.md, #15).
     workers: int = Field(default=0, ge=0, le=64)
