@@ -227,3 +227,50 @@ def test_an_empty_teacher_map_pulls_the_students_largest_pixel_below_zero():
     total.backward()
     assert student_pre.grad[0, 4, 4] > 0  # SGD lowers it
     assert student_pre.grad[1].abs().sum() == 0 or student_pre.grad[1, 3, 3] == 0  # slice 1 not pushed down
+
+
+def test_float_arithmetic_runs_the_prepared_network_unrounded_and_restores_the_rounding():
+    from mvi_node.recipes.fake_quant import float_arithmetic
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        y_fp32 = net(x)
+    prepare(net, outputs=["2"])
+    with observe(net):
+        net(x)
+    net.eval()
+    with torch.no_grad():
+        y_int8 = net(x)
+        with float_arithmetic(net):
+            y_float = net(x)
+        y_again = net(x)
+    assert (y_int8 - y_fp32).abs().max() > 1e-4  # the simulation rounds
+    torch.testing.assert_close(y_float, y_fp32, atol=1e-6, rtol=0)  # inside: plain float, same weights
+    torch.testing.assert_close(y_again, y_int8, atol=0, rtol=0)  # the rounding is back on leaving
+    with float_arithmetic(net):  # gradients reach the float weights inside too
+        net(x).sum().backward()
+    assert net[0].parametrizations.weight.original.grad.abs().sum() > 0
+
+
+def test_a_self_consistent_distillation_reports_its_int8_against_its_own_fp32(tmp_path):
+    from mvi_node.commands.main import main
+    from mvi_node.infer import ModelRegistry
+    from mvi_node.synth import generate_ct
+
+    generate_ct(tmp_path / "data", 4, seed=5, matrix=128, hard_cases="none")
+    out = tmp_path / "models" / "ct_ap_resnet18" / "9.9.7"
+    rc = main(["train", "ct_ap_resnet18", "--cohort", str(tmp_path / "data"), "--out", str(out), "--seed", "1",
+               "--epochs", "1", "--clinical-epochs", "1", "--max-steps", "1", "--version", "9.9.7",
+               "--qat-from", str(SERVED), "--distill", "--self-consistent", "2", "--lr", "1e-5"])
+    assert rc == 0
+    model = ModelRegistry([tmp_path / "models"]).get("ct_ap_resnet18")
+    assert "self-consistent (weight 2)" in model.raw["training"]["quantisation_aware"]
+    history = __import__("json").loads(model.raw["variants"]["image_only"]["metrics"]["history"])
+    # the loss has both halves, and each epoch is judged as the quantiser's check will judge it
+    # (int8 against the same weights' fp32), with the fp32's drift from the teacher beside it
+    assert {"logit", "self_logit", "self_cam", "val_gradcam_r_mean", "val_drift_gradcam_r_mean"} <= set(history[0])
+    assert history[0]["self_logit"] > 0  # int8 and fp32 of one network differ, and the term sees it
+    assert history[0]["val_probability_delta_max"] > 0  # and so does the epoch's check (int8 vs own fp32)
+    assert history[0]["val_drift_probability_delta_max"] < 0.05  # one tiny step: fp32 still the teacher

@@ -49,8 +49,12 @@ class ActivationFakeQuant(nn.Module):
         self.frozen = False
         #: while collecting (:func:`percentile_ranges`): a subsample of every input seen
         self.collected: list[torch.Tensor] | None = None
+        #: pass values through unrounded (see :func:`float_arithmetic`)
+        self.bypass = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bypass:
+            return x
         if self.collected is not None:
             flat = x.detach().flatten()
             keep = torch.randint(0, flat.numel(), (min(flat.numel(), COLLECT_PER_BATCH),), device=flat.device)
@@ -73,7 +77,14 @@ class ActivationFakeQuant(nn.Module):
 class WeightFakeQuant(nn.Module):
     """Per-output-channel symmetric int8 rounding of a convolution's weight."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: pass the weight through unrounded (see :func:`float_arithmetic`)
+        self.bypass = False
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.bypass:
+            return w
         scale = (w.detach().abs().flatten(1).amax(1) / ((W_QMAX - W_QMIN) / 2)).clamp(min=1e-8)
         zero = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
         return torch.fake_quantize_per_channel_affine(w, scale.float(), zero, 0, W_QMIN, W_QMAX)
@@ -123,6 +134,22 @@ def observe(net: nn.Module, momentum: float = 1.0) -> Iterator[None]:
     finally:
         for m, mom in zip(fqs, saved):
             m.observing, m.momentum = False, mom
+
+
+@contextlib.contextmanager
+def float_arithmetic(net: nn.Module) -> Iterator[None]:
+    """Inside: the network runs in plain float, nothing rounded, the same weights; gradients
+    flow as usual. Lets one training step compare the fp32 graph a network will export with
+    the int8 copy the quantiser will make of it (``distill --self-consistent``)."""
+    fqs = [m for m in net.modules() if isinstance(m, (ActivationFakeQuant, WeightFakeQuant))]
+    saved = [m.bypass for m in fqs]
+    for m in fqs:
+        m.bypass = True
+    try:
+        yield
+    finally:
+        for m, b in zip(fqs, saved):
+            m.bypass = b
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ checked against that graph (Hinton et al. 2015 for distillation; Mishra & Marr, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from typing import Any, Callable
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from mvi_node.infer.accuracy import CLASSIFICATION_TOLERANCES, correlation
 from mvi_node.recipes.ct_ap_resnet18.batches import batch_inputs, epoch_slices, to_input
 from mvi_node.recipes.ct_ap_resnet18.network import POSITIVE, MviResNet18, gradcam
+from mvi_node.recipes.fake_quant import float_arithmetic
 from mvi_node.recipes.gradcam import normalise_map
 
 #: loss weights: served probability, Grad-CAM (1 - r and before the ReLU) and features
@@ -96,17 +98,17 @@ def loss(student_out, teacher_out, calibration: Any = None) -> tuple[torch.Tenso
     cam = (1.0 - pearson(cs[shaped], ct[shaped])).sum() / max(len(ct), 1) if bool(shaped.any()) else ds.sum() * 0
     # before the ReLU, every slice has a shape, the nearly empty maps too: where it crosses 0
     # decides what their min-max-stretched map shows; error as a share of each slice's variance
-    pre = (((ps - pt) ** 2).flatten(1).mean(1) / pt.flatten(1).var(1).clamp(min=1e-12)).mean()
+    pre = (((ps - pt) ** 2).flatten(1).mean(1) / pt.flatten(1).var(1).detach().clamp(min=1e-12)).mean()
     # the teacher's map is empty (nothing above 0): the served map is flat, and a student
     # map with any pixel above 0 is stretched to a full-scale spot, which the check counts as
     # r = 0; so the student's largest pixel is held a margin below 0 there
     empty = pt.flatten(1).amax(1) <= 0
     if bool(empty.any()):
-        scale = pt[empty].flatten(1).std(1).clamp(min=1e-12)
+        scale = pt[empty].flatten(1).std(1).detach().clamp(min=1e-12)
         flat = (F.relu(ps[empty].flatten(1).amax(1) + EMPTY_MARGIN * scale) / scale).sum() / len(pt)
     else:
         flat = ds.sum() * 0
-    feat = F.mse_loss(fs, ft) / ft.var().clamp(min=1e-8)
+    feat = F.mse_loss(fs, ft) / ft.var().detach().clamp(min=1e-8)
     total = logit + PROBABILITY_WEIGHT * prob + CAM_WEIGHT * (cam + pre + flat) + FEATURE_WEIGHT * feat
     return total, {"logit": float(logit.detach()), "probability": float(prob.detach()), "cam": float(cam.detach()),
                    "cam_pre_relu": float(pre.detach()), "cam_empty": float(flat.detach()),
@@ -115,10 +117,12 @@ def loss(student_out, teacher_out, calibration: Any = None) -> tuple[torch.Tenso
 
 @torch.no_grad()
 def agreement(student: MviResNet18, teacher: MviResNet18, patients, batch: int = 16,
-              calibration: Any = None) -> dict[str, float]:
+              calibration: Any = None, student_float: bool = False) -> dict[str, float]:
     """How close the simulated int8 student is to the teacher on ``patients``' slices, in
     the check's own terms: the largest difference of the patient score (max over slices of
-    the served probability) and the mean Grad-CAM r over slices."""
+    the served probability) and the mean Grad-CAM r over slices. ``student_float``: the
+    student in plain float arithmetic (:func:`~mvi_node.recipes.fake_quant.float_arithmetic`);
+    ``teacher`` may be the same network, which then runs simulated int8 against its own fp32."""
     student.eval(), teacher.eval()
     deltas, rs = [], []
     for p in patients:
@@ -126,7 +130,8 @@ def agreement(student: MviResNet18, teacher: MviResNet18, patients, batch: int =
         for i in range(0, len(p.grey), batch):
             x = to_input(p.grey[i:i + batch])
             c = torch.as_tensor(p.clinical[None].repeat(len(x), 0)) if student.clinical else None
-            _, ds, cs, _ = outputs(student, x, c)
+            with float_arithmetic(student) if student_float else contextlib.nullcontext():
+                _, ds, cs, _ = outputs(student, x, c)
             _, dt, ct, _ = outputs(teacher, x, c)
             ps.append(served(ds, calibration)), pt.append(served(dt, calibration))
             # the check's own r, on the maps as served (min-max per slice; two flat maps agree)
@@ -143,31 +148,59 @@ def _badness(a: dict[str, float]) -> float:
     return max(a["probability_delta_max"] / tol["probability"], (1.0 - a["gradcam_r_mean"]) / (1.0 - tol["gradcam"]))
 
 
+def _scores(student: MviResNet18, teacher: MviResNet18, val, calibration: Any, self_consistent: float):
+    """The epoch's figures: with ``self_consistent``, the check as the quantiser will run it
+    (the student's int8 against its own fp32) and how far its fp32 drifted from the teacher;
+    else the simulated int8 student against the teacher."""
+    if not self_consistent:
+        return agreement(student, teacher, val, calibration=calibration), {}
+    return (agreement(student, student, val, calibration=calibration, student_float=True),
+            {f"drift_{k}": v for k, v in agreement(student, teacher, val, calibration=calibration,
+                                                    student_float=True).items()})
+
+
 def distil(student: MviResNet18, teacher: MviResNet18, train, val, cfg, epochs: int, augment,
            log: Callable[[str], None] = print, deadline: float | None = None,
            progress: Callable[[dict], None] | None = None, calibration: Any = None):
     """SGD on :func:`loss`; the epoch whose :func:`agreement` on ``val`` is best is kept.
     ``calibration``: the teacher variant's (:class:`~mvi_node.infer.calibration.Calibration`).
-    Returns (student, history)."""
+
+    ``cfg.self_consistent`` (a weight w > 0): the student becomes a new model whose own fp32
+    graph is served and checked against its int8 copy. Each step runs it twice, in float and
+    with int8 simulated, on the same weights; the float outputs copy the teacher (so the new
+    fp32 model stays the validated one) and the int8 outputs copy the float ones, with w,
+    gradients flowing into both: the weights move to where rounding changes the outputs
+    least, not only to where the rounded network imitates the teacher. The epoch kept is the
+    one whose int8-against-own-fp32 agreement is best. Returns (student, history)."""
+    w = float(getattr(cfg, "self_consistent", 0.0) or 0.0)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=cfg.lr,
                           momentum=cfg.momentum)
-    start = agreement(student, teacher, val, calibration=calibration)
-    log(f"before distillation: {start}")
+    start, drift = _scores(student, teacher, val, calibration, w)
+    log(f"before distillation: {start} {drift}")
     best, best_bad, history, steps = copy.deepcopy(student.state_dict()), _badness(start), [], 0
+    terms = LOSS_TERMS + (tuple(f"self_{k}" for k in LOSS_TERMS) if w else ())
     for epoch in range(epochs):
         items = epoch_slices(train, cfg.slices_per_patient, (cfg.seed, 100 + epoch))
         student.train()
-        t0, totals, n = time.perf_counter(), dict.fromkeys(LOSS_TERMS, 0.0), 0
+        t0, totals, n = time.perf_counter(), dict.fromkeys(terms, 0.0), 0
         for i in range(0, len(items), cfg.batch):
             chunk = items[i:i + cfg.batch]
             x, c = batch_inputs(chunk, augment, student.clinical)
             with torch.no_grad():
                 target = outputs(teacher, x, c)
             opt.zero_grad()
-            total, parts = loss(outputs(student, x, c), target, calibration)
+            if w:
+                with float_arithmetic(student):
+                    as_float = outputs(student, x, c)
+                total, parts = loss(as_float, target, calibration)
+                own, own_parts = loss(outputs(student, x, c), as_float, calibration)
+                total = total + w * own
+                parts.update({f"self_{k}": v for k, v in own_parts.items()})
+            else:
+                total, parts = loss(outputs(student, x, c), target, calibration)
             total.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), MAX_GRAD_NORM)
             opt.step()
@@ -179,9 +212,10 @@ def distil(student: MviResNet18, teacher: MviResNet18, train, val, cfg, epochs: 
                 break
             if deadline and time.time() > deadline:
                 break
-        got = agreement(student, teacher, val, calibration=calibration)
+        got, drift = _scores(student, teacher, val, calibration, w)
         history.append({"epoch": epoch + 1, **{k: round(v / max(n, 1), 5) for k, v in totals.items()},
-                        **{f"val_{k}": v for k, v in got.items()}, "seconds": round(time.perf_counter() - t0, 1)})
+                        **{f"val_{k}": v for k, v in got.items()}, **{f"val_{k}": v for k, v in drift.items()},
+                        "seconds": round(time.perf_counter() - t0, 1)})
         log(f"distillation epoch {epoch + 1}: {history[-1]}")
         if progress is not None:
             progress(history[-1])

@@ -74,6 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --qat-from: train the int8 student to give the served graph's outputs (probability, "
                         "Grad-CAM, features) instead of fitting the labels; quantise it with "
                         "mvi-node quantize --int8-from")
+    p.add_argument("--self-consistent", type=float, default=0.0, metavar="W",
+                   help="with --distill: also train the network's simulated int8 outputs to equal its own fp32 "
+                        "ones (weight W), so that the result is a new model whose fp32 graph is served and "
+                        "quantised as usual (mvi-node quantize, without --int8-from)")
     p.add_argument("--int8-first-conv", action="store_true",
                    help="with --qat-from: simulate the first convolution in int8 too (quantize --no-float-first)")
 
@@ -123,7 +127,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = TrainConfig(seed=args.seed, epochs=args.epochs, clinical_epochs=args.clinical_epochs,
                       slices_per_patient=args.slices_per_patient, lr=args.lr, patience=args.patience,
                       max_minutes=args.max_minutes, max_steps=args.max_steps,
-                      qat_from=args.qat_from, distill=args.distill, int8_first_conv=args.int8_first_conv)
+                      qat_from=args.qat_from, distill=args.distill, int8_first_conv=args.int8_first_conv,
+                      self_consistent=args.self_consistent)
     bar = tqdm(total=cfg.epochs + cfg.clinical_epochs, desc="epochs", unit="epoch", file=sys.stderr,
                dynamic_ncols=True)
 
@@ -192,7 +197,11 @@ def main(args: argparse.Namespace) -> int:
                                       + "the last block's output float, as mvi-node quantize serves them"
                                       + ("; distilled from the served graph (its probability, Grad-CAM and "
                                          "features; labels unused), activation ranges frozen at the quantiser's "
-                                         "percentile" if args.distill else "")} if args.qat_from else {}),
+                                         "percentile" if args.distill else "")
+                                      + (f"; self-consistent (weight {args.self_consistent:g}): each step also "
+                                         "trains the simulated int8 outputs to equal the same weights' fp32 "
+                                         "outputs, so this model's own fp32 graph is the one served and checked"
+                                         if args.self_consistent else "")} if args.qat_from else {}),
             "split": "by patient, seeded (--seed), stratified by label; a split column wins",
         },
         "cohort": cohort,

@@ -111,6 +111,9 @@ class TrainConfig:
     distill: bool = False
     #: with ``qat_from``: simulate the first convolution in int8 too (``mvi-node quantize --no-float-first``)
     int8_first_conv: bool = False
+    #: with ``distill``: weight of the int8-against-own-fp32 term; the result is a new fp32
+    #: model, served with its own calibration (:func:`~mvi_node.recipes.ct_ap_resnet18.distill.distil`)
+    self_consistent: float = 0.0
     #: with ``distill``: calibration slices for the frozen activation ranges
     range_samples: int = 256
 
