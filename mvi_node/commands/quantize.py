@@ -196,7 +196,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             if precision == "int8":
                 done = q.quantize_int8(int8_src, dst, groups, float_nodes=args.float_nodes or (),
                                        float_first=not args.no_float_first, bias_correction=not args.no_bias_correction,
-                                       fold_input=not args.no_fold_input,
+                                       fold_input=not args.no_fold_input, equalise=not args.no_equalise,
                                        offset_weights={"auto": None, "yes": True, "no": False}[args.offset_weights])
                 method = q.int8_method(done)
                 if int8_src != src:
@@ -310,6 +310,8 @@ def register(subparsers) -> None:
                    help="int8: keep this graph node in float (repeatable; the head after the last conv always is)")
     p.add_argument("--no-float-first", action="store_true", help="int8: quantise the first convolution too")
     p.add_argument("--no-bias-correction", action="store_true", help="int8: skip the empirical bias correction")
+    p.add_argument("--no-equalise", action="store_true",
+                   help="int8: skip the activation equalisation of Conv-Relu-Conv pairs")
     p.add_argument("--no-fold-input", action="store_true",
                    help="int8 with --no-float-first: keep the input's scaling as separate float ops")
     p.add_argument("--offset-weights", choices=("auto", "yes", "no"), default="auto",

@@ -7,7 +7,8 @@
 - :func:`quantize_int8`: ONNX Runtime's static quantisation (``quantize_static``), QDQ
   format, per-channel signed int8 weights, unsigned int8 activations (the u8 x s8 pair
   MLAS runs with AVX-512 VNNI / AMX on x86), ranges at a high percentile of the recorded feeds,
-  the first convolution and the head after the last one in float, and the convolutions' biases
+  the first convolution and the head after the last one in float, ``Conv -> Relu -> Conv``
+  channels equalised first (:mod:`mvi_node.infer.equalisation`), and the convolutions' biases
   corrected for the copy's mean output error (:mod:`mvi_node.infer.bias_correction`);
 - :func:`convert_fp16`: every float initialiser and op in fp16, the inputs and outputs
   kept float32 so the copy is a drop-in (``onnxruntime.transformers.float16``);
@@ -45,6 +46,10 @@ def int8_method(done: Mapping[str, Any]) -> str:
         text += "; also float: " + ", ".join(done["float_nodes"])
     if done.get("input_scaling_folded"):
         text += "; the input's constant scaling folded into its quantisation"
+    if done.get("equalised"):
+        eq = done["equalised"]
+        text += (f"; activation equalisation (alpha {eq['alpha']}) of {eq['pairs']} Conv-Relu-Conv pairs "
+                 "on the calibration inputs (the same float outputs)")
     if done.get("weights_offset"):
         text += (f"; {len(done['weights_offset'])} convolutions' weights at zero point -1 (the same values; "
                  "ONNX Runtime's general u8s8 GEMM in place of its symmetric-weight kernels)")
@@ -162,7 +167,7 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
                   exclude_ops: Sequence[str] = (), float_head: bool = True, float_nodes: Sequence[str] = (),
                   float_first: bool = True, bias_correction: bool = True,
                   correction_samples: int = 128, fold_input: bool = True,
-                  offset_weights: bool | None = None) -> dict[str, Any]:
+                  offset_weights: bool | None = None, equalise: bool = True) -> dict[str, Any]:
     """Static int8 QDQ copy of ``src`` calibrated on ``feeds`` (dicts input name -> array);
     returns what was done, for the manifest (``float_nodes``, ``bias_correction``).
 
@@ -177,7 +182,10 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
     constant scaling of the input is folded into its quantisation (:func:`fold_input_scaling`).
     With ``offset_weights`` the convolutions' weights move to zero point -1
     (:func:`offset_weight_zero_points`; same outputs, ONNX Runtime's AMX-capable GEMM path);
-    None: where this CPU has AMX int8 (:func:`cpu_has_amx`), since only there was it measured."""
+    None: where this CPU has AMX int8 (:func:`cpu_has_amx`), since only there was it measured.
+    With ``equalise`` every ``Conv -> Relu -> Conv`` pair is first rescaled channel by channel
+    on the calibration inputs (:mod:`mvi_node.infer.equalisation`; the same float outputs,
+    activation ranges closer together for the per-tensor uint8 step)."""
     import inspect
 
     import onnx
@@ -192,6 +200,14 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        equalised: dict[str, float] = {}
+        if equalise:
+            from mvi_node.infer.equalisation import ALPHA, equalise_activations
+
+            model = onnx.load(str(pre))
+            equalised = equalise_activations(model, feeds)
+            if equalised:
+                onnx.save(model, str(pre))
         graph = onnx.load(str(pre)).graph
         kept = [n.name for n in graph.node if n.op_type in set(exclude_ops)] + list(float_nodes)
         if float_first:
@@ -215,6 +231,9 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
 
         static(pre, dst, _Reader(list(feeds)))
         done: dict[str, Any] = {"float_nodes": kept, "bias_correction": bias_correction}
+        if equalised:
+            done["equalised"] = {"alpha": ALPHA, "pairs": len(equalised),
+                                 "spread_max": max(equalised.values())}
         if bias_correction:
             from mvi_node.infer.bias_correction import correct_biases
 
