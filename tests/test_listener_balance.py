@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -195,6 +196,48 @@ def test_admitted_peers_of_the_other_processes_count_towards_the_limit():
     assert first.admitted_elsewhere() == 3  # a process that is not accepting holds nobody
     second.leave()
     assert first.admitted_elsewhere() == 0
+
+
+def _admit_slowly(balance: ConnectionBalance, start: Any, results: Any) -> None:
+    balance.join()
+    start.wait(30)
+    # counting this process's peers takes 0.1 s (three of them queue well within the lock's
+    # 0.5 s wait), after the others' counts were read: without one decision at a time, every
+    # process would read them before any had published, and all three would get in
+    results.put(balance.admit(lambda: (time.sleep(0.1), 1)[1], limit=2)[0])
+
+
+def test_processes_admitting_at_the_same_moment_do_not_overshoot_the_limit():
+    ctx = mp.get_context("spawn")
+    first = ConnectionBalance.shared(3, ctx)
+    start, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_admit_slowly, args=(first.for_slot(i), start, results)) for i in range(3)]
+    for p in procs:
+        p.start()
+    got = sorted(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(30)
+    assert got == [False, True, True]  # limit 2: the third to decide sees the other two
+    assert sorted(first.admitted[:]) == [0, 1, 1]
+
+
+def _decide_and_die(balance: ConnectionBalance) -> None:
+    balance._admission.acquire()  # killed in the middle of its admission: the lock is never released
+    os._exit(0)
+
+
+def test_a_process_that_died_deciding_delays_admission_but_does_not_stop_it():
+    ctx = mp.get_context("spawn")
+    first = ConnectionBalance.shared(2, ctx)
+    first.join()
+    proc = ctx.Process(target=_decide_and_die, args=(first.for_slot(1),))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0
+    t = time.monotonic()
+    assert first.admit(lambda: 1, limit=4, wait=0.3) == (True, 1)
+    assert 0.25 <= time.monotonic() - t < 5
+    assert first.admit(lambda: 5, limit=4, wait=0.1) == (False, 5)
 
 
 def test_the_association_limit_is_the_nodes_not_a_share_per_process(node):

@@ -14,10 +14,13 @@ counts as absent (never the least busy) until its listener starts and after it s
 
 from __future__ import annotations
 
+import logging
 import select
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
 
 #: how long a busier process leaves a waiting connection to a less busy one
 YIELD_SECONDS = 0.02
@@ -25,6 +28,9 @@ YIELD_SECONDS = 0.02
 _LOOK_SECONDS = 0.001
 #: the count of a process not (or no longer) accepting: never the least busy
 ABSENT = 1 << 30
+#: how long an admission waits for another process's admission decision; a process killed
+#: while deciding holds the lock for ever, so after this the count is taken without it
+ADMIT_LOCK_SECONDS = 0.5
 
 
 class ConnectionBalance:
@@ -33,15 +39,19 @@ class ConnectionBalance:
     ``counts``: one int per listener process, in shared memory (``RawArray("i", n)``, made
     by :meth:`shared`): its open connections; ``admitted``: its peers in an association
     (sent an A-ASSOCIATE-RQ and admitted), so ``[listener] max_associations`` bounds the
-    node, not each process's share of it. Each process writes only its own slots."""
+    node, not each process's share of it. Each process writes only its own slots.
+    ``admission``: a lock shared by the processes (``ctx.Lock()``) under which one
+    admission at a time is decided and published (:meth:`admit`)."""
 
-    def __init__(self, counts: Any, slot: int, admitted: Any = None) -> None:
+    def __init__(self, counts: Any, slot: int, admitted: Any = None, admission: Any = None) -> None:
         if not 0 <= slot < len(counts):
             raise ValueError(f"listener slot {slot} outside the {len(counts)} processes")
         self.counts = counts
         self.admitted = admitted if admitted is not None else [0] * len(counts)
         self.slot = slot
         self._lock = threading.Lock()
+        self._admission = admission if admission is not None else threading.Lock()
+        self._shared_admission = admission
 
     @classmethod
     def shared(cls, processes: int, ctx: Any) -> "ConnectionBalance":
@@ -49,13 +59,13 @@ class ConnectionBalance:
         multiprocessing context the other processes are started with), all absent."""
         counts = ctx.RawArray("i", processes)
         counts[:] = [ABSENT] * processes
-        return cls(counts, 0, ctx.RawArray("i", processes))
+        return cls(counts, 0, ctx.RawArray("i", processes), ctx.Lock())
 
-    def __reduce__(self):  # to a listener process: the shared counts, not this process's lock
-        return ConnectionBalance, (self.counts, self.slot, self.admitted)
+    def __reduce__(self):  # to a listener process: the shared counts and lock, not this process's lock
+        return ConnectionBalance, (self.counts, self.slot, self.admitted, self._shared_admission)
 
     def for_slot(self, slot: int) -> "ConnectionBalance":
-        return ConnectionBalance(self.counts, slot, self.admitted)
+        return ConnectionBalance(self.counts, slot, self.admitted, self._shared_admission)
 
     @property
     def mine(self) -> int:
@@ -80,6 +90,29 @@ class ConnectionBalance:
         """Peers in an association on the other accepting listener processes."""
         return sum(int(self.admitted[i]) for i in range(len(self.counts))
                    if i != self.slot and self.counts[i] < ABSENT)
+
+    def admit(self, own: Callable[[], int], limit: int, wait: float = ADMIT_LOCK_SECONDS) -> tuple[bool, int]:
+        """Whether one more association fits under ``limit`` on all listener processes
+        together, and the peers counted: ``own()`` gives this process's peers in an
+        association, the new one included; when it fits, that count is published before any
+        other process decides, so two processes admitting at the same moment cannot both
+        take the last place. A lock not had within ``wait`` (its holder died deciding):
+        decided on the counts as they are, as before this lock existed."""
+        locked = self._admission.acquire(timeout=wait)
+        if not locked:
+            log.warning("association admission: another listener process held the decision for %.1f s; "
+                        "counted without it", wait)
+        try:
+            elsewhere = self.admitted_elsewhere()
+            n = own()
+            total = n + elsewhere
+            if total > limit:
+                return False, total
+            self.admitted[self.slot] = n
+            return True, total
+        finally:
+            if locked:
+                self._admission.release()
 
     def opened(self) -> None:
         with self._lock:

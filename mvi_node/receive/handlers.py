@@ -106,16 +106,19 @@ class ListenerHandlers:
         elif self.disk.low():
             log.error("association rejected: free disk below the floor (calling AE '%s')", shown(calling))
             self._reject(event, REJECT_CONGESTION, "disk_floor")
-        elif self.max_associations is not None and self._in_progress(event.assoc) > self.max_associations:
+        elif self.max_associations is not None and not self._admits(event.assoc):
             log.warning("association rejected: %d associations in progress, the limit (calling AE '%s')",
                         self.max_associations, shown(calling))
             self._reject(event, REJECT_LOCAL_LIMIT, "limit")
         else:
             self._publish_peers(event)
 
-    def _in_progress(self, assoc) -> int:
-        """Peers in an association, this one included, on every listener process."""
-        return _requesting_peers(assoc) + (self.peers.admitted_elsewhere() if self.peers is not None else 0)
+    def _admits(self, assoc) -> bool:
+        """Whether the peers in an association, this one included, on every listener
+        process stay within the limit (decided one process at a time, and published)."""
+        if self.peers is None:
+            return _requesting_peers(assoc) <= self.max_associations
+        return self.peers.admit(lambda: _requesting_peers(assoc), self.max_associations)[0]
 
     def _publish_peers(self, event) -> None:
         if self.peers is not None:
