@@ -152,7 +152,10 @@ def _associate(port: int):
 
 
 def test_four_associations_are_spread_two_and_two(node):
-    n = node(env=WORKERS)
+    # without the model warm-up: its ONNX sessions keep the parent's CPU busy for its first
+    # seconds, when the 2-core CI machine may not wake the idle process within the 20 ms a
+    # busier one waits (one CI run gave 1:3); the test is of the balance, not of start-up
+    n = node(env={**WORKERS, "MVI_INFERENCE__WARM_UP": "false"})
     assert _wait_listeners(n, True)["detail"] == "2 of 2 listener processes accepting"
     processes = [n.proc.pid, *_children(n.proc.pid)]
     assert len(processes) == 2
