@@ -86,14 +86,21 @@ def _child_opens(balance: ConnectionBalance) -> None:
     balance.opened()
 
 
-def test_a_listener_process_counts_into_the_shared_memory():
+def _in_second_slot(target) -> ConnectionBalance:
+    """Slot 0 of new counts for two processes, joined, after ``target`` ran to its end in a
+    spawned process on slot 1."""
     ctx = mp.get_context("spawn")
     first = ConnectionBalance.shared(2, ctx)
     first.join()
-    proc = ctx.Process(target=_child_opens, args=(first.for_slot(1),))
+    proc = ctx.Process(target=target, args=(first.for_slot(1),))
     proc.start()
     proc.join(30)
     assert proc.exitcode == 0
+    return first
+
+
+def test_a_listener_process_counts_into_the_shared_memory():
+    first = _in_second_slot(_child_opens)
     assert list(first.counts) == [0, 1] and first.accepting() == 2 and not first.busier()
 
 
@@ -230,13 +237,7 @@ def _decide_and_die(balance: ConnectionBalance) -> None:
 
 
 def test_a_process_that_died_deciding_delays_admission_but_does_not_stop_it():
-    ctx = mp.get_context("spawn")
-    first = ConnectionBalance.shared(2, ctx)
-    first.join()
-    proc = ctx.Process(target=_decide_and_die, args=(first.for_slot(1),))
-    proc.start()
-    proc.join(30)
-    assert proc.exitcode == 0
+    first = _in_second_slot(_decide_and_die)
     t = time.monotonic()
     assert first.admit(lambda: 1, limit=4, wait=0.3) == (True, 1)
     assert 0.25 <= time.monotonic() - t < 5

@@ -21,23 +21,29 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 
-def channel_means(model: Any, nodes: Sequence[Any], feeds: Sequence[Mapping[str, np.ndarray]],
-                  threads: int = 0) -> dict[str, np.ndarray]:
-    """Mean over samples and positions of each node's first output, per channel (axis 1),
-    keyed by node name: ``model`` (an ONNX ModelProto) runs with those tensors as extra outputs."""
+def tensor_session(model: Any, tensors: Sequence[str], threads: int = 0) -> Any:
+    """A CPU session of ``model`` (an ONNX ModelProto, left unchanged) that also outputs the
+    named intermediate tensors (float), for measuring them on calibration inputs."""
     import onnx
     import onnxruntime as ort
 
     m = copy.deepcopy(model)
     have = {o.name for o in m.graph.output}
-    for n in nodes:
-        if n.output[0] not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, None))
+    for t in tensors:
+        if t not in have:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def channel_means(model: Any, nodes: Sequence[Any], feeds: Sequence[Mapping[str, np.ndarray]],
+                  threads: int = 0) -> dict[str, np.ndarray]:
+    """Mean over samples and positions of each node's first output, per channel (axis 1),
+    keyed by node name: ``model`` (an ONNX ModelProto) runs with those tensors as extra outputs."""
     names = [n.output[0] for n in nodes]
+    sess = tensor_session(model, names, threads)
     sums = [np.zeros(0)] * len(names)
     count = 0
     for feed in feeds:

@@ -20,10 +20,11 @@ first conv and head float, no bias correction): calibrated probabilities up to 0
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from mvi_node.infer.bias_correction import tensor_session
 
 #: share of the scale given to the activation (0: weights only, 1: activations only)
 ALPHA = 0.5
@@ -76,18 +77,7 @@ def channel_ranges(model: Any, tensors: Sequence[str], feeds: Sequence[Mapping[s
                    percentile: float = PERCENTILE, threads: int = 0) -> dict[str, np.ndarray]:
     """Per channel (axis 1) of each named tensor: the largest, over the feeds, of the
     ``percentile`` of its values in one feed."""
-    import onnx
-    import onnxruntime as ort
-
-    m = copy.deepcopy(model)
-    have = {o.name for o in m.graph.output}
-    for t in tensors:
-        if t not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = tensor_session(model, tensors, threads)
     ranges: dict[str, np.ndarray] = {}
     for feed in feeds:
         for t, v in zip(tensors, sess.run(list(tensors), dict(feed))):

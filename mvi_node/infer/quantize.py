@@ -200,15 +200,15 @@ def quantize_int8(src: Path | str, dst: Path | str, feeds: Sequence[Mapping[str,
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        model = onnx.load(str(pre))
         equalised: dict[str, float] = {}
         if equalise:
             from mvi_node.infer.equalisation import ALPHA, equalise_activations
 
-            model = onnx.load(str(pre))
             equalised = equalise_activations(model, feeds)
             if equalised:
                 onnx.save(model, str(pre))
-        graph = onnx.load(str(pre)).graph
+        graph = model.graph
         kept = [n.name for n in graph.node if n.op_type in set(exclude_ops)] + list(float_nodes)
         if float_first:
             kept += first_conv(graph)
